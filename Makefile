@@ -1,0 +1,27 @@
+# usagemeter: see README.md. `make run` starts the local stack, `make test` runs every test.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+TOOLS := $(BIN)/tools
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
+	-X github.com/prometheus/common/version.Revision=$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+	-X github.com/prometheus/common/version.Branch=main
+
+.DEFAULT_GOAL := build
+.PHONY: build test run bench lint go-test
+
+build: ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/usage-exporter ./cmd/usagectl
+
+# Area fragments: each adds its own prerequisites to test, bench and build.
+include $(sort $(wildcard mk/*.mk))
+
+go-test: build tools
+	PATH=$(TOOLS):$$PATH $(GO) test -count=1 ./...
+
+test: lint go-test ## every test the project has
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files -o --exclude-standard '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...

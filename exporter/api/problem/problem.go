@@ -1,0 +1,45 @@
+// Package problem writes RFC 9457 problem details (application/problem+json).
+package problem
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// ContentType is the media type of a problem document.
+const ContentType = "application/problem+json"
+
+// FieldError locates one bad field of one event in a request.
+type FieldError struct {
+	Index  int    `json:"index"`
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+// Details is an RFC 9457 problem document.
+type Details struct {
+	Type   string       `json:"type"`
+	Title  string       `json:"title"`
+	Status int          `json:"status"`
+	Detail string       `json:"detail,omitempty"`
+	Errors []FieldError `json:"errors,omitempty"`
+}
+
+// Write sends p with its status code.
+func Write(w http.ResponseWriter, p Details) {
+	if p.Type == "" {
+		p.Type = "about:blank"
+	}
+	if p.Title == "" {
+		p.Title = http.StatusText(p.Status)
+	}
+	w.Header().Set("Content-Type", ContentType)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// Error sends a problem with only a status and a detail message.
+func Error(w http.ResponseWriter, status int, detail string) {
+	Write(w, Details{Status: status, Detail: detail})
+}

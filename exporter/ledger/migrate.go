@@ -1,0 +1,166 @@
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/usagemeter/usagemeter/exporter/event"
+	"github.com/usagemeter/usagemeter/exporter/meter"
+)
+
+// schemaVersion is the layout of the key space. Each migration moves a store from version n-1 to
+// n; they run in order at start-up.
+const schemaVersion = 1
+
+var migrations = map[uint64]func(ctx context.Context, s *Store) error{
+	1: func(context.Context, *Store) error { return nil }, // the initial layout
+}
+
+var (
+	keyVersion = []byte(pMeta + "version")
+	keyMeters  = []byte(pMeta + "meters")
+)
+
+func (s *Store) migrate(ctx context.Context) error {
+	v, err := s.getUint(keyVersion)
+	if err != nil {
+		return err
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("the store at %s has schema version %d, newer than this build's %d: upgrade usage-exporter", s.opts.Path, v, schemaVersion)
+	}
+	for v < schemaVersion {
+		next := v + 1
+		s.log.Info("migrating ledger schema", "from", v, "to", next)
+		if err := migrations[next](ctx, s); err != nil {
+			return fmt.Errorf("schema migration %d: %w", next, err)
+		}
+		if err := s.db.Set(keyVersion, binary.BigEndian.AppendUint64(nil, next), pebble.Sync); err != nil {
+			return fmt.Errorf("recording schema version %d: %w", next, err)
+		}
+		v = next
+	}
+	// Rollups and totals derive from the raw events through the meter definitions: when the
+	// definitions change, derive them again so that every answer matches the config in force.
+	sig := s.meterSignature()
+	old, closer, err := s.db.Get(keyMeters)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("reading meter signature: %w", err)
+	default:
+		same := string(old) == sig
+		closer.Close()
+		if !same {
+			s.log.Warn("meter definitions changed: rebuilding rollups and totals from the raw events")
+			if _, err := s.Rebuild(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return s.db.Set(keyMeters, []byte(sig), pebble.Sync)
+}
+
+func (s *Store) meterSignature() string {
+	b, _ := json.Marshal(s.opts.Meters)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *Store) getUint(key []byte) (uint64, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%s holds %d bytes, want 8", key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+var derived = []string{pRollup, pUnique, pTotal, pPeriod, pActive, pAdmit}
+
+// Rebuild derives rollups, totals, period totals and activity again from the raw events. It runs
+// before the writer starts (at start-up) or offline (usagectl ledger rebuild), never beside it.
+func (s *Store) Rebuild(ctx context.Context) (int, error) {
+	for _, p := range derived {
+		if err := s.db.DeleteRange([]byte(p), prefixEnd([]byte(p)), pebble.Sync); err != nil {
+			return 0, fmt.Errorf("clearing %s: %w", p, err)
+		}
+	}
+	s.mu.Lock()
+	s.mirror = s.newMirror()
+	s.mu.Unlock()
+	n := 0
+	var batch []prepared
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		g := newGroupState()
+		for i := range batch {
+			g.fold(&batch[i])
+		}
+		batch = batch[:0]
+		return s.writeGroup(&g, s.db.NewBatch())
+	}
+	last := time.Now()
+	err := s.forEachRaw(ctx, func(key, raw []byte, ev *event.Event) error {
+		p := s.prepare(ev, 0)
+		copy(p.evKey[:], key)
+		batch = append(batch, p)
+		n++
+		if len(batch) == 10000 {
+			if time.Since(last) > 5*time.Second {
+				s.log.Info("rebuilding ledger", "events", n)
+				last = time.Now()
+			}
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return n, fmt.Errorf("rebuilding from raw events: %w", err)
+	}
+	s.log.Info("ledger rebuilt from raw events", "events", n)
+	return n, s.loadMirror(ctx)
+}
+
+func customTypes(defs []meter.Def) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range defs {
+		for _, b := range d.Events {
+			if _, ok := event.Schemas[b.Type]; !ok {
+				out[b.Type] = true
+			}
+		}
+	}
+	return out
+}
+
+// forEachRaw decodes every stored raw event in key order.
+func (s *Store) forEachRaw(ctx context.Context, fn func(key, raw []byte, ev *event.Event) error) error {
+	dec := &event.Decoder{Custom: customTypes(s.opts.Meters)}
+	return s.scan(ctx, []byte(pEvent), func(k, v []byte) error {
+		ev, err := dec.DecodeStored(v, eventTime(k))
+		if err != nil {
+			return fmt.Errorf("stored event %x: %w", k, err)
+		}
+		return fn(k, v, &ev)
+	})
+}

@@ -1,0 +1,273 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/usagemeter/usagemeter/exporter/meter"
+)
+
+// The mirror holds, in memory, the ledger data that every scrape and quota check needs: all-time
+// totals per metric series, calendar-month totals, and last activity per identity. It is loaded
+// from the store at start-up and changed only after a group commit succeeded, from the very
+// operands that were committed, so it cannot drift from the database.
+type mirror struct {
+	series   map[string]*Series   // by t/ key
+	byTenant map[string][]*Series // by meter\0tenant
+	admitted map[string]int       // metric → series admitted under the cap
+	folded   map[string]int       // metric → series folded into __overflow__
+	periods  map[string]meter.State
+	active   map[string]map[string]int64 // meter\0tenant → identity → last activity (unix nanos)
+}
+
+// Series is one metric series' all-time total.
+type Series struct {
+	Meter    *meter.Def
+	Tenant   string
+	Labels   []string // values of Meter.Metric.Labels
+	State    meter.State
+	Admitted bool // false: folded into the metric's __overflow__ series
+}
+
+// activeHorizon is how far back last-activity entries are kept in memory: the longest trailing
+// window (30d) or the current calendar month, whichever is longer.
+const activeHorizon = 32 * 24 * time.Hour
+
+func (s *Store) newMirror() mirror {
+	return mirror{
+		series:   map[string]*Series{},
+		byTenant: map[string][]*Series{},
+		admitted: map[string]int{},
+		folded:   map[string]int{},
+		periods:  map[string]meter.State{},
+		active:   map[string]map[string]int64{},
+	}
+}
+
+func (s *Store) loadMirror(ctx context.Context) error {
+	m := s.newMirror()
+	admitted := map[string]bool{}
+	if err := s.scan(ctx, []byte(pAdmit), func(k, v []byte) error {
+		admitted[string(v)] = true
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.scan(ctx, []byte(pTotal), func(k, v []byte) error {
+		st, err := meter.Decode(v)
+		if err != nil {
+			return fmt.Errorf("total %q: %w", k, err)
+		}
+		ser := s.parseSeries(string(k))
+		if ser == nil {
+			return nil // a meter that is no longer configured
+		}
+		ser.State = st
+		ser.Admitted = ser.Meter.Metric == nil || admitted[string(k)]
+		m.add(string(k), ser)
+		return nil
+	}); err != nil {
+		return err
+	}
+	oldest := monthOf(time.Now()) - 2
+	if err := s.scan(ctx, []byte(pPeriod), func(k, v []byte) error {
+		if len(k) < 6 || uint32(k[2])<<24|uint32(k[3])<<16|uint32(k[4])<<8|uint32(k[5]) < oldest {
+			return nil
+		}
+		st, err := meter.Decode(v)
+		if err != nil {
+			return fmt.Errorf("period total %q: %w", k, err)
+		}
+		m.periods[string(k)] = st
+		return nil
+	}); err != nil {
+		return err
+	}
+	horizon := time.Now().Add(-activeHorizon).UnixNano()
+	if err := s.scan(ctx, []byte(pActive), func(k, v []byte) error {
+		st, err := meter.Decode(v)
+		if err != nil {
+			return fmt.Errorf("activity %q: %w", k, err)
+		}
+		if st.Value >= horizon {
+			m.touch(string(k[len(pActive):]), st.Value)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.mirror = m
+	s.mu.Unlock()
+	return nil
+}
+
+func (m *mirror) add(key string, ser *Series) {
+	m.series[key] = ser
+	mt := ser.Meter.Name + sep + ser.Tenant
+	m.byTenant[mt] = append(m.byTenant[mt], ser)
+	if ser.Meter.Metric != nil {
+		if ser.Admitted {
+			m.admitted[ser.Meter.Metric.Name]++
+		} else {
+			m.folded[ser.Meter.Metric.Name]++
+		}
+	}
+}
+
+// touch records activity; rest is meter\0tenant\0identity.
+func (m *mirror) touch(rest string, nanos int64) {
+	i := strings.LastIndexByte(rest, 0)
+	if i < 0 {
+		return
+	}
+	mt, ident := rest[:i], rest[i+1:]
+	users := m.active[mt]
+	if users == nil {
+		users = map[string]int64{}
+		m.active[mt] = users
+	}
+	if nanos > users[ident] {
+		users[ident] = nanos
+	}
+}
+
+// parseSeries decodes a t/ key.
+func (s *Store) parseSeries(key string) *Series {
+	parts := strings.Split(strings.TrimPrefix(key, pTotal), sep)
+	if len(parts) < 2 {
+		return nil
+	}
+	cm := s.byName[parts[0]]
+	if cm == nil {
+		return nil
+	}
+	labels := parts[2:]
+	if len(labels) > 0 && labels[len(labels)-1] == "" && len(labels) == len(cm.labelIdx)+1 {
+		labels = labels[:len(labels)-1]
+	}
+	return &Series{Meter: &cm.Def, Tenant: parts[1], Labels: labels}
+}
+
+// admitSeries decides, before the commit, which new series enter the cap; the decision is
+// written in the same batch so that it survives restarts and counters never move between a
+// series and __overflow__.
+func (s *Store) admitSeries(g *groupState, b *pebble.Batch) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	pending := map[string]int{}
+	for k := range g.merges {
+		if !strings.HasPrefix(k, pTotal) {
+			continue
+		}
+		if _, ok := s.mirror.series[k]; ok {
+			continue
+		}
+		ser := s.parseSeries(k)
+		if ser == nil || ser.Meter.Metric == nil {
+			g.newKeys = append(g.newKeys, k)
+			continue
+		}
+		name := ser.Meter.Metric.Name
+		if s.mirror.admitted[name]+pending[name] < s.opts.SeriesLimit {
+			pending[name]++
+			_ = b.Set([]byte(pAdmit+name+sep+k), []byte(k), nil)
+			g.newKeys = append(g.newKeys, "+"+k)
+		} else {
+			g.newKeys = append(g.newKeys, "-"+k)
+		}
+	}
+}
+
+func (s *Store) applyMirror(g *groupState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, nk := range g.newKeys {
+		admitted := true
+		switch nk[0] {
+		case '+':
+			nk = nk[1:]
+		case '-':
+			nk, admitted = nk[1:], false
+		}
+		ser := s.parseSeries(nk)
+		if ser == nil {
+			continue
+		}
+		ser.Admitted = admitted
+		ser.State = meter.State{Agg: s.byName[ser.Meter.Name].tag}
+		s.mirror.add(nk, ser)
+	}
+	for k, st := range g.merges {
+		switch {
+		case strings.HasPrefix(k, pTotal):
+			if ser := s.mirror.series[k]; ser != nil {
+				if ser.State.Agg == 0 {
+					ser.State = *st
+				} else {
+					ser.State.Merge(*st)
+				}
+			}
+		case strings.HasPrefix(k, pPeriod):
+			cur, ok := s.mirror.periods[k]
+			if !ok {
+				cur = meter.State{Agg: st.Agg}
+				if st.Agg == 'L' {
+					cur = *st
+				}
+			}
+			cur.Merge(*st)
+			s.mirror.periods[k] = cur
+		case strings.HasPrefix(k, pActive):
+			s.mirror.touch(k[len(pActive):], st.Value)
+		}
+	}
+}
+
+// PruneActivity drops in-memory activity older than the longest window; call it now and then.
+func (s *Store) PruneActivity(now time.Time) {
+	horizon := now.Add(-activeHorizon).UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for mt, users := range s.mirror.active {
+		for u, t := range users {
+			if t < horizon {
+				delete(users, u)
+			}
+		}
+		if len(users) == 0 {
+			delete(s.mirror.active, mt)
+		}
+	}
+}
+
+// scan calls fn for every key with the prefix, in order.
+func (s *Store) scan(ctx context.Context, prefix []byte, fn func(k, v []byte) error) error {
+	return s.scanRange(ctx, prefix, prefixEnd(prefix), fn)
+}
+
+func (s *Store) scanRange(ctx context.Context, lo, hi []byte, fn func(k, v []byte) error) error {
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("opening iterator: %w", err)
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		if n++; n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("reading %q: %w", it.Key(), err)
+		}
+		if err := fn(it.Key(), v); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}

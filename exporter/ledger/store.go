@@ -1,0 +1,351 @@
+// Package ledger is usagemeter's exact, durable, idempotent store of usage, embedded in the
+// exporter (Pebble, pure Go). It keeps every raw event, deduplicates on (source, id), keeps
+// hourly rollups for any-period queries, all-time totals per metric series, and calendar-month
+// totals for quotas and invoices. All of it is written in one atomic, fsynced batch per group of
+// concurrent requests: a request is acknowledged only after that batch is durable.
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/usagemeter/usagemeter/exporter/event"
+	"github.com/usagemeter/usagemeter/exporter/meter"
+)
+
+// ErrClosed is returned for commits after Close.
+var ErrClosed = errors.New("ledger is closed")
+
+// Options configure a Store.
+type Options struct {
+	Path   string
+	Meters []meter.Def
+	// SeriesLimit caps the series of each metric (see docs/architecture.md).
+	SeriesLimit int
+	// MaxGroupEvents bounds the events committed in one group (one fsync).
+	MaxGroupEvents int
+	Logger         *slog.Logger
+	// OnCommit, when set, is told the duration and size of every group commit.
+	OnCommit func(d time.Duration, events int)
+}
+
+// Result is the outcome of committing one request.
+type Result struct {
+	Accepted, Duplicates int
+}
+
+type commitReq struct {
+	events []prepared
+	done   chan commitDone
+}
+
+type commitDone struct {
+	res Result
+	err error
+}
+
+// Store is the ledger.
+type Store struct {
+	db     *pebble.DB
+	opts   Options
+	log    *slog.Logger
+	meters []*cmeter
+	byName map[string]*cmeter
+	byType map[string][]cbinding
+
+	reqs    chan *commitReq
+	stop    chan struct{}
+	stopped chan struct{}
+	closing atomic.Bool
+	seq     atomic.Uint64
+	closeMu sync.RWMutex // held for reading by Commit, for writing by Close
+
+	mu     sync.RWMutex // guards the mirror below
+	mirror mirror
+}
+
+// Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
+// in-memory mirror of totals, and starts the writer.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SeriesLimit <= 0 {
+		opts.SeriesLimit = 10000
+	}
+	if opts.MaxGroupEvents <= 0 {
+		opts.MaxGroupEvents = 32768
+	}
+	if len(opts.Meters) == 0 {
+		opts.Meters = meter.Defaults()
+	}
+	po := &pebble.Options{
+		Merger:       merger,
+		MemTableSize: 64 << 20,
+		Logger:       quietLogger{opts.Logger},
+	}
+	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	po.Levels[0].FilterType = pebble.TableFilter
+	po.EnsureDefaults()
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].FilterType = pebble.TableFilter
+	}
+	db, err := pebble.Open(opts.Path, po)
+	if err != nil {
+		return nil, fmt.Errorf("opening ledger at %s: %w", opts.Path, err)
+	}
+	s := &Store{
+		db:      db,
+		opts:    opts,
+		log:     opts.Logger,
+		reqs:    make(chan *commitReq, 256),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	s.meters, s.byType = compile(opts.Meters)
+	s.byName = map[string]*cmeter{}
+	for _, m := range s.meters {
+		s.byName[m.Name] = m
+	}
+	// Sequence numbers only need to be unique per event time; starting from the clock keeps
+	// them unique across restarts without reading anything back.
+	s.seq.Store(uint64(time.Now().UnixNano()))
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadMirror(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go s.writer()
+	return s, nil
+}
+
+// DB gives other packages of the exporter (audit, billing) the same database, under their own
+// key prefixes. They must not use the merge operator.
+func (s *Store) DB() *pebble.DB { return s.db }
+
+// Meters returns the meter definitions in force.
+func (s *Store) Meters() []meter.Def { return s.opts.Meters }
+
+// Close stops the writer after the commits in flight, then closes the database.
+func (s *Store) Close() error {
+	if s.closing.Swap(true) {
+		return nil
+	}
+	s.closeMu.Lock() // waits for every Commit that already entered
+	close(s.stop)
+	<-s.stopped
+	s.closeMu.Unlock()
+	return s.db.Close()
+}
+
+// Commit durably stores a request's events, all or nothing, and reports how many were new and
+// how many were duplicates of events stored before (or earlier in the same request).
+func (s *Store) Commit(ctx context.Context, events []event.Event) (Result, error) {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closing.Load() {
+		return Result{}, ErrClosed
+	}
+	req := &commitReq{events: make([]prepared, len(events)), done: make(chan commitDone, 1)}
+	base := s.seq.Add(uint64(len(events))) - uint64(len(events))
+	for i := range events {
+		req.events[i] = s.prepare(&events[i], base+uint64(i))
+	}
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	// Once queued the request is committed or failed as a whole; waiting ignores ctx so that a
+	// client that went away cannot make us report a stored event as lost.
+	d := <-req.done
+	return d.res, d.err
+}
+
+func (s *Store) writer() {
+	defer close(s.stopped)
+	for {
+		var first *commitReq
+		select {
+		case first = <-s.reqs:
+		case <-s.stop:
+			// Drain what was queued before Close took the lock.
+			for {
+				select {
+				case r := <-s.reqs:
+					s.commitGroup([]*commitReq{r})
+				default:
+					return
+				}
+			}
+		}
+		group := []*commitReq{first}
+		n := len(first.events)
+	drain:
+		for n < s.opts.MaxGroupEvents {
+			select {
+			case r := <-s.reqs:
+				group = append(group, r)
+				n += len(r.events)
+			default:
+				break drain
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+// groupState accumulates one group's changes: merge operands folded per key, so that a thousand
+// events of one tenant-hour become one write.
+type groupState struct {
+	merges  map[string]*meter.State
+	sets    map[string]struct{}
+	seen    map[[16]byte]struct{}
+	newKeys []string
+}
+
+func newGroupState() groupState {
+	return groupState{merges: map[string]*meter.State{}, sets: map[string]struct{}{}, seen: map[[16]byte]struct{}{}}
+}
+
+// fold adds an accepted event's changes to the group.
+func (g *groupState) fold(p *prepared) {
+	for _, o := range p.ops {
+		if o.set {
+			g.sets[o.key] = struct{}{}
+			continue
+		}
+		if st, ok := g.merges[o.key]; ok {
+			st.Merge(o.state)
+		} else {
+			st := o.state
+			g.merges[o.key] = &st
+		}
+	}
+}
+
+func (s *Store) commitGroup(group []*commitReq) {
+	start := time.Now()
+	g := newGroupState()
+	b := s.db.NewBatch()
+	results := make([]Result, len(group))
+	var dk [18]byte
+	copy(dk[:], pDedupe)
+	total := 0
+	err := func() error {
+		for ri, r := range group {
+			for i := range r.events {
+				p := &r.events[i]
+				if _, dup := g.seen[p.hash]; dup {
+					results[ri].Duplicates++
+					continue
+				}
+				g.seen[p.hash] = struct{}{}
+				copy(dk[2:], p.hash[:])
+				_, closer, err := s.db.Get(dk[:])
+				if err == nil {
+					closer.Close()
+					results[ri].Duplicates++
+					continue
+				}
+				if !errors.Is(err, pebble.ErrNotFound) {
+					return fmt.Errorf("dedupe lookup: %w", err)
+				}
+				results[ri].Accepted++
+				total++
+				if err := b.Set(dk[:], p.evKey[:], nil); err != nil {
+					return err
+				}
+				if err := b.Set(p.evKey[:], p.raw, nil); err != nil {
+					return err
+				}
+				g.fold(p)
+			}
+		}
+		if total == 0 {
+			b.Close()
+			return nil
+		}
+		return s.writeGroup(&g, b)
+	}()
+	if err != nil {
+		s.log.Error("ledger commit failed; the group is refused", "err", err, "events", total)
+		for _, r := range group {
+			r.done <- commitDone{err: fmt.Errorf("storing %d events: %w", total, err)}
+		}
+		return
+	}
+	if s.opts.OnCommit != nil {
+		s.opts.OnCommit(time.Since(start), total)
+	}
+	for i, r := range group {
+		r.done <- commitDone{res: results[i]}
+	}
+}
+
+// writeGroup appends the group's folded changes to b, commits it with an fsync and, only then,
+// applies the same changes to the mirror. It closes b.
+func (s *Store) writeGroup(g *groupState, b *pebble.Batch) error {
+	defer b.Close()
+	s.admitSeries(g, b)
+	var buf []byte
+	for k, st := range g.merges {
+		buf = st.Append(buf[:0])
+		if err := b.Merge([]byte(k), buf, nil); err != nil {
+			return err
+		}
+	}
+	for k := range g.sets {
+		if err := b.Set([]byte(k), nil, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.applyMirror(g)
+	return nil
+}
+
+func dedupeHash(source, id string) [16]byte {
+	h := sha256.New()
+	io.WriteString(h, source)
+	h.Write([]byte{0})
+	io.WriteString(h, id)
+	var out [16]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+// SizeBytes is the on-disk size of the store.
+func (s *Store) SizeBytes() int64 {
+	m := s.db.Metrics()
+	return int64(m.DiskSpaceUsage())
+}
+
+type quietLogger struct{ l *slog.Logger }
+
+func (q quietLogger) Infof(format string, args ...any) {
+	q.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (q quietLogger) Errorf(format string, args ...any) {
+	q.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (q quietLogger) Fatalf(format string, args ...any) {
+	q.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}

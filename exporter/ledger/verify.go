@@ -1,0 +1,77 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/usagemeter/usagemeter/exporter/event"
+	"github.com/usagemeter/usagemeter/exporter/meter"
+)
+
+// Verify recomputes every rollup, total and month total from the raw events, in memory, and
+// compares them with what the store holds. It returns the differences (empty when the ledger
+// is consistent). Run it offline (usagectl ledger verify) or in tests.
+func (s *Store) Verify(ctx context.Context) ([]string, error) {
+	want := map[string]meter.State{}
+	wantSets := map[string]bool{}
+	err := s.forEachRaw(ctx, func(key, _ []byte, ev *event.Event) error {
+		p := s.prepare(ev, 0)
+		for _, o := range p.ops {
+			if o.set {
+				wantSets[o.key] = true
+				continue
+			}
+			if st, ok := want[o.key]; ok {
+				st.Merge(o.state)
+				want[o.key] = st
+			} else {
+				want[o.key] = o.state
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var diffs []string
+	for _, p := range []string{pRollup, pTotal, pPeriod, pActive, pUnique} {
+		err := s.scan(ctx, []byte(p), func(k, v []byte) error {
+			key := string(k)
+			if p == pUnique {
+				if !wantSets[key] {
+					diffs = append(diffs, fmt.Sprintf("unexpected %q", key))
+				}
+				delete(wantSets, key)
+				return nil
+			}
+			got, err := meter.Decode(v)
+			if err != nil {
+				return err
+			}
+			w, ok := want[key]
+			switch {
+			case !ok:
+				diffs = append(diffs, fmt.Sprintf("unexpected %q = %d", key, got.Value))
+			case w.Value != got.Value:
+				diffs = append(diffs, fmt.Sprintf("%q = %d, recomputed %d", key, got.Value, w.Value))
+			}
+			delete(want, key)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for k, w := range want {
+		if !strings.HasPrefix(k, pAdmit) {
+			diffs = append(diffs, fmt.Sprintf("missing %q = %d", k, w.Value))
+		}
+	}
+	for k := range wantSets {
+		diffs = append(diffs, fmt.Sprintf("missing %q", k))
+	}
+	sort.Strings(diffs)
+	return diffs, nil
+}

@@ -1,0 +1,174 @@
+// Package quota evaluates each tenant's usage against the limits of its plan, exactly, from the
+// ledger: the current calendar month for flow meters, the current level for stock meters.
+package quota
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/usagemeter/usagemeter/config"
+	"github.com/usagemeter/usagemeter/exporter/ledger"
+	"github.com/usagemeter/usagemeter/exporter/meter"
+)
+
+// States of a quota.
+const (
+	StateOK       = "ok"
+	StateWarning  = "warning"
+	StateExceeded = "exceeded"
+)
+
+// Status is one meter's quota for one tenant.
+type Status struct {
+	Meter        string     `json:"meter"`
+	Unit         string     `json:"unit,omitempty"`
+	Kind         string     `json:"kind"`
+	Used         int64      `json:"used"`
+	Limit        int64      `json:"limit"`
+	Ratio        float64    `json:"ratio"`
+	WarningRatio float64    `json:"warning_ratio"`
+	Enforcement  string     `json:"enforcement"`
+	State        string     `json:"state"`
+	PeriodStart  *time.Time `json:"period_start,omitempty"`
+	PeriodEnd    *time.Time `json:"period_end,omitempty"`
+}
+
+// PlanSource says which plan a tenant is on at a time. The config's tenant list is the default;
+// billing's subscriptions (plan changes through the API) take precedence when wired in.
+type PlanSource interface {
+	PlanAt(ctx context.Context, tenant string, t time.Time) (string, error)
+}
+
+// Evaluator computes quota states.
+type Evaluator struct {
+	store *ledger.Store
+	cfg   func() *config.Config
+	plans PlanSource
+	now   func() time.Time
+}
+
+// New returns an evaluator reading the config in force through cfg (it changes on reload).
+func New(store *ledger.Store, cfg func() *config.Config, plans PlanSource) *Evaluator {
+	return &Evaluator{store: store, cfg: cfg, plans: plans, now: time.Now}
+}
+
+// Plan returns a tenant's plan in force now, with the tenant's overrides applied.
+func (e *Evaluator) Plan(ctx context.Context, tenant string) config.Plan {
+	c := e.cfg()
+	if e.plans != nil {
+		if name, err := e.plans.PlanAt(ctx, tenant, e.now()); err == nil && name != "" {
+			if _, ok := c.Plan(name); ok {
+				t, _ := c.Tenant(tenant)
+				return c.WithOverrides(name, t)
+			}
+		}
+	}
+	return c.PlanOf(tenant)
+}
+
+// Tenant returns the quota of every limited meter of a tenant's plan, sorted by meter.
+func (e *Evaluator) Tenant(ctx context.Context, tenant string) []Status {
+	plan := e.Plan(ctx, tenant)
+	now := e.now().UTC()
+	out := make([]Status, 0, len(plan.Limits))
+	for name, limit := range plan.Limits {
+		def, ok := e.store.Meter(name)
+		if !ok {
+			continue
+		}
+		used, _ := e.store.Current(name, tenant, now)
+		out = append(out, evaluate(def, used, limit, plan, now))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Meter < out[j].Meter })
+	return out
+}
+
+func evaluate(def *meter.Def, used, limit int64, plan config.Plan, now time.Time) Status {
+	st := Status{Meter: def.Name, Unit: def.Unit, Kind: string(def.Kind), Used: used, Limit: limit,
+		WarningRatio: plan.WarningRatio, Enforcement: plan.Enforcement, State: StateOK}
+	if periodic(def) {
+		start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+		end := ledger.MonthEnd(now)
+		st.PeriodStart, st.PeriodEnd = &start, &end
+	}
+	switch {
+	case limit > 0:
+		st.Ratio = float64(used) / float64(limit)
+	case used > 0:
+		st.Ratio = 1e9 // a zero limit with usage: exceeded whatever the ratio
+	}
+	switch {
+	case used > limit:
+		st.State = StateExceeded
+	case limit > 0 && st.Ratio >= plan.WarningRatio:
+		st.State = StateWarning
+	}
+	return st
+}
+
+// periodic: flow meters and distinct-identity meters (monthly active users) reset every month.
+func periodic(def *meter.Def) bool {
+	return def.Kind == meter.Flow || def.Aggregation == meter.UniqueCount
+}
+
+// Collector exposes quotas as metrics: usage_quota_limit, usage_quota_used,
+// usage_quota_warning_ratio, usage_quota_hard, usage_quota_period_end_timestamp_seconds and
+// usage_tenant_info, for the configured tenants and every tenant with usage.
+type Collector struct {
+	e                                   *Evaluator
+	limit, used, ratio, hard, end, info *prometheus.Desc
+}
+
+// NewCollector returns the quota collector.
+func NewCollector(e *Evaluator) *Collector {
+	tm := []string{"tenant", "meter"}
+	return &Collector{
+		e:     e,
+		limit: prometheus.NewDesc("usage_quota_limit", "Quota limit in force for a tenant and meter (plan, or tenant override).", tm, nil),
+		used:  prometheus.NewDesc("usage_quota_used", "Exact usage counted against the quota: current calendar month for flow meters, current level for stock meters.", tm, nil),
+		ratio: prometheus.NewDesc("usage_quota_warning_ratio", "Share of the limit at which the quota warns.", tm, nil),
+		hard:  prometheus.NewDesc("usage_quota_hard", "1 when the limit is enforced hard (requests past it are denied), 0 when soft.", tm, nil),
+		end:   prometheus.NewDesc("usage_quota_period_end_timestamp_seconds", "End of the current quota period (Unix time), for meters that reset monthly.", tm, nil),
+		info:  prometheus.NewDesc("usage_tenant_info", "A tenant's plan.", []string{"tenant", "plan"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.limit, c.used, c.ratio, c.hard, c.end, c.info} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ctx := context.Background()
+	cfg := c.e.cfg()
+	tenants := c.e.store.KnownTenants()
+	for _, t := range cfg.Tenants {
+		if _, found := slices.BinarySearch(tenants, t.ID); !found {
+			tenants = append(tenants, t.ID)
+		}
+	}
+	for _, tenant := range tenants {
+		plan := c.e.Plan(ctx, tenant)
+		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, tenant, plan.Name)
+		hard := 0.0
+		if plan.Enforcement == config.Hard {
+			hard = 1
+		}
+		for _, st := range c.e.Tenant(ctx, tenant) {
+			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(st.Limit), tenant, st.Meter)
+			ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(st.Used), tenant, st.Meter)
+			ch <- prometheus.MustNewConstMetric(c.ratio, prometheus.GaugeValue, st.WarningRatio, tenant, st.Meter)
+			ch <- prometheus.MustNewConstMetric(c.hard, prometheus.GaugeValue, hard, tenant, st.Meter)
+			if st.PeriodEnd != nil {
+				ch <- prometheus.MustNewConstMetric(c.end, prometheus.GaugeValue, float64(st.PeriodEnd.Unix()), tenant, st.Meter)
+			}
+		}
+	}
+}
