@@ -1,0 +1,236 @@
+// Package guard is the middleware in front of every route: it authenticates the caller
+// (exporter/auth), asks the policies whether the route's action is allowed on the request's
+// tenant (exporter/authz), writes the audit trail (exporter/audit), and only then calls the
+// handler. Routes are wrapped one by one from their route.Route declaration, so no route can
+// be served without naming the action that guards it.
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/usagemeter/usagemeter/exporter/api/problem"
+	"github.com/usagemeter/usagemeter/exporter/api/route"
+	"github.com/usagemeter/usagemeter/exporter/audit"
+	"github.com/usagemeter/usagemeter/exporter/auth"
+	"github.com/usagemeter/usagemeter/exporter/authz"
+)
+
+// Anonymous is the principal of open mode (no auth configured): the operator chose to run
+// without credentials, and the server then binds loopback only unless told otherwise.
+var Anonymous = auth.Principal{Subject: "anonymous", Kind: auth.KindAnonymous, Roles: []string{"platform_admin"}, Tenants: []string{"*"}}
+
+// Options wire a Guard.
+type Options struct {
+	Auth   *auth.Authenticator // required
+	Authz  *authz.Engine       // required
+	Audit  *audit.Log          // nil: no audit trail
+	Logger *slog.Logger
+	Realm  string // WWW-Authenticate realm; default "usagemeter"
+}
+
+// Guard authenticates, authorizes and audits requests.
+type Guard struct {
+	o Options
+}
+
+// New builds a Guard.
+func New(o Options) (*Guard, error) {
+	if o.Auth == nil || o.Authz == nil {
+		return nil, errors.New("guard: an authenticator and a policy engine are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Realm == "" {
+		o.Realm = "usagemeter"
+	}
+	return &Guard{o: o}, nil
+}
+
+// Handle registers each route on mux as "METHOD pattern", wrapped.
+func (g *Guard) Handle(mux *http.ServeMux, routes ...route.Route) {
+	for _, rt := range routes {
+		mux.Handle(rt.Method+" "+rt.Pattern, g.Wrap(rt))
+	}
+}
+
+type ctxKey struct{}
+
+// PrincipalFrom returns the principal the guard authenticated for this request.
+func PrincipalFrom(ctx context.Context) (auth.Principal, bool) {
+	p, ok := ctx.Value(ctxKey{}).(auth.Principal)
+	return p, ok
+}
+
+// WithPrincipal returns ctx carrying p (for handlers called outside the guard, and tests).
+func WithPrincipal(ctx context.Context, p auth.Principal) context.Context {
+	return context.WithValue(ctx, ctxKey{}, p)
+}
+
+// Wrap returns the guarded handler of rt.
+func (g *Guard) Wrap(rt route.Route) http.Handler {
+	if rt.Action == route.ActionPublic {
+		return g.public(rt)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		in := g.input(r, rt.Action, route.Tenant(r), User(r))
+		p, err := g.authenticate(r)
+		if err != nil {
+			in.Principal.Kind = "none"
+			g.unauthorized(w, r, err)
+			g.audit(r.Context(), start, in, authz.Decision{Reason: err.Error()}, http.StatusUnauthorized)
+			return
+		}
+		in.Principal = authz.Principal(p)
+		d, err := g.o.Authz.Decide(r.Context(), in)
+		if err != nil {
+			// Fail closed: no decision is a refusal, and a server fault rather than the caller's.
+			g.o.Logger.Error("authorization failed", "action", rt.Action, "path", r.URL.Path, "err", err)
+			problem.Error(w, http.StatusInternalServerError, "authorization is unavailable")
+			g.audit(r.Context(), start, in, authz.Decision{Reason: "policy error: " + err.Error()}, http.StatusInternalServerError)
+			return
+		}
+		if !d.Allow {
+			problem.Write(w, problem.Details{Status: http.StatusForbidden, Detail: d.Reason})
+			g.audit(r.Context(), start, in, d, http.StatusForbidden)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		rt.Handler.ServeHTTP(sw, r.WithContext(WithPrincipal(r.Context(), p)))
+		if rt.Audit {
+			g.audit(r.Context(), start, in, d, sw.Status())
+		}
+	})
+}
+
+// public routes authenticate by other means (probes, signed webhooks); they are audited when
+// they refuse a request.
+func (g *Guard) public(rt route.Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		rt.Handler.ServeHTTP(sw, r)
+		if s := sw.Status(); s == http.StatusUnauthorized || s == http.StatusForbidden {
+			in := g.input(r, rt.Action, route.Tenant(r), "")
+			in.Principal.Kind = "none"
+			g.audit(r.Context(), start, in, authz.Decision{Reason: "refused by the handler"}, s)
+		}
+	})
+}
+
+// Check asks the policies about an action beyond the route's own, for handlers whose request
+// decides what is needed: per-user detail (group_by=user needs usage.read_users) or each
+// tenant named inside an ingested batch. It answers for the principal the guard put in r's
+// context; a denial is returned as an error wrapping ErrForbidden with the policy's reason.
+func (g *Guard) Check(r *http.Request, action, tenant, user string) error {
+	p, ok := PrincipalFrom(r.Context())
+	if !ok {
+		return fmt.Errorf("%w: request not authenticated by the guard", ErrForbidden)
+	}
+	in := g.input(r, action, tenant, user)
+	in.Principal = authz.Principal(p)
+	d, err := g.o.Authz.Decide(r.Context(), in)
+	if err != nil {
+		return fmt.Errorf("authorize %s: %w", action, err)
+	}
+	if !d.Allow {
+		g.audit(r.Context(), time.Now(), in, d, http.StatusForbidden)
+		return fmt.Errorf("%w: %s", ErrForbidden, d.Reason)
+	}
+	return nil
+}
+
+// ErrForbidden is wrapped by Check's denials; handlers answer it with 403.
+var ErrForbidden = errors.New("forbidden")
+
+// User is the user a request is about: the {user} path value, else the user query parameter.
+func User(r *http.Request) string {
+	if u := r.PathValue("user"); u != "" {
+		return u
+	}
+	return r.URL.Query().Get("user")
+}
+
+func (g *Guard) input(r *http.Request, action, tenant, user string) authz.Input {
+	return authz.Input{Action: action, Tenant: tenant, User: user, Method: r.Method, Path: r.URL.Path}
+}
+
+func (g *Guard) authenticate(r *http.Request) (auth.Principal, error) {
+	if g.o.Auth.Open() {
+		return Anonymous, nil
+	}
+	return g.o.Auth.Authenticate(r)
+}
+
+// unauthorized answers 401 with an RFC 6750 challenge.
+func (g *Guard) unauthorized(w http.ResponseWriter, r *http.Request, err error) {
+	challenge := fmt.Sprintf("Bearer realm=%q", g.o.Realm)
+	detail := "credentials required: Authorization: Bearer <token>, or " + auth.APIKeyHeader
+	if !errors.Is(err, auth.ErrNoCredentials) {
+		challenge += `, error="invalid_token"`
+		detail = err.Error()
+		g.o.Logger.Info("authentication failed", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	problem.Write(w, problem.Details{Status: http.StatusUnauthorized, Detail: detail})
+}
+
+func (g *Guard) audit(ctx context.Context, start time.Time, in authz.Input, d authz.Decision, status int) {
+	if g.o.Audit == nil {
+		return
+	}
+	// The entry is written even if the client went away: the trail must not depend on it.
+	ctx = context.WithoutCancel(ctx)
+	_, err := g.o.Audit.Append(ctx, audit.Entry{
+		Time: start, Subject: in.Principal.Subject, Kind: in.Principal.Kind,
+		Action: in.Action, Method: in.Method, Path: in.Path, Tenant: in.Tenant,
+		Allow: d.Allow, Reason: d.Reason, Status: status,
+	})
+	if err != nil {
+		g.o.Logger.Error("audit entry not written", "action", in.Action, "path", in.Path, "err", err)
+	}
+}
+
+// statusWriter records the status a handler answered; Unwrap keeps http.ResponseController
+// (flushing of streamed exports) working through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush() // a writer that cannot flush just buffers
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Status is the status sent, 200 when the handler wrote nothing.
+func (w *statusWriter) Status() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}

@@ -1,0 +1,64 @@
+package ledger
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usagemeter/usagemeter/exporter/event"
+	"github.com/usagemeter/usagemeter/simulate"
+)
+
+// BenchmarkCommit measures durable commits of 1,000-event batches of the simulator's mix from 8
+// concurrent clients, without HTTP: the ledger's own ceiling.
+func BenchmarkCommit(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	g := simulate.NewGenerator(200, 1)
+	dec := &event.Decoder{}
+	const batch = 1000
+	batches := make([][]event.Event, 64)
+	now := time.Now()
+	for i := range batches {
+		var body []byte
+		for range batch {
+			body = g.Next(body, now)
+			body = append(body, '\n')
+		}
+		evs, err := dec.Decode("application/x-ndjson", body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		batches[i] = evs
+	}
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				// Fresh ids each round so that nothing is a duplicate.
+				evs := batches[i%len(batches)]
+				for j := range evs {
+					evs[j].ID = string(rune('a'+i%26)) + evs[j].ID + time.Now().String()
+				}
+				if _, err := s.Commit(ctx, evs); err != nil {
+					b.Error(err)
+				}
+			}
+		}()
+	}
+	for i := 0; i < b.N; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+}
