@@ -1,14 +1,27 @@
 // Package collector exposes the ledger's totals as Prometheus metrics. Values are read from the
-// durable totals at scrape time (const metrics), so counters never reset when the exporter
-// restarts, and a series cap folds label sets past it into one __overflow__ series.
+// durable totals at scrape time, so counters never reset when the exporter restarts, and a
+// series cap folds label sets past it into one __overflow__ series.
+//
+// The usage families can hold hundreds of thousands of series, so they are rendered directly
+// into the exposition (text or OpenMetrics) with each series' label text cached, as
+// kube-state-metrics does, instead of building a client_golang metric per series per scrape.
+// The exporter's own metrics go through client_golang as usual.
 package collector
 
 import (
+	"bytes"
+	"cmp"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/meter"
@@ -17,56 +30,47 @@ import (
 // Overflow is the label value of series folded past the cap.
 const Overflow = "__overflow__"
 
-type metricDesc struct {
-	desc      *prometheus.Desc
-	valueType prometheus.ValueType
-	def       *meter.Def
-	windows   []time.Duration
+type family struct {
+	def     *meter.Def
+	name    string
+	help    string
+	counter bool
+	labels  []string // label names, tenant first
+	windows []time.Duration
 }
 
-// Usage collects the usage_* metrics of every meter that declares one.
+// Usage renders the usage_* metric families of every meter that declares one.
 type Usage struct {
 	store    *ledger.Store
-	metrics  map[string]*metricDesc // by meter name
-	series   *prometheus.Desc
-	overflow *prometheus.Desc
+	families []*family
 	now      func() time.Time
+
+	mu    sync.Mutex
+	cache map[*ledger.Series]string // label text, e.g. {doc_type="pdf",tenant="a"}
 }
 
-// NewUsage builds the collector for the store's meters.
+// NewUsage prepares the families of the store's meters.
 func NewUsage(store *ledger.Store) *Usage {
-	u := &Usage{
-		store:   store,
-		metrics: map[string]*metricDesc{},
-		now:     time.Now,
-		series: prometheus.NewDesc("usage_exporter_series", "Series of each usage metric, admitted under the series cap.",
-			[]string{"metric"}, nil),
-		overflow: prometheus.NewDesc("usage_exporter_series_overflow_total", "Label sets folded into the __overflow__ series of a metric because its series cap was reached.",
-			[]string{"metric"}, nil),
-	}
+	u := &Usage{store: store, now: time.Now, cache: map[*ledger.Series]string{}}
 	for _, d := range store.Meters() {
 		if d.Metric == nil {
 			continue
 		}
 		def := d
-		md := &metricDesc{def: &def, valueType: prometheus.GaugeValue}
-		if d.Metric.Type == "counter" {
-			md.valueType = prometheus.CounterValue
+		f := &family{def: &def, name: d.Metric.Name, help: d.Metric.Help, counter: d.Metric.Type == "counter",
+			labels: append([]string{"tenant"}, d.Metric.Labels...)}
+		if f.help == "" {
+			f.help = d.Description
 		}
-		labels := append([]string{"tenant"}, d.Metric.Labels...)
 		if d.Aggregation == meter.UniqueCount {
-			labels = []string{"tenant", "window"}
+			f.labels = []string{"tenant", "window"}
 			for _, w := range d.Metric.Windows {
-				md.windows = append(md.windows, parseWindow(w))
+				f.windows = append(f.windows, parseWindow(w))
 			}
 		}
-		help := d.Metric.Help
-		if help == "" {
-			help = d.Description
-		}
-		md.desc = prometheus.NewDesc(d.Metric.Name, help, labels, nil)
-		u.metrics[d.Name] = md
+		u.families = append(u.families, f)
 	}
+	slices.SortFunc(u.families, func(a, b *family) int { return cmp.Compare(a.name, b.name) })
 	return u
 }
 
@@ -78,70 +82,190 @@ func parseWindow(w string) time.Duration {
 	return time.Duration(n) * time.Hour
 }
 
-// Describe sends every metric's description.
-func (u *Usage) Describe(ch chan<- *prometheus.Desc) {
-	for _, md := range u.metrics {
-		ch <- md.desc
+// labelText renders {a="x",b="y"} with label names sorted, values escaped.
+func labelText(names, values []string) string {
+	idx := make([]int, len(names))
+	for i := range idx {
+		idx[i] = i
 	}
-	ch <- u.series
-	ch <- u.overflow
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(names[a], names[b]) })
+	var b strings.Builder
+	b.WriteByte('{')
+	for n, i := range idx {
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(names[i])
+		b.WriteString(`="`)
+		escape(&b, values[i])
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
-// Collect builds const metrics from the ledger's totals.
-func (u *Usage) Collect(ch chan<- prometheus.Metric) {
-	type fold struct {
-		md  *metricDesc
-		sum float64
+func escape(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			b.WriteString(`\\`)
+		case '"':
+			b.WriteString(`\"`)
+		case '\n':
+			b.WriteString(`\n`)
+		default:
+			b.WriteByte(c)
+		}
 	}
-	folded := map[string]*fold{}
-	admitted := map[string]int{}
-	var values []string
-	u.store.SeriesSnapshot(func(s *ledger.Series) {
-		md := u.metrics[s.Meter.Name]
-		if md == nil || md.windows != nil {
-			return
-		}
-		if !s.Admitted {
-			f := folded[s.Meter.Name]
-			if f == nil {
-				f = &fold{md: md}
-				folded[s.Meter.Name] = f
-			}
-			f.sum += float64(s.State.Value)
-			return
-		}
-		admitted[s.Meter.Metric.Name]++
-		values = append(values[:0], s.Tenant)
-		values = append(values, s.Labels...)
-		ch <- prometheus.MustNewConstMetric(md.desc, md.valueType, float64(s.State.Value), values...)
-	})
-	for _, f := range folded {
-		labels := make([]string, 1+len(f.md.def.Metric.Labels))
-		for i := range labels {
-			labels[i] = Overflow
-		}
-		ch <- prometheus.MustNewConstMetric(f.md.desc, f.md.valueType, f.sum, labels...)
-	}
+}
+
+type line struct {
+	labels string
+	value  int64
+}
+
+// Write renders the usage families in the given format (text 0.0.4 or OpenMetrics). For
+// OpenMetrics it does not write the final "# EOF": the caller's encoder does.
+func (u *Usage) Write(w io.Writer, openMetrics bool) error {
+	var buf bytes.Buffer
+	overflow := u.store.Folded()
+	var lines []line
 	now := u.now()
-	for name, md := range u.metrics {
-		if md.windows == nil {
+	admitted := make(map[string]int, len(u.families))
+	for _, f := range u.families {
+		lines = lines[:0]
+		if f.windows != nil {
+			cutoffs := make([]int64, len(f.windows))
+			for i, d := range f.windows {
+				cutoffs[i] = now.Add(-d).UnixNano()
+			}
+			for tenant, counts := range u.store.ActiveCounts(f.def.Name, cutoffs) {
+				for i, c := range counts {
+					lines = append(lines, line{labelText(f.labels, []string{tenant, f.def.Metric.Windows[i]}), c})
+				}
+			}
+		} else {
+			var folded int64
+			hasFolded := false
+			values := make([]string, len(f.labels))
+			u.mu.Lock()
+			u.store.MetricSeries(f.name, func(series []*ledger.Series) {
+				for _, s := range series {
+					if !s.Admitted {
+						folded += s.State.Value
+						hasFolded = true
+						continue
+					}
+					text, ok := u.cache[s]
+					if !ok {
+						values[0] = s.Tenant
+						copy(values[1:], s.Labels)
+						text = labelText(f.labels, values)
+						u.cache[s] = text
+					}
+					lines = append(lines, line{text, s.State.Value})
+				}
+			})
+			u.mu.Unlock()
+			if hasFolded {
+				for i := range values {
+					values[i] = Overflow
+				}
+				lines = append(lines, line{labelText(f.labels, values), folded})
+			}
+		}
+		admitted[f.name] = len(lines)
+		if len(lines) == 0 {
 			continue
 		}
-		cutoffs := make([]int64, len(md.windows))
-		for i, w := range md.windows {
-			cutoffs[i] = now.Add(-w).UnixNano()
+		slices.SortFunc(lines, func(a, b line) int { return cmp.Compare(a.labels, b.labels) })
+		writeHeader(&buf, f.name, f.help, f.counter, openMetrics)
+		for _, l := range lines {
+			buf.WriteString(f.name)
+			buf.WriteString(l.labels)
+			buf.WriteByte(' ')
+			buf.Write(strconv.AppendInt(buf.AvailableBuffer(), l.value, 10))
+			buf.WriteByte('\n')
 		}
-		for tenant, counts := range u.store.ActiveCounts(name, cutoffs) {
-			for i, c := range counts {
-				ch <- prometheus.MustNewConstMetric(md.desc, prometheus.GaugeValue, float64(c), tenant, md.def.Metric.Windows[i])
+		if buf.Len() > 1<<20 {
+			if _, err := w.Write(buf.Bytes()); err != nil {
+				return err
 			}
-			admitted[md.def.Metric.Name]++
+			buf.Reset()
 		}
 	}
-	overflow := u.store.Folded()
-	for _, md := range u.metrics {
-		name := md.def.Metric.Name
-		ch <- prometheus.MustNewConstMetric(u.series, prometheus.GaugeValue, float64(admitted[name]), name)
-		ch <- prometheus.MustNewConstMetric(u.overflow, prometheus.CounterValue, float64(overflow[name]), name)
+	writeHeader(&buf, "usage_exporter_series", "Series of each usage metric, admitted under the series cap.", false, openMetrics)
+	for _, f := range u.families {
+		buf.WriteString(`usage_exporter_series{metric="` + f.name + `"} `)
+		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), int64(admitted[f.name]), 10))
+		buf.WriteByte('\n')
 	}
+	writeHeader(&buf, "usage_exporter_series_overflow_total", "Label sets folded into the __overflow__ series of a metric because its series cap was reached.", true, openMetrics)
+	for _, f := range u.families {
+		buf.WriteString(`usage_exporter_series_overflow_total{metric="` + f.name + `"} `)
+		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), int64(overflow[f.name]), 10))
+		buf.WriteByte('\n')
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+func writeHeader(b *bytes.Buffer, name, help string, counter, openMetrics bool) {
+	typ := "gauge"
+	family := name
+	if counter {
+		typ = "counter"
+		if openMetrics {
+			// OpenMetrics names the counter family without its _total sample suffix.
+			family = strings.TrimSuffix(name, "_total")
+		}
+	}
+	b.WriteString("# HELP " + family + " ")
+	help = strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(help)
+	if openMetrics {
+		help = strings.ReplaceAll(help, `"`, `\"`)
+	}
+	b.WriteString(help + "\n# TYPE " + family + " " + typ + "\n")
+}
+
+// Handler serves /metrics: the usage families followed by everything gathered from reg, in
+// the format the scraper negotiates (text or OpenMetrics), gzipped when accepted.
+func Handler(u *Usage, reg prometheus.Gatherer, onError func(error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mfs, err := reg.Gather()
+		if err != nil && onError != nil {
+			onError(err)
+		}
+		format := expfmt.NegotiateIncludingOpenMetrics(r.Header)
+		openMetrics := format.FormatType() == expfmt.TypeOpenMetrics
+		if format.FormatType() != expfmt.TypeOpenMetrics && format.FormatType() != expfmt.TypeTextPlain {
+			format = expfmt.NewFormat(expfmt.TypeTextPlain)
+		}
+		w.Header().Set("Content-Type", string(format))
+		var out io.Writer = w
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+			defer gz.Close()
+			out = gz
+		}
+		if err := u.Write(out, openMetrics); err != nil {
+			if onError != nil {
+				onError(err)
+			}
+			return
+		}
+		enc := expfmt.NewEncoder(out, format)
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				if onError != nil {
+					onError(err)
+				}
+				return
+			}
+		}
+		if c, ok := enc.(expfmt.Closer); ok {
+			c.Close()
+		}
+	})
 }

@@ -1,14 +1,21 @@
 package collector
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
@@ -31,45 +38,89 @@ func store(t *testing.T, seriesLimit int, body string) *ledger.Store {
 	return s
 }
 
-func line(id, typ, data string) string {
+func evline(id, typ, data string) string {
 	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"t","type":%q,"time":%q,"data":%s}`+"\n", id, typ, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), data)
+}
+
+func render(t *testing.T, u *Usage) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := u.Write(&b, false); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func parse(t *testing.T, text string) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("exposition does not parse: %v\n%s", err, text)
+	}
+	return mfs
+}
+
+// family extracts one family's lines, for golden comparison.
+func familyLines(text, name string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, name+"{") || strings.HasPrefix(l, name+" ") || strings.HasSuffix(strings.Fields(l+" x x x")[2], name) && strings.HasPrefix(l, "# ") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func TestGoldenExposition(t *testing.T) {
 	s := store(t, 100,
-		line("1", "ai.tokens", `{"tenant":"acme","user":"u1","feature":"chat","model":"m1","input_tokens":10,"output_tokens":20}`)+
-			line("2", "ai.tokens", `{"tenant":"acme","user":"u2","feature":"chat","model":"m1","input_tokens":1,"output_tokens":2}`)+
-			line("3", "document.created", `{"tenant":"acme","user":"u1","document_id":"d","doc_type":"pdf","bytes":100}`)+
-			line("4", "storage.measured", `{"tenant":"beta","storage_class":"hot","bytes":5}`)+
-			line("5", "user.login", `{"tenant":"beta","user":"x"}`))
-	c := NewUsage(s)
-	want := `
-# HELP usage_ai_tokens_total AI tokens per tenant, feature, model and direction.
+		evline("1", "ai.tokens", `{"tenant":"acme","user":"u1","feature":"chat","model":"m1","input_tokens":10,"output_tokens":20}`)+
+			evline("2", "ai.tokens", `{"tenant":"acme","user":"u2","feature":"chat","model":"m1","input_tokens":1,"output_tokens":2}`)+
+			evline("3", "document.created", `{"tenant":"acme","user":"u1","document_id":"d","doc_type":"pdf","bytes":100}`)+
+			evline("4", "storage.measured", `{"tenant":"beta","storage_class":"hot","bytes":5}`)+
+			evline("5", "user.login", `{"tenant":"beta","user":"x"}`)+
+			evline("6", "feature.used", `{"tenant":"beta","user":"x","feature":"say \"hi\"\\now"}`))
+	text := render(t, NewUsage(s))
+	golden := map[string]string{
+		"usage_ai_tokens_total": `# HELP usage_ai_tokens_total AI tokens per tenant, feature, model and direction.
 # TYPE usage_ai_tokens_total counter
 usage_ai_tokens_total{direction="input",feature="chat",model="m1",tenant="acme"} 11
-usage_ai_tokens_total{direction="output",feature="chat",model="m1",tenant="acme"} 22
-# HELP usage_active_users Distinct users active per tenant over trailing windows.
+usage_ai_tokens_total{direction="output",feature="chat",model="m1",tenant="acme"} 22`,
+		"usage_active_users": `# HELP usage_active_users Distinct users active per tenant over trailing windows.
 # TYPE usage_active_users gauge
 usage_active_users{tenant="acme",window="1d"} 2
 usage_active_users{tenant="acme",window="30d"} 2
 usage_active_users{tenant="acme",window="7d"} 2
 usage_active_users{tenant="beta",window="1d"} 1
 usage_active_users{tenant="beta",window="30d"} 1
-usage_active_users{tenant="beta",window="7d"} 1
-# HELP usage_documents Documents held per tenant and document type.
+usage_active_users{tenant="beta",window="7d"} 1`,
+		"usage_documents": `# HELP usage_documents Documents held per tenant and document type.
 # TYPE usage_documents gauge
-usage_documents{doc_type="pdf",tenant="acme"} 1
-# HELP usage_storage_bytes Latest storage reading per tenant and storage class.
+usage_documents{doc_type="pdf",tenant="acme"} 1`,
+		"usage_storage_bytes": `# HELP usage_storage_bytes Latest storage reading per tenant and storage class.
 # TYPE usage_storage_bytes gauge
-usage_storage_bytes{storage_class="hot",tenant="beta"} 5
-# HELP usage_user_logins_total User logins per tenant.
+usage_storage_bytes{storage_class="hot",tenant="beta"} 5`,
+		"usage_user_logins_total": `# HELP usage_user_logins_total User logins per tenant.
 # TYPE usage_user_logins_total counter
-usage_user_logins_total{tenant="beta"} 1
-`
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "usage_ai_tokens_total", "usage_active_users", "usage_documents", "usage_storage_bytes", "usage_user_logins_total"); err != nil {
-		t.Fatal(err)
+usage_user_logins_total{tenant="beta"} 1`,
+		"usage_feature_uses_total": `# HELP usage_feature_uses_total Feature uses per tenant and feature.
+# TYPE usage_feature_uses_total counter
+usage_feature_uses_total{feature="say \"hi\"\\now",tenant="beta"} 1`,
 	}
-	problems, err := testutil.CollectAndLint(c)
+	for name, want := range golden {
+		if got := familyLines(text, name); got != want {
+			t.Errorf("%s:\n got:\n%s\nwant:\n%s", name, got, want)
+		}
+	}
+	mfs := parse(t, text)
+	if v := mfs["usage_feature_uses_total"].GetMetric()[0].GetLabel()[0].GetValue(); v != `say "hi"\now` {
+		t.Errorf("escaped label value parses back as %q", v)
+	}
+	var list []*dto.MetricFamily
+	for _, mf := range mfs {
+		list = append(list, mf)
+	}
+	problems, err := promlint.NewWithMetricFamilies(list).Lint()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,50 +132,64 @@ usage_user_logins_total{tenant="beta"} 1
 func TestOverflow(t *testing.T) {
 	var body string
 	for i := range 5 {
-		body += line(fmt.Sprint(i), "feature.used", fmt.Sprintf(`{"tenant":"t%d","user":"u","feature":"f"}`, i))
+		body += evline(fmt.Sprint(i), "feature.used", fmt.Sprintf(`{"tenant":"t%d","user":"u","feature":"f"}`, i))
 	}
-	c := NewUsage(store(t, 2, body))
-	// Two series admitted; three folded into one __overflow__ series holding their sum.
-	n := testutil.CollectAndCount(c, "usage_feature_uses_total")
-	if n != 3 {
-		t.Fatalf("%d series, want 2 admitted + 1 overflow", n)
-	}
-	want := `
-# HELP usage_exporter_series_overflow_total Label sets folded into the __overflow__ series of a metric because its series cap was reached.
-# TYPE usage_exporter_series_overflow_total counter
-usage_exporter_series_overflow_total{metric="usage_feature_uses_total"} 3
-`
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "usage_exporter_series_overflow_total"); err != nil {
-		// Other metrics report 0; compare only the line we care about.
-		if !strings.Contains(err.Error(), `metric="usage_feature_uses_total"} 3`) {
-			t.Fatal(err)
-		}
-	}
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	text := render(t, NewUsage(store(t, 2, body)))
+	mfs := parse(t, text)
+	ms := mfs["usage_feature_uses_total"].GetMetric()
+	if len(ms) != 3 {
+		t.Fatalf("%d series, want 2 admitted + 1 overflow:\n%s", len(ms), text)
 	}
 	var total float64
-	overflow := false
-	for _, mf := range mfs {
-		if mf.GetName() != "usage_feature_uses_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			total += m.GetCounter().GetValue()
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "tenant" && l.GetValue() == Overflow {
-					overflow = true
-					if m.GetCounter().GetValue() != 3 {
-						t.Errorf("overflow series = %v, want 3", m.GetCounter().GetValue())
-					}
-				}
-			}
+	for _, m := range ms {
+		total += m.GetCounter().GetValue()
+	}
+	if total != 5 {
+		t.Errorf("series add up to %v, want 5", total)
+	}
+	want := `usage_feature_uses_total{feature="__overflow__",tenant="__overflow__"} 3`
+	if !strings.Contains(text, want) {
+		t.Errorf("no %s in\n%s", want, text)
+	}
+	if !strings.Contains(text, `usage_exporter_series_overflow_total{metric="usage_feature_uses_total"} 3`) {
+		t.Errorf("overflow counter missing:\n%s", text)
+	}
+}
+
+func TestHandlerNegotiatesOpenMetrics(t *testing.T) {
+	s := store(t, 100, evline("1", "user.login", `{"tenant":"a","user":"u"}`))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "usage_exporter_things_total", Help: "Things."}))
+	h := Handler(NewUsage(s), reg, func(err error) { t.Error(err) })
+
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	body := rec.Body.String()
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+		t.Fatalf("content type %q", ct)
+	}
+	for _, want := range []string{"# TYPE usage_user_logins counter\n", `usage_user_logins_total{tenant="a"} 1`, "# TYPE usage_exporter_things counter", "# EOF\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("OpenMetrics output lacks %q:\n%s", want, body)
 		}
 	}
-	if !overflow || total != 5 {
-		t.Errorf("overflow=%v total=%v; want the overflow series and a total of 5", overflow, total)
+	if !strings.HasSuffix(body, "# EOF\n") {
+		t.Error("# EOF is not last")
+	}
+
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Fatalf("default content type %q", ct)
+	}
+	mfs := parse(t, rec.Body.String())
+	names := make([]string, 0, len(mfs))
+	for n := range mfs {
+		names = append(names, n)
+	}
+	if !slices.Contains(names, "usage_user_logins_total") || !slices.Contains(names, "usage_exporter_things_total") {
+		t.Errorf("families %v", names)
 	}
 }

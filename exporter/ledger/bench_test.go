@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -45,9 +46,12 @@ func BenchmarkCommit(b *testing.B) {
 			defer wg.Done()
 			for i := range work {
 				// Fresh ids each round so that nothing is a duplicate.
-				evs := batches[i%len(batches)]
+				src := batches[i%len(batches)]
+				evs := make([]event.Event, len(src))
+				copy(evs, src)
+				round := strconv.Itoa(i)
 				for j := range evs {
-					evs[j].ID = string(rune('a'+i%26)) + evs[j].ID + time.Now().String()
+					evs[j].ID = round + "-" + evs[j].ID
 				}
 				if _, err := s.Commit(ctx, evs); err != nil {
 					b.Error(err)

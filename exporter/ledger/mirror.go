@@ -17,6 +17,7 @@ import (
 // operands that were committed, so it cannot drift from the database.
 type mirror struct {
 	series   map[string]*Series   // by t/ key
+	byMetric map[string][]*Series // by metric name, for rendering one family at a time
 	byTenant map[string][]*Series // by meter\0tenant
 	admitted map[string]int       // metric → series admitted under the cap
 	folded   map[string]int       // metric → series folded into __overflow__
@@ -40,6 +41,7 @@ const activeHorizon = 32 * 24 * time.Hour
 func (s *Store) newMirror() mirror {
 	return mirror{
 		series:   map[string]*Series{},
+		byMetric: map[string][]*Series{},
 		byTenant: map[string][]*Series{},
 		admitted: map[string]int{},
 		folded:   map[string]int{},
@@ -111,6 +113,7 @@ func (m *mirror) add(key string, ser *Series) {
 	mt := ser.Meter.Name + sep + ser.Tenant
 	m.byTenant[mt] = append(m.byTenant[mt], ser)
 	if ser.Meter.Metric != nil {
+		m.byMetric[ser.Meter.Metric.Name] = append(m.byMetric[ser.Meter.Metric.Name], ser)
 		if ser.Admitted {
 			m.admitted[ser.Meter.Metric.Name]++
 		} else {

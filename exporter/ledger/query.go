@@ -407,6 +407,13 @@ func (s *Store) SeriesSnapshot(fn func(*Series)) {
 	}
 }
 
+// MetricSeries calls fn with every series of a metric under the read lock; fn must not block.
+func (s *Store) MetricSeries(metric string, fn func([]*Series)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	fn(s.mirror.byMetric[metric])
+}
+
 // Folded returns, per metric, how many series were folded into __overflow__.
 func (s *Store) Folded() map[string]int {
 	s.mu.RLock()

@@ -32,6 +32,8 @@ type Options struct {
 	Meters []meter.Def
 	// SeriesLimit caps the series of each metric (see docs/architecture.md).
 	SeriesLimit int
+	// CacheBytes is the block cache (default 256 MiB).
+	CacheBytes int64
 	// MaxGroupEvents bounds the events committed in one group (one fsync).
 	MaxGroupEvents int
 	Logger         *slog.Logger
@@ -83,15 +85,23 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.SeriesLimit <= 0 {
 		opts.SeriesLimit = 10000
 	}
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 256 << 20
+	}
 	if opts.MaxGroupEvents <= 0 {
 		opts.MaxGroupEvents = 32768
 	}
 	if len(opts.Meters) == 0 {
 		opts.Meters = meter.Defaults()
 	}
+	// Every dedupe lookup reads the index and filter blocks of the tables it may hit: keep
+	// them in memory, or each lookup is a pread (Pebble's default cache is 8 MiB).
+	cache := pebble.NewCache(opts.CacheBytes)
+	defer cache.Unref()
 	po := &pebble.Options{
+		Cache:        cache,
 		Merger:       merger,
-		MemTableSize: 64 << 20,
+		MemTableSize: 16 << 20,
 		Logger:       quietLogger{opts.Logger},
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)

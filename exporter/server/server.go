@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/promslog"
 	"github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
@@ -108,8 +107,8 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 	}()
 
 	quotas := quota.New(store, current.Load, nil)
+	usage := collector.NewUsage(store)
 	reg.MustRegister(
-		collector.NewUsage(store),
 		quota.NewCollector(quotas),
 		versioncollector.NewCollector("usage_exporter"),
 		collectors.NewGoCollector(),
@@ -142,9 +141,7 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 	for _, rt := range routes {
 		mux.Handle(rt.Method+" "+rt.Pattern, rt.Handler)
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		EnableOpenMetrics: true, Registry: reg, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError),
-	}))
+	mux.Handle("GET /metrics", collector.Handler(usage, reg, func(err error) { logger.Error("rendering /metrics", "err", err) }))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, routes) })
 
 	listeners, err := listen(opts, logger)

@@ -1,0 +1,384 @@
+// Command ingest benchmarks the usage exporter against the real binary on loopback:
+// durable ingestion from concurrent clients (events/s, acknowledgement latency), the same
+// events sent to statsd_exporter over UDP, and /metrics scrape time and memory at 10,000 and
+// 100,000 series. It prints a table and appends rows to bench-results/ingest.tsv.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fastjson"
+
+	"github.com/usagemeter/usagemeter/simulate"
+)
+
+var (
+	exporterBin = flag.String("exporter", "bin/usage-exporter", "usage-exporter binary")
+	statsdBin   = flag.String("statsd", "bin/tools/statsd_exporter", "statsd_exporter binary")
+	events      = flag.Int("events", 300000, "events to send")
+	batchSize   = flag.Int("batch", 1000, "events per request")
+	clients     = flag.Int("clients", 8, "concurrent clients")
+	series      = flag.String("series", "10000,100000", "series counts for the scrape benchmark")
+	out         = flag.String("out", "bench-results/ingest.tsv", "results file")
+)
+
+type result struct{ name, value, unit, note string }
+
+var results []result
+
+func record(name, value, unit, note string) {
+	results = append(results, result{name, value, unit, note})
+	fmt.Printf("%-44s %14s %-10s %s\n", name, value, unit, note)
+}
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	os.MkdirAll(filepath.Dir(*out), 0o755)
+	var b strings.Builder
+	for _, r := range results {
+		fmt.Fprintf(&b, "%s\t%s\t%s\t%s\n", r.name, r.value, r.unit, r.note)
+	}
+	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type proc struct {
+	cmd *exec.Cmd
+	url string
+	dir string
+}
+
+func startExporter(extra ...string) (*proc, error) {
+	dir, err := os.MkdirTemp("", "usagemeter-bench")
+	if err != nil {
+		return nil, err
+	}
+	addr := freeAddr()
+	args := append([]string{"--web.listen-address=" + addr, "--storage.path=" + filepath.Join(dir, "data"), "--log.level=warn"}, extra...)
+	cmd := exec.Command(*exporterBin, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, url: "http://" + addr, dir: dir}
+	return p, waitReady(p.url + "/-/ready")
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	p.cmd.Wait()
+	os.RemoveAll(p.dir)
+}
+
+func waitReady(url string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready", url)
+}
+
+func run() error {
+	fmt.Printf("usagemeter ingest benchmark: %d events, batches of %d, %d clients, %d CPUs\n\n", *events, *batchSize, *clients, numCPU())
+	g := simulate.NewGenerator(200, 42)
+	now := time.Now()
+	nb := *events / *batchSize
+	bodies := make([][]byte, nb)
+	for i := range bodies {
+		var b []byte
+		for range *batchSize {
+			b = g.Next(b, now)
+			b = append(b, '\n')
+		}
+		bodies[i] = b
+	}
+
+	// usage-exporter: durable, deduplicated, exact.
+	p, err := startExporter()
+	if err != nil {
+		return err
+	}
+	lat := make([]time.Duration, nb)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var failed error
+	var mu sync.Mutex
+	start := time.Now()
+	for range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{}
+			for i := range work {
+				t0 := time.Now()
+				resp, err := client.Post(p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]))
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusAccepted {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
+				lat[i] = time.Since(t0)
+				if err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range nb {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	elapsed := time.Since(start)
+	if failed != nil {
+		return failed
+	}
+	accepted, err := metricValue(p.url, "usage_exporter_events_accepted_total")
+	if err != nil {
+		return err
+	}
+	p.stop()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	sent := nb * *batchSize
+	rate := float64(sent) / elapsed.Seconds()
+	record("usage-exporter events/s (durable, fsync per group)", fmt.Sprintf("%.0f", rate), "events/s", fmt.Sprintf("%d clients x batches of %d", *clients, *batchSize))
+	record("usage-exporter counted", fmt.Sprintf("%.2f", 100*accepted/float64(sent)), "%", fmt.Sprintf("%d of %d events", int(accepted), sent))
+	record("usage-exporter ack latency p50 (batch)", ms(lat[len(lat)/2]), "ms", "")
+	record("usage-exporter ack latency p99 (batch)", ms(lat[len(lat)*99/100]), "ms", "")
+
+	// statsd_exporter: the same events as DogStatsD lines over UDP, unpaced.
+	if _, err := os.Stat(*statsdBin); err != nil {
+		record("statsd_exporter", "n/a", "", "binary missing: run make tools")
+	} else if err := benchStatsd(bodies, sent, rate); err != nil {
+		return err
+	}
+
+	for _, s := range strings.Split(*series, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		if err := benchScrape(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+
+func numCPU() int {
+	out, _ := exec.Command("nproc").Output()
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
+
+// statsdLines turns one event into DogStatsD counter lines, one per quantity (or one count).
+func statsdLines(body []byte) [][]byte {
+	var p fastjson.Parser
+	var lines [][]byte
+	for line := range bytes.Lines(body) {
+		v, err := p.ParseBytes(bytes.TrimSpace(line))
+		if err != nil {
+			continue
+		}
+		typ := strings.ReplaceAll(string(v.GetStringBytes("type")), ".", "_")
+		d := v.Get("data")
+		tags := "#tenant:" + string(d.GetStringBytes("tenant"))
+		lines = append(lines, []byte("usage_events:1|c|"+tags+",type:"+typ))
+	}
+	return lines
+}
+
+func benchStatsd(bodies [][]byte, sent int, exporterRate float64) error {
+	udp := freeAddr() // a free TCP port; the UDP port of the same number is almost surely free too
+	web := freeAddr()
+	cmd := exec.Command(*statsdBin, "--statsd.listen-udp="+udp, "--statsd.listen-tcp=", "--web.listen-address="+web, "--log.level=warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if err := waitReady("http://" + web + "/metrics"); err != nil {
+		return err
+	}
+	var all [][]byte
+	for _, b := range bodies {
+		all = append(all, statsdLines(b)...)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	chunk := (len(all) + *clients - 1) / *clients
+	for c := range *clients {
+		wg.Add(1)
+		go func(lines [][]byte) {
+			defer wg.Done()
+			conn, err := net.Dial("udp", udp)
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			for _, l := range lines {
+				conn.Write(l)
+			}
+		}(all[c*chunk : min((c+1)*chunk, len(all))])
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	time.Sleep(2 * time.Second) // let it drain its socket buffer
+	counted, err := sumMetric("http://"+web, "usage_events")
+	if err != nil {
+		return err
+	}
+	record("statsd_exporter events/s sent (UDP, in memory)", fmt.Sprintf("%.0f", float64(len(all))/elapsed.Seconds()), "events/s",
+		fmt.Sprintf("usage-exporter/statsd send rate = %.2f", exporterRate/(float64(len(all))/elapsed.Seconds())))
+	record("statsd_exporter events/s counted", fmt.Sprintf("%.0f", counted/elapsed.Seconds()), "events/s", "")
+	record("statsd_exporter counted", fmt.Sprintf("%.2f", 100*counted/float64(sent)), "%", fmt.Sprintf("%d of %d events; lost on restart", int(counted), sent))
+	return nil
+}
+
+func benchScrape(n int) error {
+	dir, err := os.MkdirTemp("", "usagemeter-bench-cfg")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "config.yml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("metrics:\n  series_limit: %d\n", n*2)), 0o644)
+	p, err := startExporter("--config.file=" + cfg)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	// n distinct series of usage_feature_uses_total: tenants x features.
+	tenants := max(1, n/100)
+	now := time.Now().UTC().Format(time.RFC3339)
+	var body []byte
+	id := 0
+	flush := func() error {
+		if len(body) == 0 {
+			return nil
+		}
+		resp, err := http.Post(p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		body = body[:0]
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("loading series: %s", resp.Status)
+		}
+		return nil
+	}
+	for t := range tenants {
+		for f := range n / tenants {
+			id++
+			body = fmt.Appendf(body, `{"specversion":"1.0","id":"%d","source":"bench","type":"feature.used","time":%q,"data":{"tenant":"t%05d","user":"u","feature":"f%03d"}}`+"\n", id, now, t, f)
+			if id%5000 == 0 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	rssBefore := rss(p.cmd.Process.Pid)
+	var times []time.Duration
+	var size int
+	for range 5 {
+		t0 := time.Now()
+		resp, err := http.Get(p.url + "/metrics")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		times = append(times, time.Since(t0))
+		size = len(b)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	record(fmt.Sprintf("/metrics scrape at %d usage series (median of 5)", n), ms(times[2]), "ms", fmt.Sprintf("%d bytes", size))
+	record(fmt.Sprintf("exporter RSS at %d series (before/after scrape)", n), fmt.Sprintf("%d/%d", rssBefore>>20, rss(p.cmd.Process.Pid)>>20), "MiB", "")
+	return nil
+}
+
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func metricValue(url, name string) (float64, error) { return sumMetric(url, name) }
+
+// sumMetric sums every series of a metric in a text exposition.
+func sumMetric(url, name string) (float64, error) {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+			continue
+		}
+		f := strings.Fields(l)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum, nil
+}
+
