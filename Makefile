@@ -9,13 +9,25 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: build test run bench lint go-test
+.PHONY: build test run bench bench-ingest bench-ledger lint go-test
 
 build: ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/usage-exporter ./cmd/usagectl
 
 # Area fragments: each adds its own prerequisites to test, bench and build.
 include $(sort $(wildcard mk/*.mk))
+
+bench: bench-ingest bench-ledger ## the benchmarks, printing one summary table
+	@echo
+	@$(GO) run ./bench/summary
+
+bench-ingest: build tools
+	@mkdir -p bench-results
+	$(GO) run ./bench/ingest -out bench-results/ingest.tsv
+
+bench-ledger:
+	@mkdir -p bench-results
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 100x ./exporter/ledger/ ./exporter/event/ | tee bench-results/ledger.txt
 
 go-test: build tools
 	PATH=$(TOOLS):$$PATH $(GO) test -count=1 ./...
