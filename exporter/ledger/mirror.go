@@ -253,6 +253,19 @@ func (s *Store) scan(ctx context.Context, prefix []byte, fn func(k, v []byte) er
 	return s.scanRange(ctx, prefix, prefixEnd(prefix), fn)
 }
 
+// scanKeys calls fn with every key with the prefix, without reading values.
+func (s *Store) scanKeys(ctx context.Context, prefix []byte, fn func(k []byte)) error {
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return fmt.Errorf("opening iterator: %w", err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		fn(it.Key())
+	}
+	return it.Error()
+}
+
 func (s *Store) scanRange(ctx context.Context, lo, hi []byte, fn func(k, v []byte) error) error {
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {

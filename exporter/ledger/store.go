@@ -74,6 +74,8 @@ type Store struct {
 
 	mu     sync.RWMutex // guards the mirror below
 	mirror mirror
+
+	seen *seenFilter // owned by the writer goroutine
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
@@ -101,7 +103,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	po := &pebble.Options{
 		Cache:        cache,
 		Merger:       merger,
-		MemTableSize: 16 << 20,
+		MemTableSize: 64 << 20,
+		// Fewer, larger compactions: the write path is dominated by compaction of fresh data.
+		L0CompactionThreshold: 8,
+		LBaseMaxBytes:         512 << 20,
 		Logger:       quietLogger{opts.Logger},
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
@@ -138,6 +143,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.loadMirror(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if err := s.loadSeen(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("loading the dedupe filter: %w", err)
 	}
 	go s.writer()
 	return s, nil
@@ -266,14 +275,16 @@ func (s *Store) commitGroup(group []*commitReq) {
 				}
 				g.seen[p.hash] = struct{}{}
 				copy(dk[2:], p.hash[:])
-				_, closer, err := s.db.Get(dk[:])
-				if err == nil {
-					closer.Close()
-					results[ri].Duplicates++
-					continue
-				}
-				if !errors.Is(err, pebble.ErrNotFound) {
-					return fmt.Errorf("dedupe lookup: %w", err)
+				if s.seen.mayContain(&p.hash) {
+					_, closer, err := s.db.Get(dk[:])
+					if err == nil {
+						closer.Close()
+						results[ri].Duplicates++
+						continue
+					}
+					if !errors.Is(err, pebble.ErrNotFound) {
+						return fmt.Errorf("dedupe lookup: %w", err)
+					}
 				}
 				results[ri].Accepted++
 				total++
@@ -298,6 +309,11 @@ func (s *Store) commitGroup(group []*commitReq) {
 			r.done <- commitDone{err: fmt.Errorf("storing %d events: %w", total, err)}
 		}
 		return
+	}
+	for _, r := range group {
+		for i := range r.events {
+			s.seen.add(&r.events[i].hash)
+		}
 	}
 	if s.opts.OnCommit != nil {
 		s.opts.OnCommit(time.Since(start), total)

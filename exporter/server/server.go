@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"reflect"
@@ -142,6 +143,9 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		mux.Handle(rt.Method+" "+rt.Pattern, rt.Handler)
 	}
 	mux.Handle("GET /metrics", collector.Handler(usage, reg, func(err error) { logger.Error("rendering /metrics", "err", err) }))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, routes) })
 
 	listeners, err := listen(opts, logger)
