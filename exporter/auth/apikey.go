@@ -1,10 +1,13 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
+	"os"
 )
 
 // KeyPrefix starts every generated key and token, so a leaked one is easy to recognize (and to
@@ -25,4 +28,21 @@ func NewAPIKey() (plaintext, hash string) {
 func HashKey(plaintext string) string {
 	sum := sha256.Sum256([]byte(plaintext))
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// MinKeyBytes is the shortest secret LoadKey accepts (128 bits).
+const MinKeyBytes = 16
+
+// LoadKey reads a secret key file (audit chain, pseudonyms). Surrounding white space is
+// dropped, so `usagectl keys new > file` or `head -c 32 /dev/urandom | base64 > file` both work.
+func LoadKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) < MinKeyBytes {
+		return nil, fmt.Errorf("key file %s: %d bytes, want at least %d", path, len(b), MinKeyBytes)
+	}
+	return b, nil
 }

@@ -26,6 +26,11 @@ type Config struct {
 	APIKeys []APIKeyConfig
 	Tokens  []TokenConfig
 	JWT     *JWTConfig // nil when JWTs are not accepted
+	// AuditKeyFile holds the key of the audit trail's HMAC chain (exporter/audit); empty: a
+	// plain SHA-256 chain. PseudonymKeyFile holds the key of Pseudonymize, for per-user metric
+	// labels. Both are read with LoadKey.
+	AuditKeyFile     string
+	PseudonymKeyFile string
 }
 
 // APIKeyConfig is one ingestion key, stored as the SHA-256 of the key.
@@ -103,8 +108,16 @@ func ParseConfig(n *yaml.Node) (Config, error) {
 			j, err := parseJWT(v, field)
 			c.JWT = &j
 			return err
+		case "audit_key_file":
+			var err error
+			c.AuditKeyFile, err = keyFile(v, field)
+			return err
+		case "pseudonym_key_file":
+			var err error
+			c.PseudonymKeyFile, err = keyFile(v, field)
+			return err
 		}
-		return fieldErr(v, field, "unknown field (want api_keys, tokens or jwt)")
+		return fieldErr(v, field, "unknown field (want api_keys, tokens, jwt, audit_key_file, pseudonym_key_file)")
 	})
 	if err != nil {
 		return Config{}, err
@@ -352,6 +365,19 @@ func roles(n *yaml.Node, field string, allowed []string) ([]string, error) {
 		}
 		return nil
 	})
+}
+
+// keyFile checks at load time that a key file is readable and long enough, so a typo fails
+// the config rather than the first audited request.
+func keyFile(n *yaml.Node, field string) (string, error) {
+	path, err := str(n, field)
+	if err != nil {
+		return "", err
+	}
+	if _, err := LoadKey(path); err != nil {
+		return "", fieldErr(n, field, "%v", err)
+	}
+	return path, nil
 }
 
 func parseHash(n *yaml.Node, field string) ([32]byte, error) {

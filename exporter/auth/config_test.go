@@ -2,6 +2,8 @@ package auth
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -63,6 +65,33 @@ func TestParseConfig(t *testing.T) {
 	j := c.JWT
 	if j.RolesClaim != "realm_access.roles" || j.TenantsClaim != "tenants" || j.SubjectClaim != "sub" || j.Leeway != 30*time.Second || j.JWKSRefresh != 15*time.Minute || len(j.Algorithms) == 0 {
 		t.Errorf("jwt = %+v", j)
+	}
+}
+
+func TestKeyFiles(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "audit.key")
+	short := filepath.Join(dir, "short.key")
+	key, _ := NewAPIKey()
+	if err := os.WriteFile(good, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte("tiny\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseConfig(authNode(t, "auth:\n  audit_key_file: "+good+"\n  pseudonym_key_file: "+good+"\n"))
+	if err != nil || c.AuditKeyFile != good || c.PseudonymKeyFile != good {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	if b, err := LoadKey(good); err != nil || string(b) != key {
+		t.Errorf("LoadKey = %q, %v (white space must be trimmed)", b, err)
+	}
+	for _, path := range []string{short, filepath.Join(dir, "missing")} {
+		_, err := ParseConfig(authNode(t, "auth:\n  audit_key_file: "+path+"\n"))
+		var fe *config.FieldError
+		if !errors.As(err, &fe) || fe.Field != "auth.audit_key_file" || fe.Line != 2 {
+			t.Errorf("%s: err = %v", path, err)
+		}
 	}
 }
 

@@ -5,18 +5,23 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/policies"
 )
 
 func newEmbedded(t testing.TB) *Engine {
 	t.Helper()
-	e, err := New(context.Background(), Options{})
+	e, err := New(context.Background(), Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -294,5 +299,60 @@ func TestWrongShapedDecisionIsAnError(t *testing.T) {
 	}
 	if _, err := e.Admit(context.Background(), QuotaInput{Amount: 0}); !errors.Is(err, ErrNoDecision) {
 		t.Errorf("Admit with an undefined decision: err = %v, want ErrNoDecision", err)
+	}
+}
+
+func TestQuotaInputFor(t *testing.T) {
+	e := newEmbedded(t)
+	plan := config.Plan{Name: "free", Enforcement: "hard", WarningRatio: 0.8, Limits: map[string]int64{"ai_tokens": 1000}, Features: []string{"search"}}
+	cases := []struct {
+		meter, feature string
+		amount, used   int64
+		want           QuotaDecision
+	}{
+		{"ai_tokens", "search", 100, 500, QuotaDecision{Result: ResultAllow, Remaining: 400, Reason: "ai_tokens: 500 + 100 within the limit of 1000"}},
+		{"ai_tokens", "", 100, 950, QuotaDecision{Result: ResultDeny, Remaining: 50, Reason: "ai_tokens: 950 + 100 exceeds the hard limit of 1000"}},
+		{"ai_tokens", "ai_assistant", 1, 0, QuotaDecision{Result: ResultDeny, Remaining: 1000, Reason: `feature "ai_assistant" is not in plan "free"`}},
+		{"documents", "", 1, 10, QuotaDecision{Result: ResultAllow, Unlimited: true, Reason: `no limit on documents for plan "free"`}},
+	}
+	for _, c := range cases {
+		got, err := e.Admit(context.Background(), QuotaInputFor(plan, "acme", c.meter, c.feature, c.amount, c.used))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("%s %q %d+%d: got %+v, want %+v", c.meter, c.feature, c.used, c.amount, got, c.want)
+		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	dir := t.TempDir()
+	writePolicies(t, dir)
+	e, err := New(context.Background(), Options{Path: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := testutil.CollectAndLint(e); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+	want := `
+# HELP usage_exporter_policy_last_reload_successful Whether the last attempt to load the policies succeeded (1) or left the previous set in force (0).
+# TYPE usage_exporter_policy_last_reload_successful gauge
+usage_exporter_policy_last_reload_successful %d
+# HELP usage_exporter_policy_reload_failures_total Policy loads that failed.
+# TYPE usage_exporter_policy_reload_failures_total counter
+usage_exporter_policy_reload_failures_total %d
+`
+	names := []string{"usage_exporter_policy_last_reload_successful", "usage_exporter_policy_reload_failures_total"}
+	if err := testutil.CollectAndCompare(e, strings.NewReader(fmt.Sprintf(want, 1, 0)), names...); err != nil {
+		t.Error(err)
+	}
+	writeFile(t, filepath.Join(dir, "authz.rego"), "package usagemeter.authz\n\ndecision := {")
+	if err := e.Reload(context.Background()); err == nil {
+		t.Fatal("broken policy loaded")
+	}
+	if err := testutil.CollectAndCompare(e, strings.NewReader(fmt.Sprintf(want, 0, 1)), names...); err != nil {
+		t.Error(err)
 	}
 }

@@ -16,7 +16,7 @@ func benchParallel(b *testing.B, op func(context.Context, int) error) {
 		mu  sync.Mutex
 		all []time.Duration
 	)
-	b.SetParallelism(4)
+	b.SetParallelism(1)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -65,7 +65,7 @@ func parse(t *testing.T, text string) map[string]*dto.MetricFamily {
 func familyLines(text, name string) string {
 	var out []string
 	for _, l := range strings.Split(text, "\n") {
-		if strings.HasPrefix(l, name+"{") || strings.HasPrefix(l, name+" ") || strings.HasSuffix(strings.Fields(l+" x x x")[2], name) && strings.HasPrefix(l, "# ") {
+		if strings.HasPrefix(l, name+"{") || strings.HasPrefix(l, name+" ") || strings.HasSuffix(strings.Fields(l + " x x x")[2], name) && strings.HasPrefix(l, "# ") {
 			out = append(out, l)
 		}
 	}

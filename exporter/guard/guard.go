@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
@@ -35,8 +38,18 @@ type Options struct {
 
 // Guard authenticates, authorizes and audits requests.
 type Guard struct {
-	o Options
+	o         Options
+	auth      atomic.Pointer[auth.Authenticator] // swapped on config reload
+	decisions *prometheus.CounterVec
 }
+
+// Outcomes counted by usage_exporter_guard_decisions_total.
+const (
+	outcomeAllow           = "allow"
+	outcomeDeny            = "deny"
+	outcomeUnauthenticated = "unauthenticated"
+	outcomeError           = "error"
+)
 
 // New builds a Guard.
 func New(o Options) (*Guard, error) {
@@ -49,7 +62,29 @@ func New(o Options) (*Guard, error) {
 	if o.Realm == "" {
 		o.Realm = "usagemeter"
 	}
-	return &Guard{o: o}, nil
+	g := &Guard{o: o, decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usage_exporter_guard_decisions_total",
+		Help: "Requests decided by the guard, by route action and outcome (allow, deny, unauthenticated, error).",
+	}, []string{"action", "outcome"})}
+	g.auth.Store(o.Auth)
+	return g, nil
+}
+
+// ErrWouldOpen refuses a reload that removes every credential: the listen address was chosen
+// at start for an authenticated server, and open mode there would expose everything.
+var ErrWouldOpen = errors.New("guard: the new auth config has no credentials (open mode needs a restart)")
+
+// SetAuthenticator replaces the authenticator (config reload). Requests in flight finish with
+// the old one.
+func (g *Guard) SetAuthenticator(a *auth.Authenticator) error {
+	if a == nil {
+		return errors.New("guard: nil authenticator")
+	}
+	if a.Open() && !g.auth.Load().Open() {
+		return ErrWouldOpen
+	}
+	g.auth.Store(a)
+	return nil
 }
 
 // Handle registers each route on mux as "METHOD pattern", wrapped.
@@ -83,6 +118,7 @@ func (g *Guard) Wrap(rt route.Route) http.Handler {
 		p, err := g.authenticate(r)
 		if err != nil {
 			in.Principal.Kind = "none"
+			g.decisions.WithLabelValues(rt.Action, outcomeUnauthenticated).Inc()
 			g.unauthorized(w, r, err)
 			g.audit(r.Context(), start, in, authz.Decision{Reason: err.Error()}, http.StatusUnauthorized)
 			return
@@ -92,15 +128,18 @@ func (g *Guard) Wrap(rt route.Route) http.Handler {
 		if err != nil {
 			// Fail closed: no decision is a refusal, and a server fault rather than the caller's.
 			g.o.Logger.Error("authorization failed", "action", rt.Action, "path", r.URL.Path, "err", err)
+			g.decisions.WithLabelValues(rt.Action, outcomeError).Inc()
 			problem.Error(w, http.StatusInternalServerError, "authorization is unavailable")
 			g.audit(r.Context(), start, in, authz.Decision{Reason: "policy error: " + err.Error()}, http.StatusInternalServerError)
 			return
 		}
 		if !d.Allow {
+			g.decisions.WithLabelValues(rt.Action, outcomeDeny).Inc()
 			problem.Write(w, problem.Details{Status: http.StatusForbidden, Detail: d.Reason})
 			g.audit(r.Context(), start, in, d, http.StatusForbidden)
 			return
 		}
+		g.decisions.WithLabelValues(rt.Action, outcomeAllow).Inc()
 		sw := &statusWriter{ResponseWriter: w}
 		rt.Handler.ServeHTTP(sw, r.WithContext(WithPrincipal(r.Context(), p)))
 		if rt.Audit {
@@ -140,6 +179,7 @@ func (g *Guard) Check(r *http.Request, action, tenant, user string) error {
 		return fmt.Errorf("authorize %s: %w", action, err)
 	}
 	if !d.Allow {
+		g.decisions.WithLabelValues(action, outcomeDeny).Inc()
 		g.audit(r.Context(), time.Now(), in, d, http.StatusForbidden)
 		return fmt.Errorf("%w: %s", ErrForbidden, d.Reason)
 	}
@@ -148,6 +188,12 @@ func (g *Guard) Check(r *http.Request, action, tenant, user string) error {
 
 // ErrForbidden is wrapped by Check's denials; handlers answer it with 403.
 var ErrForbidden = errors.New("forbidden")
+
+// Describe implements prometheus.Collector (usage_exporter_guard_decisions_total).
+func (g *Guard) Describe(ch chan<- *prometheus.Desc) { g.decisions.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (g *Guard) Collect(ch chan<- prometheus.Metric) { g.decisions.Collect(ch) }
 
 // User is the user a request is about: the {user} path value, else the user query parameter.
 func User(r *http.Request) string {
@@ -162,10 +208,11 @@ func (g *Guard) input(r *http.Request, action, tenant, user string) authz.Input 
 }
 
 func (g *Guard) authenticate(r *http.Request) (auth.Principal, error) {
-	if g.o.Auth.Open() {
+	a := g.auth.Load()
+	if a.Open() {
 		return Anonymous, nil
 	}
-	return g.o.Auth.Authenticate(r)
+	return a.Authenticate(r)
 }
 
 // unauthorized answers 401 with an RFC 6750 challenge.

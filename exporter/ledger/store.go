@@ -107,7 +107,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// Fewer, larger compactions: the write path is dominated by compaction of fresh data.
 		L0CompactionThreshold: 8,
 		LBaseMaxBytes:         512 << 20,
-		Logger:       quietLogger{opts.Logger},
+		Logger:                quietLogger{opts.Logger},
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	po.Levels[0].FilterType = pebble.TableFilter

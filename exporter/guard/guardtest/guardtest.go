@@ -4,7 +4,6 @@
 package guardtest
 
 import (
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -118,6 +117,3 @@ func checkProblem(t T, name string, resp *http.Response) {
 		t.Errorf("%s: %d answered as %q, want %s", name, resp.StatusCode, mt, problem.ContentType)
 	}
 }
-
-// String describes a route for messages.
-func String(rt route.Route) string { return fmt.Sprintf("%s %s (%s)", rt.Method, rt.Pattern, rt.Action) }
