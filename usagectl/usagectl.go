@@ -113,7 +113,7 @@ func Main(args []string) int {
 		if _, err := os.Stat(*ledPath); err != nil {
 			return nil, fmt.Errorf("no store at %s: %w", *ledPath, err)
 		}
-		s, err := ledger.Open(ctx, ledger.Options{Path: *ledPath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, Logger: logger})
+		s, err := ledger.Open(ctx, ledger.Options{Path: *ledPath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels, Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("%w (is an exporter still running on this store?)", err)
 		}

@@ -35,8 +35,9 @@ type family struct {
 	name    string
 	help    string
 	counter bool
-	labels  []string // label names, tenant first
+	labels  []string // label names, tenant first (and user last, with per-user labels)
 	windows []time.Duration
+	user    bool
 }
 
 // Usage renders the usage_* metric families of every meter that declares one.
@@ -44,14 +45,17 @@ type Usage struct {
 	store    *ledger.Store
 	families []*family
 	now      func() time.Time
+	// pseudonymize turns a user id into its label value; only used with per-user labels.
+	pseudonymize func(string) string
 
 	mu    sync.Mutex
 	cache map[*ledger.Series]string // label text, e.g. {doc_type="pdf",tenant="a"}
 }
 
-// NewUsage prepares the families of the store's meters.
-func NewUsage(store *ledger.Store) *Usage {
-	u := &Usage{store: store, now: time.Now, cache: map[*ledger.Series]string{}}
+// NewUsage prepares the families of the store's meters. pseudonymize maps user ids to label
+// values when the store keeps per-user series; user ids never appear in labels as they are.
+func NewUsage(store *ledger.Store, pseudonymize func(string) string) *Usage {
+	u := &Usage{store: store, now: time.Now, cache: map[*ledger.Series]string{}, pseudonymize: pseudonymize}
 	for _, d := range store.Meters() {
 		if d.Metric == nil {
 			continue
@@ -61,6 +65,13 @@ func NewUsage(store *ledger.Store) *Usage {
 			labels: append([]string{"tenant"}, d.Metric.Labels...)}
 		if f.help == "" {
 			f.help = d.Description
+		}
+		if store.UserLabel(d.Name) {
+			if pseudonymize == nil {
+				panic("collector: per-user series need a pseudonymisation function")
+			}
+			f.labels = append(f.labels, "user")
+			f.user = true
 		}
 		if d.Aggregation == meter.UniqueCount {
 			f.labels = []string{"tenant", "window"}
@@ -160,6 +171,9 @@ func (u *Usage) Write(w io.Writer, openMetrics bool) error {
 					if !ok {
 						values[0] = s.Tenant
 						copy(values[1:], s.Labels)
+						if f.user {
+							values[len(values)-1] = u.pseudonymize(s.User)
+						}
 						text = labelText(f.labels, values)
 						u.cache[s] = text
 					}

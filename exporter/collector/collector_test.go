@@ -22,8 +22,12 @@ import (
 )
 
 func store(t *testing.T, seriesLimit int, body string) *ledger.Store {
+	return storeOpts(t, ledger.Options{Path: t.TempDir(), SeriesLimit: seriesLimit}, body)
+}
+
+func storeOpts(t *testing.T, o ledger.Options, body string) *ledger.Store {
 	t.Helper()
-	s, err := ledger.Open(context.Background(), ledger.Options{Path: t.TempDir(), SeriesLimit: seriesLimit})
+	s, err := ledger.Open(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +84,7 @@ func TestGoldenExposition(t *testing.T) {
 			evline("4", "storage.measured", `{"tenant":"beta","storage_class":"hot","bytes":5}`)+
 			evline("5", "user.login", `{"tenant":"beta","user":"x"}`)+
 			evline("6", "feature.used", `{"tenant":"beta","user":"x","feature":"say \"hi\"\\now"}`))
-	text := render(t, NewUsage(s))
+	text := render(t, NewUsage(s, nil))
 	golden := map[string]string{
 		"usage_ai_tokens_total": `# HELP usage_ai_tokens_total AI tokens per tenant, feature, model and direction.
 # TYPE usage_ai_tokens_total counter
@@ -134,7 +138,7 @@ func TestOverflow(t *testing.T) {
 	for i := range 5 {
 		body += evline(fmt.Sprint(i), "feature.used", fmt.Sprintf(`{"tenant":"t%d","user":"u","feature":"f"}`, i))
 	}
-	text := render(t, NewUsage(store(t, 2, body)))
+	text := render(t, NewUsage(store(t, 2, body), nil))
 	mfs := parse(t, text)
 	ms := mfs["usage_feature_uses_total"].GetMetric()
 	if len(ms) != 3 {
@@ -160,7 +164,7 @@ func TestHandlerNegotiatesOpenMetrics(t *testing.T) {
 	s := store(t, 100, evline("1", "user.login", `{"tenant":"a","user":"u"}`))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "usage_exporter_things_total", Help: "Things."}))
-	h := Handler(NewUsage(s), reg, func(err error) { t.Error(err) })
+	h := Handler(NewUsage(s, nil), reg, func(err error) { t.Error(err) })
 
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0; charset=utf-8")
@@ -191,5 +195,28 @@ func TestHandlerNegotiatesOpenMetrics(t *testing.T) {
 	}
 	if !slices.Contains(names, "usage_user_logins_total") || !slices.Contains(names, "usage_exporter_things_total") {
 		t.Errorf("families %v", names)
+	}
+}
+
+func TestPerUserLabelsArePseudonymised(t *testing.T) {
+	s := storeOpts(t, ledger.Options{Path: t.TempDir(), PerUserLabels: true},
+		evline("1", "feature.used", `{"tenant":"a","user":"alice@example.com","feature":"f"}`)+
+			evline("2", "feature.used", `{"tenant":"a","user":"bob@example.com","feature":"f"}`)+
+			evline("3", "feature.used", `{"tenant":"a","user":"alice@example.com","feature":"f"}`))
+	text := render(t, NewUsage(s, func(u string) string { return "p_" + fmt.Sprint(len(u)) + u[:1] }))
+	for _, want := range []string{
+		`usage_feature_uses_total{feature="f",tenant="a",user="p_17a"} 2`,
+		`usage_feature_uses_total{feature="f",tenant="a",user="p_15b"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %s in\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "alice") || strings.Contains(text, "example.com") {
+		t.Errorf("a user id leaked into the exposition:\n%s", text)
+	}
+	// Metrics of meters without users are unchanged.
+	if !strings.Contains(text, `usage_active_users{tenant="a",window="1d"} 2`) {
+		t.Errorf("active users changed:\n%s", text)
 	}
 }

@@ -15,6 +15,7 @@ type cmeter struct {
 	tag         byte
 	labelIdx    []int // positions of the metric labels within Dimensions
 	uniqueField string
+	userLabel   bool // the series carry the user as their last label
 }
 
 type cbinding struct {
@@ -23,7 +24,7 @@ type cbinding struct {
 	sign int64
 }
 
-func compile(defs []meter.Def) ([]*cmeter, map[string][]cbinding) {
+func compile(defs []meter.Def, perUser bool) ([]*cmeter, map[string][]cbinding) {
 	ms := make([]*cmeter, len(defs))
 	byType := map[string][]cbinding{}
 	for i := range defs {
@@ -31,6 +32,10 @@ func compile(defs []meter.Def) ([]*cmeter, map[string][]cbinding) {
 		if m.Metric != nil {
 			for _, l := range m.Metric.Labels {
 				m.labelIdx = append(m.labelIdx, slices.Index(m.Dimensions, l))
+			}
+			if u := slices.Index(m.Dimensions, "user"); perUser && u >= 0 && !slices.Contains(m.Metric.Labels, "user") && m.Aggregation != meter.UniqueCount {
+				m.labelIdx = append(m.labelIdx, u)
+				m.userLabel = true
 			}
 		}
 		ms[i] = m

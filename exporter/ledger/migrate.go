@@ -70,7 +70,10 @@ func (s *Store) migrate(ctx context.Context) error {
 }
 
 func (s *Store) meterSignature() string {
-	b, _ := json.Marshal(s.opts.Meters)
+	b, _ := json.Marshal(struct {
+		Meters  []meter.Def
+		PerUser bool `json:",omitempty"`
+	}{s.opts.Meters, s.opts.PerUserLabels})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }

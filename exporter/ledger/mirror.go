@@ -30,6 +30,7 @@ type Series struct {
 	Meter    *meter.Def
 	Tenant   string
 	Labels   []string // values of Meter.Metric.Labels
+	User     string   // with per-user labels: the user (to be pseudonymised before exposure)
 	State    meter.State
 	Admitted bool // false: folded into the metric's __overflow__ series
 }
@@ -153,7 +154,12 @@ func (s *Store) parseSeries(key string) *Series {
 	if len(labels) > 0 && labels[len(labels)-1] == "" && len(labels) == len(cm.labelIdx)+1 {
 		labels = labels[:len(labels)-1]
 	}
-	return &Series{Meter: &cm.Def, Tenant: parts[1], Labels: labels}
+	ser := &Series{Meter: &cm.Def, Tenant: parts[1], Labels: labels}
+	if cm.userLabel && len(labels) > 0 {
+		ser.User = labels[len(labels)-1]
+		ser.Labels = labels[:len(labels)-1]
+	}
+	return ser
 }
 
 // admitSeries decides, before the commit, which new series enter the cap; the decision is

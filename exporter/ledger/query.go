@@ -407,6 +407,12 @@ func (s *Store) SeriesSnapshot(fn func(*Series)) {
 	}
 }
 
+// UserLabel reports whether a meter's metric series carry a user label (per-user labels on).
+func (s *Store) UserLabel(meterName string) bool {
+	cm, ok := s.byName[meterName]
+	return ok && cm.userLabel
+}
+
 // MetricSeries calls fn with every series of a metric under the read lock; fn must not block.
 func (s *Store) MetricSeries(metric string, fn func([]*Series)) {
 	s.mu.RLock()

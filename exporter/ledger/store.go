@@ -32,6 +32,8 @@ type Options struct {
 	Meters []meter.Def
 	// SeriesLimit caps the series of each metric (see docs/architecture.md).
 	SeriesLimit int
+	// PerUserLabels keeps a user label on the metric series of meters that keep users.
+	PerUserLabels bool
 	// CacheBytes is the block cache (default 256 MiB).
 	CacheBytes int64
 	// MaxGroupEvents bounds the events committed in one group (one fsync).
@@ -128,7 +130,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	s.meters, s.byType = compile(opts.Meters)
+	s.meters, s.byType = compile(opts.Meters, opts.PerUserLabels)
 	s.byName = map[string]*cmeter{}
 	for _, m := range s.meters {
 		s.byName[m.Name] = m

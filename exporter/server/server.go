@@ -32,6 +32,7 @@ import (
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
+	"github.com/usagemeter/usagemeter/exporter/auth"
 	"github.com/usagemeter/usagemeter/exporter/collector"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/quota"
@@ -92,8 +93,19 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		}
 		return float64(store.SizeBytes())
 	})
+	var pseudonymize func(string) string
+	if cfg.Metrics.PerUserLabels {
+		key, err := os.ReadFile(cfg.Metrics.UserLabelKeyFile)
+		if err != nil {
+			return fmt.Errorf("reading metrics.user_label_key_file: %w", err)
+		}
+		if len(key) < 16 {
+			return fmt.Errorf("metrics.user_label_key_file %s holds %d bytes; a pseudonymisation key needs at least 16", cfg.Metrics.UserLabelKeyFile, len(key))
+		}
+		pseudonymize = func(user string) string { return auth.Pseudonymize(key, user) }
+	}
 	store, err = ledger.Open(ctx, ledger.Options{
-		Path: opts.StoragePath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit,
+		Path: opts.StoragePath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels,
 		Logger: logger.With("component", "ledger"), OnCommit: self.ObserveCommit,
 	})
 	if err != nil {
@@ -108,7 +120,7 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 	}()
 
 	quotas := quota.New(store, current.Load, nil)
-	usage := collector.NewUsage(store)
+	usage := collector.NewUsage(store, pseudonymize)
 	reg.MustRegister(
 		quota.NewCollector(quotas),
 		versioncollector.NewCollector("usage_exporter"),
