@@ -93,7 +93,8 @@ func (s *Store) getUint(key []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-var derived = []string{pRollup, pUnique, pTotal, pPeriod, pActive, pAdmit}
+// derived key spaces, and the journal (a rebuild derives every event, journaled or not).
+var derived = []string{pRollup, pUnique, pTotal, pPeriod, pActive, pAdmit, pJournal}
 
 // Rebuild derives rollups, totals, period totals and activity again from the raw events. It runs
 // before the writer starts (at start-up) or offline (usagectl ledger rebuild), never beside it.
@@ -103,9 +104,14 @@ func (s *Store) Rebuild(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("clearing %s: %w", p, err)
 		}
 	}
+	if err := s.db.Delete(keyCheckpoint, pebble.Sync); err != nil {
+		return 0, fmt.Errorf("clearing the checkpoint: %w", err)
+	}
 	s.mu.Lock()
 	s.mirror = s.newMirror()
 	s.mu.Unlock()
+	s.pending = newPending()
+	s.groupSeq = 0
 	n := 0
 	var batch []prepared
 	flush := func() error {
@@ -117,7 +123,7 @@ func (s *Store) Rebuild(ctx context.Context) (int, error) {
 			g.fold(&batch[i])
 		}
 		batch = batch[:0]
-		return s.writeGroup(&g, s.db.NewBatch())
+		return s.writeDerived(&g, s.db.NewBatch(), pebble.Sync)
 	}
 	last := time.Now()
 	err := s.forEachRaw(ctx, func(key, raw []byte, ev *event.Event) error {

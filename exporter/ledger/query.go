@@ -123,6 +123,9 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.Flush(ctx); err != nil {
+		return nil, err
+	}
 	q.From, q.To = q.From.UTC(), q.To.UTC()
 	groupIdx := make([]int, len(q.GroupBy))
 	for i, g := range q.GroupBy {
@@ -297,6 +300,9 @@ func (s *Store) Total(ctx context.Context, tenant, meterName string, from, to ti
 	}
 	from, to = from.UTC(), to.UTC()
 	if cm.Kind == meter.Flow && cm.Aggregation != meter.UniqueCount && from.Equal(monthStart(monthOf(from))) && to.Equal(from.AddDate(0, 1, 0)) {
+		if err := s.Flush(ctx); err != nil {
+			return 0, err
+		}
 		v, closer, err := s.db.Get([]byte(periodKey(monthOf(from), cm.Name, tenant)))
 		if errors.Is(err, pebble.ErrNotFound) {
 			return 0, nil
@@ -321,6 +327,9 @@ func (s *Store) Total(ctx context.Context, tenant, meterName string, from, to ti
 
 // Tenants lists the tenants with any usage in the calendar months overlapping [from, to).
 func (s *Store) Tenants(ctx context.Context, from, to time.Time) ([]string, error) {
+	if err := s.Flush(ctx); err != nil {
+		return nil, err
+	}
 	seen := map[string]struct{}{}
 	for m := monthOf(from); m <= monthOf(to.Add(-time.Nanosecond)); m++ {
 		p := appendU32([]byte(pPeriod), m)

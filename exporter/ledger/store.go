@@ -36,6 +36,8 @@ type Options struct {
 	PerUserLabels bool
 	// CacheBytes is the block cache (default 256 MiB).
 	CacheBytes int64
+	// FlushInterval is how often derived usage is flushed from memory (default 2s).
+	FlushInterval time.Duration
 	// MaxGroupEvents bounds the events committed in one group (one fsync).
 	MaxGroupEvents int
 	Logger         *slog.Logger
@@ -77,7 +79,12 @@ type Store struct {
 	mu     sync.RWMutex // guards the mirror below
 	mirror mirror
 
-	seen *seenFilter // owned by the writer goroutine
+	seen      *seenFilter // owned by the writer goroutine
+	pending   pendingState
+	groupSeq  uint64 // the last journal entry written; owned by the writer goroutine
+	flushReqs chan chan error
+	decoder   *event.Decoder
+	crashed   bool // tests: stop as a crash would, without the final flush
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
@@ -91,6 +98,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.CacheBytes <= 0 {
 		opts.CacheBytes = 256 << 20
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = 2 * time.Second
 	}
 	if opts.MaxGroupEvents <= 0 {
 		opts.MaxGroupEvents = 32768
@@ -123,12 +133,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening ledger at %s: %w", opts.Path, err)
 	}
 	s := &Store{
-		db:      db,
-		opts:    opts,
-		log:     opts.Logger,
-		reqs:    make(chan *commitReq, 256),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		db:        db,
+		opts:      opts,
+		log:       opts.Logger,
+		reqs:      make(chan *commitReq, 256),
+		flushReqs: make(chan chan error),
+		pending:   newPending(),
+		stop:      make(chan struct{}),
+		stopped:   make(chan struct{}),
 	}
 	s.meters, s.byType = compile(opts.Meters, opts.PerUserLabels)
 	s.byName = map[string]*cmeter{}
@@ -143,6 +155,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.loadMirror(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.replayJournal(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -199,34 +215,56 @@ func (s *Store) Commit(ctx context.Context, events []event.Event) (Result, error
 
 func (s *Store) writer() {
 	defer close(s.stopped)
+	tick := time.NewTicker(s.opts.FlushInterval)
+	defer tick.Stop()
 	for {
-		var first *commitReq
 		select {
-		case first = <-s.reqs:
+		case first := <-s.reqs:
+			group := []*commitReq{first}
+			n := len(first.events)
+		drain:
+			for n < s.opts.MaxGroupEvents {
+				select {
+				case r := <-s.reqs:
+					group = append(group, r)
+					n += len(r.events)
+				default:
+					break drain
+				}
+			}
+			s.commitGroup(group)
+			if s.pending.size() > maxPendingKeys {
+				s.logFlush(s.flushPending(false))
+			}
+		case done := <-s.flushReqs:
+			done <- s.flushPending(false)
+		case <-tick.C:
+			s.logFlush(s.flushPending(false))
 		case <-s.stop:
-			// Drain what was queued before Close took the lock.
+			// Commit what was queued before Close took the lock, then flush everything.
 			for {
 				select {
 				case r := <-s.reqs:
 					s.commitGroup([]*commitReq{r})
+					continue
 				default:
-					return
 				}
+				break
 			}
-		}
-		group := []*commitReq{first}
-		n := len(first.events)
-	drain:
-		for n < s.opts.MaxGroupEvents {
-			select {
-			case r := <-s.reqs:
-				group = append(group, r)
-				n += len(r.events)
-			default:
-				break drain
+			if !s.crashed {
+				s.logFlush(s.flushPending(true))
 			}
+			return
 		}
-		s.commitGroup(group)
+	}
+}
+
+// maxPendingKeys bounds the memory of derived changes waiting for a flush.
+const maxPendingKeys = 1 << 20
+
+func (s *Store) logFlush(err error) {
+	if err != nil {
+		s.log.Error("flushing derived usage failed; the journal keeps the events, retrying", "err", err)
 	}
 }
 
@@ -267,6 +305,7 @@ func (s *Store) commitGroup(group []*commitReq) {
 	var dk [18]byte
 	copy(dk[:], pDedupe)
 	total := 0
+	var journal []byte
 	err := func() error {
 		for ri, r := range group {
 			for i := range r.events {
@@ -296,6 +335,7 @@ func (s *Store) commitGroup(group []*commitReq) {
 				if err := b.Set(p.evKey[:], p.raw, nil); err != nil {
 					return err
 				}
+				journal = append(journal, p.evKey[:]...)
 				g.fold(p)
 			}
 		}
@@ -303,7 +343,7 @@ func (s *Store) commitGroup(group []*commitReq) {
 			b.Close()
 			return nil
 		}
-		return s.writeGroup(&g, b)
+		return s.commitJournaled(&g, b, journal)
 	}()
 	if err != nil {
 		s.log.Error("ledger commit failed; the group is refused", "err", err, "events", total)
@@ -325,9 +365,28 @@ func (s *Store) commitGroup(group []*commitReq) {
 	}
 }
 
-// writeGroup appends the group's folded changes to b, commits it with an fsync and, only then,
-// applies the same changes to the mirror. It closes b.
-func (s *Store) writeGroup(g *groupState, b *pebble.Batch) error {
+// commitJournaled commits a group's raw events with its journal entry (and any series
+// admissions) with an fsync; only then are its derived changes applied to the mirror and folded
+// into the pending state. It closes b.
+func (s *Store) commitJournaled(g *groupState, b *pebble.Batch, journal []byte) error {
+	defer b.Close()
+	s.admitSeries(g, b)
+	seq := s.groupSeq + 1
+	if err := b.Set(journalKey(seq), journal, nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.groupSeq = seq
+	s.applyMirror(g)
+	s.foldPending(g, seq)
+	return nil
+}
+
+// writeDerived writes derived changes directly (rebuild, journal replay) and applies them to the
+// mirror. It closes b.
+func (s *Store) writeDerived(g *groupState, b *pebble.Batch, opt *pebble.WriteOptions) error {
 	defer b.Close()
 	s.admitSeries(g, b)
 	var buf []byte
@@ -342,11 +401,18 @@ func (s *Store) writeGroup(g *groupState, b *pebble.Batch) error {
 			return err
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(opt); err != nil {
 		return err
 	}
 	s.applyMirror(g)
 	return nil
+}
+
+func (s *Store) replayDecoder() *event.Decoder {
+	if s.decoder == nil {
+		s.decoder = &event.Decoder{Custom: customTypes(s.opts.Meters)}
+	}
+	return s.decoder
 }
 
 func dedupeHash(source, id string) [16]byte {
