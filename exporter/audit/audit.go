@@ -102,7 +102,17 @@ func Open(db *pebble.DB, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.seq, l.prev = h.Seq, h.Hash
+	last, err := lastSeq(db)
+	if err != nil {
+		return nil, err
+	}
+	// Never overwrite an entry: continue after the highest sequence number stored. Keep the
+	// head's hash as the link even when it disagrees with the entries, so the break stays
+	// visible to Verify instead of being papered over by a fresh, consistent-looking link.
+	l.seq, l.prev = max(h.Seq, last), h.Hash
+	if last != h.Seq {
+		l.logger.Error("audit chain head disagrees with the stored entries; run usagectl audit verify", "head", h.Seq, "last_entry", last)
+	}
 	go l.writer()
 	return l, nil
 }
@@ -280,6 +290,23 @@ func readHead(r pebble.Reader) (head, error) {
 	h.Seq = binary.BigEndian.Uint64(v)
 	copy(h.Hash[:], v[8:])
 	return h, nil
+}
+
+// lastSeq is the highest entry sequence number stored, 0 when none.
+func lastSeq(db *pebble.DB) (uint64, error) {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: entryPrefix, UpperBound: entryEnd})
+	if err != nil {
+		return 0, fmt.Errorf("audit: %w", err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, it.Error()
+	}
+	k := it.Key()
+	if len(k) != len(entryPrefix)+8 {
+		return 0, fmt.Errorf("audit: foreign key %q in the audit key space", k)
+	}
+	return binary.BigEndian.Uint64(k[len(entryPrefix):]), nil
 }
 
 // List returns up to limit entries with Seq > afterSeq, oldest first; page on with the last

@@ -270,6 +270,47 @@ func TestTamperingIsDetected(t *testing.T) {
 	}
 }
 
+func TestReopenAfterTamperingNeverOverwrites(t *testing.T) {
+	for name, tamper := range map[string]func(t *testing.T, db *pebble.DB){
+		"head deleted": func(t *testing.T, db *pebble.DB) {
+			if err := db.Delete(headKey, pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"head and newest entries deleted": func(t *testing.T, db *pebble.DB) {
+			for _, k := range [][]byte{headKey, entryKey(3), entryKey(2)} {
+				if err := db.Delete(k, pebble.Sync); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			db := openDB(t, t.TempDir())
+			defer db.Close()
+			fill(t, db, nil, 3)
+			first := raw(t, db, 1)
+			tamper(t, db)
+			l := openLog(t, db, nil)
+			e, err := l.Append(context.Background(), entry(9))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			if string(raw(t, db, 1)) != string(first) {
+				t.Fatal("entry 1 overwritten")
+			}
+			if e.Seq == 1 {
+				t.Fatalf("new entry took seq %d", e.Seq)
+			}
+			var te *TamperError
+			if _, err := Verify(context.Background(), db, nil); !errors.As(err, &te) {
+				t.Fatalf("tampering hidden by the new append: %v", err)
+			}
+		})
+	}
+}
+
 func TestWrongKeyFailsVerification(t *testing.T) {
 	db := openDB(t, t.TempDir())
 	defer db.Close()

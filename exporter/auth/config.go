@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/hex"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -27,10 +28,12 @@ type Config struct {
 	Tokens  []TokenConfig
 	JWT     *JWTConfig // nil when JWTs are not accepted
 	// AuditKeyFile holds the key of the audit trail's HMAC chain (exporter/audit); empty: a
-	// plain SHA-256 chain. PseudonymKeyFile holds the key of Pseudonymize, for per-user metric
-	// labels. Both are read with LoadKey.
-	AuditKeyFile     string
-	PseudonymKeyFile string
+	// plain SHA-256 chain. Read with LoadKey. (The key of per-user label pseudonyms is
+	// metrics.user_label_key_file.)
+	AuditKeyFile string
+	// PolicyPath replaces the embedded policies with a directory of .rego files or a bundle
+	// tarball (exporter/authz Options.Path); empty: the embedded policies.
+	PolicyPath string
 }
 
 // APIKeyConfig is one ingestion key, stored as the SHA-256 of the key.
@@ -112,12 +115,17 @@ func ParseConfig(n *yaml.Node) (Config, error) {
 			var err error
 			c.AuditKeyFile, err = keyFile(v, field)
 			return err
-		case "pseudonym_key_file":
+		case "policies":
 			var err error
-			c.PseudonymKeyFile, err = keyFile(v, field)
-			return err
+			if c.PolicyPath, err = str(v, field); err != nil {
+				return err
+			}
+			if _, err := os.Stat(c.PolicyPath); err != nil {
+				return fieldErr(v, field, "%v", err)
+			}
+			return nil
 		}
-		return fieldErr(v, field, "unknown field (want api_keys, tokens, jwt, audit_key_file, pseudonym_key_file)")
+		return fieldErr(v, field, "unknown field (want api_keys, tokens, jwt, policies, audit_key_file; the pseudonymisation key of per-user labels is metrics.user_label_key_file)")
 	})
 	if err != nil {
 		return Config{}, err

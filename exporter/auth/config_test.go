@@ -79,12 +79,15 @@ func TestKeyFiles(t *testing.T) {
 	if err := os.WriteFile(short, []byte("tiny\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := ParseConfig(authNode(t, "auth:\n  audit_key_file: "+good+"\n  pseudonym_key_file: "+good+"\n"))
-	if err != nil || c.AuditKeyFile != good || c.PseudonymKeyFile != good {
+	c, err := ParseConfig(authNode(t, "auth:\n  audit_key_file: "+good+"\n  policies: "+dir+"\n"))
+	if err != nil || c.AuditKeyFile != good || c.PolicyPath != dir {
 		t.Fatalf("%+v, %v", c, err)
 	}
 	if b, err := LoadKey(good); err != nil || string(b) != key {
 		t.Errorf("LoadKey = %q, %v (white space must be trimmed)", b, err)
+	}
+	if _, err := ParseConfig(authNode(t, "auth:\n  policies: "+filepath.Join(dir, "missing")+"\n")); err == nil {
+		t.Error("missing policy path accepted")
 	}
 	for _, path := range []string{short, filepath.Join(dir, "missing")} {
 		_, err := ParseConfig(authNode(t, "auth:\n  audit_key_file: "+path+"\n"))

@@ -87,10 +87,15 @@ func (g *Guard) SetAuthenticator(a *auth.Authenticator) error {
 	return nil
 }
 
-// Handle registers each route on mux as "METHOD pattern", wrapped.
+// Handle registers each route on mux as "METHOD pattern" (any method when Method is empty),
+// wrapped.
 func (g *Guard) Handle(mux *http.ServeMux, routes ...route.Route) {
 	for _, rt := range routes {
-		mux.Handle(rt.Method+" "+rt.Pattern, g.Wrap(rt))
+		pattern := rt.Pattern
+		if rt.Method != "" {
+			pattern = rt.Method + " " + pattern
+		}
+		mux.Handle(pattern, g.Wrap(rt))
 	}
 }
 

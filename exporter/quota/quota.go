@@ -4,7 +4,6 @@ package quota
 
 import (
 	"context"
-	"slices"
 	"sort"
 	"time"
 
@@ -149,9 +148,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ctx := context.Background()
 	cfg := c.e.cfg()
 	tenants := c.e.store.KnownTenants()
+	known := make(map[string]bool, len(tenants))
+	for _, t := range tenants {
+		known[t] = true
+	}
 	for _, t := range cfg.Tenants {
-		if _, found := slices.BinarySearch(tenants, t.ID); !found {
+		if !known[t.ID] {
 			tenants = append(tenants, t.ID)
+			known[t.ID] = true
 		}
 	}
 	for _, tenant := range tenants {

@@ -64,13 +64,17 @@ func AssertAllRoutesProtected(t T, h http.Handler, routes []route.Route, c Creds
 		if rt.Action == route.ActionPublic {
 			continue
 		}
-		name := rt.Method + " " + rt.Pattern
+		method := rt.Method
+		if method == "" {
+			method = http.MethodGet
+		}
+		name := method + " " + rt.Pattern
 		target := Path(rt.Pattern, c.Tenant)
 		if !strings.Contains(rt.Pattern, "{tenant}") {
 			target += "?tenant=" + url.QueryEscape(c.Tenant)
 		}
 
-		resp := serve(h, rt.Method, target, "")
+		resp := serve(h, method, target, "")
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("%s: unauthenticated request answered %d, want 401", name, resp.StatusCode)
 		} else {
@@ -83,7 +87,7 @@ func AssertAllRoutesProtected(t T, h http.Handler, routes []route.Route, c Creds
 		if TenantIndependent[rt.Action] {
 			continue
 		}
-		resp = serve(h, rt.Method, target, c.OtherTenant)
+		resp = serve(h, method, target, c.OtherTenant)
 		if resp.StatusCode != http.StatusForbidden {
 			t.Errorf("%s (action %s): request by another tenant's principal answered %d, want 403", name, rt.Action, resp.StatusCode)
 		} else {

@@ -1,0 +1,106 @@
+// Command localstack runs usagemeter's local stack (`make run`): the usage exporter with a demo
+// catalogue, VictoriaMetrics, vmalert, Alertmanager, an alert sink and `usagectl simulate`, all on
+// 127.0.0.1, with their state in one directory so that a second run resumes. Ctrl-C stops
+// everything in order and exits 0.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/usagemeter/usagemeter/deploy/localstack"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		root      = flag.String("root", ".", "the repository checkout: bin/, rules/ and deploy/ are found under it")
+		stateDir  = flag.String("state", ".stack", "state directory (data, rendered configs, logs); relative to -root")
+		catalogue = flag.String("catalogue", "deploy/localstack/catalogue.yml", "the exporter's catalogue; relative to -root")
+		scrape    = flag.Duration("scrape-interval", 5*time.Second, "how often VictoriaMetrics scrapes")
+		eval      = flag.Duration("eval-interval", 10*time.Second, "how often vmalert evaluates the rules")
+		simulate  = flag.Bool("simulate", true, "run usagectl simulate")
+		simArgs   = flag.String("simulate-args", "--continuous --rate 50 --tenants 20 --quota-breakers tenant-0003,tenant-0007 --anomaly tenant-0011", "arguments of usagectl simulate after --url")
+		verbose   = flag.Bool("v", false, "debug logging")
+	)
+	flag.Parse()
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	at := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(*root, p)
+	}
+	cfg := localstack.Config{
+		StateDir:           at(*stateDir),
+		BinDir:             at("bin"),
+		ToolsDir:           at("bin/tools"),
+		RulesDir:           at("rules"),
+		AlertmanagerConfig: at("deploy/alertmanager/alertmanager.yml"),
+		Catalogue:          at(*catalogue),
+		Ports:              localstack.DefaultPorts(),
+		ScrapeInterval:     *scrape,
+		EvalInterval:       *eval,
+		Logger:             logger,
+	}
+	if *simulate {
+		cfg.Simulate = strings.Fields(*simArgs)
+	}
+
+	// Ctrl-C during start-up cancels it; afterwards it stops the stack.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger.Info("starting the local stack", "state", cfg.StateDir)
+	stack, err := localstack.Start(ctx, cfg)
+	if err != nil {
+		logger.Error("local stack did not start", "err", err)
+		return 1
+	}
+	u := stack.URLs
+	fmt.Printf(`
+usagemeter local stack is up (state in %s, logs in %s)
+
+  usage exporter     %s  (/metrics, /v1/usage, /v1/meters, /v1/tenants/{tenant}/quotas)
+  VictoriaMetrics    %s
+  VictoriaMetrics UI %s
+  vmalert            %s/vmalert/groups
+  Alertmanager       %s
+  alert sink         %s  (pages and team notifications are printed below)
+
+Reload the catalogue after editing it: curl -X POST %s/-/reload
+Ctrl-C stops everything.
+
+`, cfg.StateDir, stack.Logs, u.Exporter, u.VictoriaMetrics, u.VMUI, u.VMAlert, u.Alertmanager, u.Sink, u.Exporter)
+
+	code := 0
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping the local stack")
+	case err := <-stack.Exited():
+		logger.Error("a program of the stack stopped; stopping the rest", "err", err)
+		code = 1
+	}
+	stop() // from here a second Ctrl-C kills the supervisor at once
+	if err := stack.Stop(); err != nil {
+		logger.Error("stopping the local stack", "err", err)
+		return 1
+	}
+	logger.Info("local stack stopped; state kept", "state", cfg.StateDir)
+	return code
+}
