@@ -54,8 +54,13 @@ test_saas_admin_own_tenant_only if {
 	every action in {"usage.read", "usage.read_users", "quotas.read", "quota.check", "billing.read", "reports.export", "analytics.read"} {
 		allowed(req(p(["saas_admin"], ["acme", "beta"]), action, "acme"))
 		not allowed(req(p(["saas_admin"], ["acme", "beta"]), action, "globex"))
+	}
+	every action in {"usage.read", "usage.read_users", "quotas.read", "billing.read", "reports.export", "analytics.read"} {
 		not allowed(req(p(["saas_admin"], ["acme", "beta"]), action, ""))
 	}
+
+	# A quota check carries its tenant in the body; the handler checks it against the principal.
+	allowed(req(p(["saas_admin"], ["acme", "beta"]), "quota.check", ""))
 	reason_of(req(p(["saas_admin"], ["acme"]), "usage.read", "acme")) == "role saas_admin on tenant acme"
 	reason_of(req(p(["saas_admin"], ["acme"]), "usage.read", "globex")) == `tenant "globex" is not among the principal's tenants`
 	reason_of(req(p(["saas_admin"], ["acme"]), "usage.read", "")) == "a tenant must be named"
@@ -113,6 +118,10 @@ test_quota_checker if {
 	checker := {"subject": "key:app", "kind": "api_key", "roles": ["quota_checker"], "tenants": ["acme"]}
 	allowed(req(checker, "quota.check", "acme"))
 	not allowed(req(checker, "quota.check", "globex"))
+
+	# The tenant is in the body: the request may pass, the handler checks the tenant.
+	reason_of(req(checker, "quota.check", "")) == "quota check; tenant checked by the handler"
+	not allowed(req(object.union(checker, {"tenants": []}), "quota.check", ""))
 	not allowed(req(checker, "events.ingest", "acme"))
 }
 

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +19,8 @@ import (
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
+	"github.com/usagemeter/usagemeter/exporter/audit"
+	"github.com/usagemeter/usagemeter/exporter/authz"
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/quota"
@@ -37,6 +41,10 @@ type API struct {
 	Authorize func(r *http.Request, action, tenant string) error
 	// Ready reports whether the store is open.
 	Ready func() bool
+	// Admit decides quota admission (the quota policy).
+	Admit func(context.Context, authz.QuotaInput) (authz.QuotaDecision, error)
+	// Audit is the audit trail served by GET /v1/audit.
+	Audit *audit.Log
 
 	decoder atomic.Pointer[decoderFor]
 }
@@ -62,6 +70,8 @@ func (a *API) Routes() []route.Route {
 		{Method: http.MethodGet, Pattern: "/v1/usage", Action: route.ActionUsageRead, Audit: true, Handler: a.usage},
 		{Method: http.MethodGet, Pattern: "/v1/meters", Action: route.ActionMetersRead, Handler: a.meters},
 		{Method: http.MethodGet, Pattern: "/v1/tenants/{tenant}/quotas", Action: route.ActionQuotasRead, Audit: true, Handler: a.quotas},
+		{Method: http.MethodPost, Pattern: "/v1/quota/check", Action: route.ActionQuotaCheck, Handler: a.quotaCheck},
+		{Method: http.MethodGet, Pattern: "/v1/audit", Action: route.ActionAuditRead, Audit: true, Handler: a.auditList},
 		{Method: http.MethodPost, Pattern: "/-/reload", Action: route.ActionAdmin, Audit: true, Handler: a.reload},
 		{Method: http.MethodGet, Pattern: "/-/healthy", Action: route.ActionPublic, Handler: a.healthy},
 		{Method: http.MethodGet, Pattern: "/-/ready", Action: route.ActionPublic, Handler: a.ready},
@@ -93,6 +103,21 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.Metrics.Received.Add(float64(len(events)))
+	if a.Authorize != nil {
+		// An ingest key acts for its tenants only: every tenant named in the batch is checked.
+		checked := map[string]bool{}
+		for _, ev := range events {
+			if checked[ev.Tenant] {
+				continue
+			}
+			checked[ev.Tenant] = true
+			if err := a.Authorize(r, route.ActionIngest, ev.Tenant); err != nil {
+				a.Metrics.Rejected.WithLabelValues("forbidden").Add(float64(len(events)))
+				problem.Error(w, http.StatusForbidden, fmt.Sprintf("this credential may not ingest for tenant %q; nothing was stored", ev.Tenant))
+				return
+			}
+		}
+	}
 	res, err := a.Store.Commit(r.Context(), events)
 	if err != nil {
 		a.Metrics.Rejected.WithLabelValues("store_error").Add(float64(len(events)))
@@ -165,12 +190,11 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	for _, g := range q.GroupBy {
-		if g == "user" && a.Authorize != nil {
-			if err := a.Authorize(r, route.ActionUsageUserRead, q.Tenant); err != nil {
-				problem.Error(w, http.StatusForbidden, "per-user detail needs the usage.read_users permission")
-				return
-			}
+	perUser := slices.Contains(q.GroupBy, "user") || q.Where["user"] != ""
+	if perUser && a.Authorize != nil {
+		if err := a.Authorize(r, route.ActionUsageUserRead, q.Tenant); err != nil {
+			problem.Error(w, http.StatusForbidden, "per-user detail needs the usage.read_users permission (or, for a tenant user, user= naming yourself)")
+			return
 		}
 	}
 	rows, err := a.Store.Usage(r.Context(), q)
@@ -217,6 +241,12 @@ func ParseUsageQuery(r *http.Request, now time.Time) (ledger.Query, error) {
 			}
 			*p.dst = t.UTC()
 		}
+	}
+	if u := v.Get("user"); u != "" {
+		if !event.ValidID(u) {
+			return q, errors.New("user: not a valid user id")
+		}
+		q.Where = map[string]string{"user": u}
 	}
 	if g := v.Get("group_by"); g != "" {
 		for _, d := range strings.Split(g, ",") {
@@ -276,4 +306,102 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	_ = enc.Encode(v)
+}
+
+// QuotaCheckRequest is the body of POST /v1/quota/check.
+type QuotaCheckRequest struct {
+	Tenant  string `json:"tenant"`
+	Meter   string `json:"meter"`
+	Amount  int64  `json:"amount"`
+	Feature string `json:"feature,omitempty"`
+}
+
+// QuotaCheckResponse answers it: allow, warn (allow with a warning) or deny.
+type QuotaCheckResponse struct {
+	Tenant    string `json:"tenant"`
+	Meter     string `json:"meter"`
+	Plan      string `json:"plan"`
+	Result    string `json:"result"`
+	Remaining int64  `json:"remaining"`
+	Unlimited bool   `json:"unlimited,omitempty"`
+	Used      int64  `json:"used"`
+	Limit     int64  `json:"limit,omitempty"`
+	Reason    string `json:"reason"`
+}
+
+func (a *API) quotaCheck(w http.ResponseWriter, r *http.Request) {
+	var req QuotaCheckRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		problem.Error(w, http.StatusBadRequest, "the body must be {\"tenant\", \"meter\", \"amount\", \"feature\"}: "+err.Error())
+		return
+	}
+	if t := r.URL.Query().Get("tenant"); t != "" && t != req.Tenant {
+		problem.Error(w, http.StatusBadRequest, "the tenant of the query and of the body differ")
+		return
+	}
+	switch {
+	case !event.ValidID(req.Tenant):
+		problem.Error(w, http.StatusBadRequest, "tenant: required, a valid tenant id")
+		return
+	case req.Amount < 0:
+		problem.Error(w, http.StatusBadRequest, "amount: must not be negative")
+		return
+	}
+	if _, ok := a.Store.Meter(req.Meter); !ok {
+		problem.Error(w, http.StatusBadRequest, fmt.Sprintf("meter: unknown meter %q", req.Meter))
+		return
+	}
+	if a.Authorize != nil {
+		if err := a.Authorize(r, route.ActionQuotaCheck, req.Tenant); err != nil {
+			problem.Error(w, http.StatusForbidden, fmt.Sprintf("this credential may not check quotas of tenant %q", req.Tenant))
+			return
+		}
+	}
+	plan := a.Quotas.Plan(r.Context(), req.Tenant)
+	used, _ := a.Store.Current(req.Meter, req.Tenant, time.Now())
+	d, err := a.Admit(r.Context(), authz.QuotaInputFor(plan, req.Tenant, req.Meter, req.Feature, req.Amount, used))
+	if err != nil {
+		a.Log.Error("quota admission failed", "err", err)
+		problem.Error(w, http.StatusInternalServerError, "quota admission is unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, QuotaCheckResponse{Tenant: req.Tenant, Meter: req.Meter, Plan: plan.Name, Result: d.Result,
+		Remaining: d.Remaining, Unlimited: d.Unlimited, Used: used, Limit: plan.Limits[req.Meter], Reason: d.Reason})
+}
+
+func (a *API) auditList(w http.ResponseWriter, r *http.Request) {
+	v := r.URL.Query()
+	after, limit := uint64(0), 100
+	if s := v.Get("after"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			problem.Error(w, http.StatusBadRequest, "after: must be a sequence number")
+			return
+		}
+		after = n
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			problem.Error(w, http.StatusBadRequest, "limit: must be between 1 and 1000")
+			return
+		}
+		limit = n
+	}
+	entries, err := a.Audit.List(r.Context(), after, limit)
+	if err != nil {
+		a.Log.Error("listing the audit trail failed", "err", err)
+		problem.Error(w, http.StatusInternalServerError, "the audit trail could not be read")
+		return
+	}
+	resp := map[string]any{"entries": entries}
+	if len(entries) == limit {
+		resp["next"] = fmt.Sprintf("/v1/audit?after=%d&limit=%d", entries[len(entries)-1].Seq, limit)
+	}
+	if entries == nil {
+		resp["entries"] = []audit.Entry{}
+	}
+	writeJSON(w, http.StatusOK, resp)
 }

@@ -30,6 +30,8 @@ type Query struct {
 	From, To      time.Time // [From, To), on hour boundaries: rollups are hourly
 	GroupBy       []string  // meter dimensions
 	Window        string    // WindowNone: one row per group for the whole range
+	// Where keeps only usage whose dimensions have these values (e.g. {"user": "alice"}).
+	Where map[string]string
 }
 
 // Row is one answer row.
@@ -74,6 +76,11 @@ func (s *Store) checkQuery(q *Query) (*cmeter, error) {
 	for _, g := range q.GroupBy {
 		if !slices.Contains(cm.Dimensions, g) {
 			return nil, &QueryError{"group_by", fmt.Sprintf("%q is not a dimension of meter %s (it keeps %s)", g, cm.Name, strings.Join(cm.Dimensions, ", "))}
+		}
+	}
+	for d := range q.Where {
+		if !slices.Contains(cm.Dimensions, d) {
+			return nil, &QueryError{"where", fmt.Sprintf("%q is not a dimension of meter %s", d, cm.Name)}
 		}
 	}
 	switch q.Window {
@@ -131,6 +138,22 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 	for i, g := range q.GroupBy {
 		groupIdx[i] = slices.Index(cm.Dimensions, g)
 	}
+	type cond struct {
+		idx   int
+		value string
+	}
+	var where []cond
+	for d, v := range q.Where {
+		where = append(where, cond{slices.Index(cm.Dimensions, d), v})
+	}
+	keep := func(dims []string) bool {
+		for _, c := range where {
+			if dims[c.idx] != c.value {
+				return false
+			}
+		}
+		return true
+	}
 	groupKey := func(dims []string) string {
 		var b strings.Builder
 		for _, i := range groupIdx {
@@ -169,6 +192,9 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 			if len(parts) != len(cm.Dimensions)+1 {
 				return fmt.Errorf("unique key %q does not match meter %s", k, cm.Name)
 			}
+			if !keep(parts) {
+				return nil
+			}
 			start, end := windowOf(q.Window, time.Unix(int64(hour)*hourSecs, 0).UTC(), q.From, q.To)
 			a := get(start, end, groupKey(parts))
 			if a.idents == nil {
@@ -183,6 +209,9 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 	case cm.Kind == meter.Flow:
 		lo := appendU32(slices.Clone(prefix), hourOf(q.From))
 		err = s.scanCells(ctx, prefix, lo, hi, len(cm.Dimensions), func(c cell) {
+			if !keep(c.dims) {
+				return
+			}
 			start, end := windowOf(q.Window, time.Unix(int64(c.hour)*hourSecs, 0).UTC(), q.From, q.To)
 			a := get(start, end, groupKey(c.dims))
 			a.st.Merge(c.st)
@@ -208,6 +237,9 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 			}
 		}
 		err = s.scanCells(ctx, prefix, prefix, hi, len(cm.Dimensions), func(c cell) {
+			if !keep(c.dims) {
+				return
+			}
 			t := time.Unix(int64(c.hour)*hourSecs, 0).UTC()
 			for wi < len(windowEnds) && !t.Before(windowEnds[wi]) {
 				emit(windowEnds[wi])

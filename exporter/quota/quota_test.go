@@ -50,8 +50,8 @@ func TestQuotaStatesAndMetrics(t *testing.T) {
 	add("1", "ai.tokens", `{"tenant":"aa","user":"a","feature":"f","model":"m","input_tokens":40,"output_tokens":20}`) // 60 of 100: warning at 0.5
 	add("2", "document.created", `{"tenant":"aa","user":"a","document_id":"d1","doc_type":"pdf","bytes":1}`)
 	add("3", "document.created", `{"tenant":"aa","user":"b","document_id":"d2","doc_type":"pdf","bytes":1}`)
-	add("4", "document.created", `{"tenant":"aa","user":"b","document_id":"d3","doc_type":"pdf","bytes":1}`) // 3 of 2: exceeded
-	add("5", "ai.tokens", `{"tenant":"zz","user":"a","feature":"f","model":"m","input_tokens":5,"output_tokens":4}`)       // 9 of 10 (override): warning at 0.9
+	add("4", "document.created", `{"tenant":"aa","user":"b","document_id":"d3","doc_type":"pdf","bytes":1}`)         // 3 of 2: exceeded
+	add("5", "ai.tokens", `{"tenant":"zz","user":"a","feature":"f","model":"m","input_tokens":5,"output_tokens":4}`) // 9 of 10 (override): warning at 0.9
 	evs, err := (&event.Decoder{}).Decode("application/x-ndjson", []byte(body))
 	if err != nil {
 		t.Fatal(err)

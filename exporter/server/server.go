@@ -1,6 +1,6 @@
 // Package server wires the usage exporter: flags, configuration and its reload, the ledger, the
-// collectors, the HTTP API behind its guard, and a graceful shutdown that loses nothing it
-// acknowledged.
+// collectors, the HTTP API behind its guard (authentication, OPA policies, audit trail), and a
+// graceful shutdown that loses nothing it acknowledged.
 package server
 
 import (
@@ -32,8 +32,12 @@ import (
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
+	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/auth"
+	"github.com/usagemeter/usagemeter/exporter/auth/webserve"
+	"github.com/usagemeter/usagemeter/exporter/authz"
 	"github.com/usagemeter/usagemeter/exporter/collector"
+	"github.com/usagemeter/usagemeter/exporter/guard"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/quota"
 )
@@ -44,7 +48,6 @@ type Options struct {
 	StoragePath string
 	ConfigFile  string
 	Insecure    bool
-	Shutdown    time.Duration
 	Log         *promslog.Config
 }
 
@@ -56,7 +59,6 @@ func Main(args []string) int {
 	app.Flag("storage.path", "Directory of the embedded store.").Default("./data").StringVar(&opts.StoragePath)
 	app.Flag("config.file", "Configuration file: meters, plans, tenants, auth, billing (YAML). Built-in defaults when absent.").StringVar(&opts.ConfigFile)
 	app.Flag("web.insecure", "Allow listening beyond loopback without any authentication configured.").BoolVar(&opts.Insecure)
-	app.Flag("web.shutdown-timeout", "How long to wait for in-flight requests on shutdown.").Default("30s").DurationVar(&opts.Shutdown)
 	flag.AddFlags(app, opts.Log)
 	app.Version(version.Print("usage-exporter"))
 	app.HelpFlag.Short('h')
@@ -74,15 +76,68 @@ func Main(args []string) int {
 	return 0
 }
 
-// Run serves until ctx is done.
-func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
-	cfg, err := config.Load(opts.ConfigFile)
+// Server is a built exporter, ready to serve.
+type Server struct {
+	Handler http.Handler
+	// Routes are every route behind the guard (for the route-walk test).
+	Routes []route.Route
+	Store  *ledger.Store
+	// AuthEnabled is false in open mode (no credentials configured).
+	AuthEnabled bool
+	Reload      func(context.Context) error
+
+	closers []func()
+	engine  *authz.Engine
+}
+
+// Close releases what Build opened, the store last.
+func (s *Server) Close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// loadConfig reads the config file and the auth section it holds.
+func loadConfig(path string) (*config.Config, auth.Config, error) {
+	cfg, err := config.Load(path)
 	if err != nil {
-		return fmt.Errorf("loading configuration: %w", err)
+		return nil, auth.Config{}, fmt.Errorf("loading configuration: %w", err)
+	}
+	ac, err := auth.ParseConfig(&cfg.Auth)
+	if err != nil {
+		var fe *config.FieldError
+		if errors.As(err, &fe) && fe.File == "" {
+			fe.File = path
+		}
+		return nil, auth.Config{}, fmt.Errorf("loading configuration: %w", err)
+	}
+	return cfg, ac, nil
+}
+
+// Build opens the store and assembles the handler.
+func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server, err error) {
+	cfg, authCfg, err := loadConfig(opts.ConfigFile)
+	if err != nil {
+		return nil, err
 	}
 	logger.Info("starting usage-exporter", "version", version.Info(), "config", cfg.File, "storage", opts.StoragePath)
+	srv = &Server{AuthEnabled: authCfg.Enabled()}
+	defer func() {
+		if err != nil {
+			srv.Close()
+		}
+	}()
 	var current atomic.Pointer[config.Config]
 	current.Store(cfg)
+
+	var pseudonymize func(string) string
+	if cfg.Metrics.PerUserLabels {
+		key, err := auth.LoadKey(cfg.Metrics.UserLabelKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("metrics.user_label_key_file: %w", err)
+		}
+		pseudonymize = func(user string) string { return auth.Pseudonymize(key, user) }
+	}
 
 	reg := prometheus.NewRegistry()
 	var store *ledger.Store
@@ -93,48 +148,74 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		}
 		return float64(store.SizeBytes())
 	})
-	var pseudonymize func(string) string
-	if cfg.Metrics.PerUserLabels {
-		key, err := os.ReadFile(cfg.Metrics.UserLabelKeyFile)
-		if err != nil {
-			return fmt.Errorf("reading metrics.user_label_key_file: %w", err)
-		}
-		if len(key) < 16 {
-			return fmt.Errorf("metrics.user_label_key_file %s holds %d bytes; a pseudonymisation key needs at least 16", cfg.Metrics.UserLabelKeyFile, len(key))
-		}
-		pseudonymize = func(user string) string { return auth.Pseudonymize(key, user) }
-	}
 	store, err = ledger.Open(ctx, ledger.Options{
 		Path: opts.StoragePath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels,
 		Logger: logger.With("component", "ledger"), OnCommit: self.ObserveCommit,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	srv.Store = store
 	ready.Store(true)
-	defer func() {
+	srv.closers = append(srv.closers, func() {
 		ready.Store(false)
 		if err := store.Close(); err != nil {
 			logger.Error("closing the store", "err", err)
 		}
-	}()
+	})
+
+	authenticator, err := auth.New(ctx, authCfg, auth.Options{Logger: logger.With("component", "auth")})
+	if err != nil {
+		return nil, fmt.Errorf("authentication: %w", err)
+	}
+	engine, err := authz.New(ctx, authz.Options{Path: authCfg.PolicyPath, Logger: logger.With("component", "authz")})
+	if err != nil {
+		return nil, fmt.Errorf("policies: %w", err)
+	}
+	srv.engine = engine
+	var auditKey []byte
+	if authCfg.AuditKeyFile != "" {
+		if auditKey, err = auth.LoadKey(authCfg.AuditKeyFile); err != nil {
+			return nil, fmt.Errorf("auth.audit_key_file: %w", err)
+		}
+	}
+	auditLog, err := audit.Open(store.DB(), audit.Options{Key: auditKey, Logger: logger.With("component", "audit")})
+	if err != nil {
+		return nil, fmt.Errorf("audit trail: %w", err)
+	}
+	srv.closers = append(srv.closers, func() { auditLog.Close() })
+	g, err := guard.New(guard.Options{Auth: authenticator, Authz: engine, Audit: auditLog, Logger: logger.With("component", "guard")})
+	if err != nil {
+		return nil, err
+	}
 
 	quotas := quota.New(store, current.Load, nil)
 	usage := collector.NewUsage(store, pseudonymize)
 	reg.MustRegister(
 		quota.NewCollector(quotas),
+		engine,
+		g,
 		versioncollector.NewCollector("usage_exporter"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
 	var reloadMu sync.Mutex
-	reload := func(context.Context) error {
+	srv.Reload = func(ctx context.Context) error {
 		reloadMu.Lock()
 		defer reloadMu.Unlock()
-		next, err := config.Load(opts.ConfigFile)
+		next, nextAuth, err := loadConfig(opts.ConfigFile)
 		if err == nil && !reflect.DeepEqual(next.Meters, current.Load().Meters) {
 			err = errors.New("meter definitions changed: restart the exporter to rebuild rollups from the raw events")
+		}
+		if err == nil && next.Metrics != current.Load().Metrics {
+			err = errors.New("metrics settings changed: restart the exporter to apply them")
+		}
+		var a *auth.Authenticator
+		if err == nil {
+			if a, err = auth.New(ctx, nextAuth, auth.Options{Logger: logger.With("component", "auth")}); err == nil {
+				err = g.SetAuthenticator(a)
+			}
 		}
 		if err != nil {
 			self.ReloadSuccess.Set(0)
@@ -148,24 +229,37 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		return nil
 	}
 
-	a := &api.API{Store: store, Quotas: quotas, Metrics: self, Log: logger, Config: current.Load, Reload: reload, Ready: ready.Load}
-	routes := a.Routes()
+	a := &api.API{Store: store, Quotas: quotas, Metrics: self, Log: logger, Config: current.Load, Reload: srv.Reload, Ready: ready.Load,
+		Authorize: func(r *http.Request, action, tenant string) error { return g.Check(r, action, tenant, guard.User(r)) },
+		Admit:     engine.Admit, Audit: auditLog}
+	srv.Routes = append(a.Routes(),
+		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
+		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Handler: pprof.Profile},
+		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Handler: pprof.Trace},
+	)
 	mux := http.NewServeMux()
-	for _, rt := range routes {
-		mux.Handle(rt.Method+" "+rt.Pattern, rt.Handler)
-	}
+	g.Handle(mux, srv.Routes...)
+	// /metrics is protected like any exporter's: by the web config's TLS and basic auth.
 	mux.Handle("GET /metrics", collector.Handler(usage, reg, func(err error) { logger.Error("rendering /metrics", "err", err) }))
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, routes) })
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, srv.Routes) })
+	srv.Handler = mux
+	return srv, nil
+}
 
-	listeners, err := listen(opts, logger)
+// Run serves until ctx is done.
+func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
+	srv, err := Build(ctx, opts, logger)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
-
+	defer srv.Close()
+	if srv.AuthEnabled && (opts.Web.WebConfigFile == nil || *opts.Web.WebConfigFile == "") {
+		logger.Warn("authentication is configured but /metrics is open: protect it with --web.config.file (basic_auth_users, TLS)")
+	}
+	listeners, err := listen(opts, srv.AuthEnabled, logger)
+	if err != nil {
+		return err
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -173,66 +267,61 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		for {
 			select {
 			case <-hup:
-				_ = reload(ctx)
+				_ = srv.Reload(ctx)
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
+	go srv.engine.Watch(ctx)
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
 		for {
 			select {
 			case now := <-t.C:
-				store.PruneActivity(now)
+				srv.Store.PruneActivity(now)
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
-
-	errc := make(chan error, 1)
-	go func() { errc <- web.ServeMultiple(listeners, srv, opts.Web, logger) }()
-	select {
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serving HTTP: %w", err)
-		}
-		return nil
-	case <-ctx.Done():
+	hs := &http.Server{Handler: srv.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	configFile := ""
+	if opts.Web.WebConfigFile != nil {
+		configFile = *opts.Web.WebConfigFile
 	}
-	logger.Info("shutting down: finishing in-flight requests", "timeout", opts.Shutdown)
-	sctx, cancel := context.WithTimeout(context.Background(), opts.Shutdown)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		logger.Warn("in-flight requests did not finish in time", "err", err)
-	}
-	return nil
+	// Serves until ctx is done, then lets in-flight requests finish; the store closes after.
+	return webserve.ServeListeners(ctx, listeners, hs, configFile, logger)
 }
 
 // listen opens the listeners. Without any authentication configured the exporter listens on
 // loopback only, unless --web.insecure says otherwise.
-func listen(opts Options, logger *slog.Logger) ([]net.Listener, error) {
-	authConfigured := opts.Web.WebConfigFile != nil && *opts.Web.WebConfigFile != ""
+func listen(opts Options, authEnabled bool, logger *slog.Logger) ([]net.Listener, error) {
 	var out []net.Listener
+	fail := func(err error) ([]net.Listener, error) {
+		for _, l := range out {
+			l.Close()
+		}
+		return nil, err
+	}
 	for _, addr := range *opts.Web.WebListenAddresses {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
-			return nil, fmt.Errorf("--web.listen-address %q: %w", addr, err)
+			return fail(fmt.Errorf("--web.listen-address %q: %w", addr, err))
 		}
-		if !authConfigured && !opts.Insecure {
+		if !authEnabled && !opts.Insecure {
 			switch {
 			case host == "":
 				addr = net.JoinHostPort("127.0.0.1", port)
 				logger.Warn("no authentication is configured: listening on loopback only (configure auth, or pass --web.insecure)", "address", addr)
 			case !isLoopback(host):
-				return nil, fmt.Errorf("--web.listen-address %q is not loopback and no authentication is configured: configure auth or pass --web.insecure", addr)
+				return fail(fmt.Errorf("--web.listen-address %q is not loopback and no authentication is configured: configure auth or pass --web.insecure", addr))
 			}
 		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("listening on %s: %w", addr, err)
+			return fail(fmt.Errorf("listening on %s: %w", addr, err))
 		}
 		logger.Info("listening", "address", l.Addr().String())
 		out = append(out, l)

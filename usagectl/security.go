@@ -1,0 +1,59 @@
+package usagectl
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/usagemeter/usagemeter/config"
+	"github.com/usagemeter/usagemeter/exporter/audit"
+	"github.com/usagemeter/usagemeter/exporter/auth"
+	"github.com/usagemeter/usagemeter/exporter/ledger"
+)
+
+func init() { registrars = append(registrars, registerSecurity) }
+
+func registerSecurity(app *kingpin.Application) {
+	keys := app.Command("keys", "API keys and tokens.")
+	name := keys.Command("new", "Make a new API key or bearer token: prints the key (give it to the client once) and the hash for the config file.").
+		Flag("name", "Name of the key, for the config snippet.").Default("my-service").String()
+	keys.GetCommand("new").Action(func(*kingpin.ParseContext) error {
+		key, hash := auth.NewAPIKey()
+		fmt.Printf("key:  %s\nhash: %s\n\n# in the config file:\nauth:\n  api_keys:\n    - name: %s\n      hash: %s\n      tenants: [TENANT]\n", key, hash, *name, hash)
+		return nil
+	})
+
+	au := app.Command("audit", "The audit trail.")
+	verify := au.Command("verify", "Verify the hash chain of the audit trail offline (stop the exporter first): detects any change, deletion or reordering.")
+	path := verify.Flag("storage.path", "The exporter's store directory.").Default("./data").String()
+	cfgFile := verify.Flag("config.file", "The exporter's config file (for auth.audit_key_file and the meters).").String()
+	verify.Action(func(*kingpin.ParseContext) error {
+		ctx := context.Background()
+		cfg, err := config.Load(*cfgFile)
+		if err != nil {
+			return err
+		}
+		ac, err := auth.ParseConfig(&cfg.Auth)
+		if err != nil {
+			return err
+		}
+		var key []byte
+		if ac.AuditKeyFile != "" {
+			if key, err = auth.LoadKey(ac.AuditKeyFile); err != nil {
+				return err
+			}
+		}
+		s, err := ledger.Open(ctx, ledger.Options{Path: *path, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels})
+		if err != nil {
+			return fmt.Errorf("%w (is an exporter still running on this store?)", err)
+		}
+		defer s.Close()
+		res, err := audit.Verify(ctx, s.DB(), key)
+		if err != nil {
+			return fmt.Errorf("audit trail NOT intact: %w", err)
+		}
+		fmt.Printf("audit trail intact: %d entries, head %s\n", res.Entries, res.Head)
+		return nil
+	})
+}
