@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/promslog"
 	"github.com/prometheus/common/version"
 
+	"github.com/usagemeter/usagemeter/billing/billingcli"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/simulate"
@@ -176,4 +177,4 @@ func Main(args []string) int {
 }
 
 // registrars add the commands of other areas (billing, audit, reports).
-var registrars []func(*kingpin.Application)
+var registrars = []func(*kingpin.Application){billingcli.Register}

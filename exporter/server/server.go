@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/usagemeter/usagemeter/billing"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
@@ -104,6 +105,9 @@ func loadConfig(path string) (*config.Config, auth.Config, error) {
 		return nil, auth.Config{}, fmt.Errorf("loading configuration: %w", err)
 	}
 	ac, err := auth.ParseConfig(&cfg.Auth)
+	if err == nil {
+		_, err = billing.Catalogue(cfg)
+	}
 	if err != nil {
 		var fe *config.FieldError
 		if errors.As(err, &fe) && fe.File == "" {
@@ -189,7 +193,12 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server,
 		return nil, err
 	}
 
-	quotas := quota.New(store, current.Load, nil)
+	bill, err := billing.NewFromConfig(cfg, store.DB(), store, logger.With("component", "billing"))
+	if err != nil {
+		return nil, fmt.Errorf("billing: %w", err)
+	}
+	// Plan changes made through the billing API take precedence over the config's mapping.
+	quotas := quota.New(store, current.Load, bill)
 	usage := collector.NewUsage(store, pseudonymize)
 	reg.MustRegister(
 		quota.NewCollector(quotas),
@@ -213,9 +222,13 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server,
 		}
 		var a *auth.Authenticator
 		if err == nil {
-			if a, err = auth.New(ctx, nextAuth, auth.Options{Logger: logger.With("component", "auth")}); err == nil {
-				err = g.SetAuthenticator(a)
-			}
+			a, err = auth.New(ctx, nextAuth, auth.Options{Logger: logger.With("component", "auth")})
+		}
+		if err == nil {
+			err = bill.Reload(next)
+		}
+		if err == nil {
+			err = g.SetAuthenticator(a)
 		}
 		if err != nil {
 			self.ReloadSuccess.Set(0)
@@ -232,7 +245,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server,
 	a := &api.API{Store: store, Quotas: quotas, Metrics: self, Log: logger, Config: current.Load, Reload: srv.Reload, Ready: ready.Load,
 		Authorize: func(r *http.Request, action, tenant string) error { return g.Check(r, action, tenant, guard.User(r)) },
 		Admit:     engine.Admit, Audit: auditLog}
-	srv.Routes = append(a.Routes(),
+	srv.Routes = append(append(a.Routes(), bill.Routes()...),
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Handler: pprof.Profile},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Handler: pprof.Trace},

@@ -1,0 +1,164 @@
+// Package stripehook receives Stripe webhooks: the signature is verified with stripe-go's
+// webhook package, and a payment event is recorded against our invoice (its metadata carries
+// our invoice number under "invoice_number"), idempotently on Stripe's event id.
+package stripehook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v82"
+	"github.com/stripe/stripe-go/v82/webhook"
+
+	"github.com/usagemeter/usagemeter/billing/invoice"
+	"github.com/usagemeter/usagemeter/billing/money"
+	"github.com/usagemeter/usagemeter/exporter/api/problem"
+)
+
+// Provider is the provider name under which events are deduplicated.
+const Provider = "stripe"
+
+// MetadataInvoice is the metadata key that carries our invoice number; MetadataTenant the
+// tenant, for prepayments without an invoice.
+const (
+	MetadataInvoice = "invoice_number"
+	MetadataTenant  = "tenant"
+)
+
+// maxBody bounds a webhook body; Stripe events are a few KiB.
+const maxBody = 1 << 20
+
+// Recorder is the part of invoice.Service the webhook needs.
+type Recorder interface {
+	RecordProviderPayment(ctx context.Context, provider, eventID string, in invoice.PaymentInput) (*invoice.Payment, bool, error)
+	MarkProviderEvent(ctx context.Context, provider, eventID string) (bool, error)
+}
+
+// Handler serves POST /v1/webhooks/stripe.
+type Handler struct {
+	Secret    func() string // the endpoint secret (whsec_...), read per request so rotation needs no restart
+	Recorder  Recorder
+	Tolerance time.Duration // signature age accepted; 0 means stripe-go's default (5 minutes)
+	Log       *slog.Logger
+}
+
+// Response is the JSON body of a handled event.
+type Response struct {
+	Received  bool   `json:"received"`
+	Duplicate bool   `json:"duplicate"`
+	Ignored   string `json:"ignored,omitempty"`
+	Payment   string `json:"payment,omitempty"`
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := h.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	secret := ""
+	if h.Secret != nil {
+		secret = h.Secret()
+	}
+	if secret == "" {
+		problem.Error(w, http.StatusServiceUnavailable, "the Stripe webhook secret is not configured")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		problem.Error(w, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	if len(body) > maxBody {
+		problem.Error(w, http.StatusRequestEntityTooLarge, "webhook body too large")
+		return
+	}
+	ev, err := webhook.ConstructEventWithOptions(body, r.Header.Get("Stripe-Signature"), secret,
+		webhook.ConstructEventOptions{Tolerance: h.Tolerance, IgnoreAPIVersionMismatch: true})
+	if err != nil {
+		log.Warn("stripe webhook rejected", "err", err)
+		problem.Error(w, http.StatusBadRequest, "signature verification failed: "+err.Error())
+		return
+	}
+	resp, status, err := h.handle(r.Context(), ev)
+	if err != nil {
+		log.Error("stripe webhook not recorded", "event", ev.ID, "type", ev.Type, "err", err)
+		problem.Error(w, status, err.Error())
+		return
+	}
+	log.Info("stripe webhook", "event", ev.ID, "type", ev.Type, "duplicate", resp.Duplicate, "payment", resp.Payment, "ignored", resp.Ignored)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func (h *Handler) handle(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	in, ignored, err := paymentOf(ev)
+	if err != nil {
+		return Response{}, http.StatusBadRequest, err
+	}
+	if ignored != "" {
+		dup, err := h.Recorder.MarkProviderEvent(ctx, Provider, ev.ID)
+		if err != nil {
+			return Response{}, http.StatusInternalServerError, err
+		}
+		return Response{Received: true, Duplicate: dup, Ignored: ignored}, 0, nil
+	}
+	p, dup, err := h.Recorder.RecordProviderPayment(ctx, Provider, ev.ID, in)
+	switch {
+	case errors.Is(err, invoice.ErrNotFound), errors.Is(err, invoice.ErrInvalid), errors.Is(err, invoice.ErrConflict):
+		// Not marked as processed: Stripe retries, and the failure shows in its dashboard.
+		return Response{}, http.StatusUnprocessableEntity, err
+	case err != nil:
+		return Response{}, http.StatusInternalServerError, err
+	}
+	return Response{Received: true, Duplicate: dup, Payment: p.ID}, 0, nil
+}
+
+// paymentOf extracts the payment an event reports; ignored names why an event carries none.
+func paymentOf(ev stripe.Event) (in invoice.PaymentInput, ignored string, err error) {
+	if ev.Data == nil {
+		return in, "", fmt.Errorf("event %s has no data", ev.ID)
+	}
+	var (
+		id       string
+		amount   int64
+		currency stripe.Currency
+		meta     map[string]string
+	)
+	switch ev.Type {
+	case "payment_intent.succeeded":
+		var pi stripe.PaymentIntent
+		if err := json.Unmarshal(ev.Data.Raw, &pi); err != nil {
+			return in, "", fmt.Errorf("event %s: decode payment intent: %w", ev.ID, err)
+		}
+		id, amount, currency, meta = pi.ID, pi.AmountReceived, pi.Currency, pi.Metadata
+	case "invoice.paid", "invoice.payment_succeeded":
+		var si stripe.Invoice
+		if err := json.Unmarshal(ev.Data.Raw, &si); err != nil {
+			return in, "", fmt.Errorf("event %s: decode invoice: %w", ev.ID, err)
+		}
+		id, amount, currency, meta = si.ID, si.AmountPaid, si.Currency, si.Metadata
+	default:
+		return in, "event type " + string(ev.Type) + " carries no payment", nil
+	}
+	if meta[MetadataInvoice] == "" && meta[MetadataTenant] == "" {
+		return in, "no " + MetadataInvoice + " or " + MetadataTenant + " in the metadata", nil
+	}
+	if amount <= 0 {
+		return in, "zero amount", nil
+	}
+	in = invoice.PaymentInput{
+		Tenant: meta[MetadataTenant], Invoice: meta[MetadataInvoice], Amount: money.Amount(amount),
+		Currency: strings.ToUpper(string(currency)), Method: "stripe", Reference: id,
+	}
+	if ev.Created > 0 {
+		in.ReceivedAt = time.Unix(ev.Created, 0).UTC()
+	}
+	return in, "", nil
+}
