@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: build test run bench bench-ingest bench-ledger lint go-test
+.PHONY: build test run bench bench-ingest bench-ledger bench-engines lint go-test
 
 build: ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/usage-exporter ./cmd/usagectl
@@ -17,7 +17,7 @@ build: ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plug
 # Area fragments: each adds its own prerequisites to test, bench and build.
 include $(sort $(wildcard mk/*.mk))
 
-bench: bench-ingest bench-ledger ## the benchmarks, printing one summary table
+bench: bench-ingest bench-ledger bench-engines ## the benchmarks, printing one summary table
 	@echo
 	@$(GO) run ./bench/summary
 
@@ -28,6 +28,10 @@ bench-ingest: build tools
 bench-ledger:
 	@mkdir -p bench-results
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 100x ./exporter/ledger/ ./exporter/event/ | tee bench-results/ledger.txt
+
+bench-engines: ## the ledger's write path on Pebble and on SQLite, same batches, same run
+	@mkdir -p bench-results
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 50x ./bench/enginecmp/ | tee bench-results/engines.txt
 
 go-test: build tools
 	PATH=$(TOOLS):$$PATH $(GO) test -count=1 ./...
