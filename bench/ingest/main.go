@@ -381,4 +381,3 @@ func sumMetric(url, name string) (float64, error) {
 	}
 	return sum, nil
 }
-

@@ -1,12 +1,14 @@
 package ledger
 
 // Read-only queries for the analytics packages (analytics/...): raw events by time range (content
-// hashes are not kept in rollups) and the durable last activity of every identity (the
-// in-memory mirror only keeps 32 days, inactive seats need older activity).
+// hashes are not kept in rollups), the durable last activity of every identity (the in-memory
+// mirror only keeps 32 days, inactive seats need older activity) and every tenant's month totals
+// in one scan. Reads of derived keys flush the pending derived changes first, as Usage does.
 
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/usagemeter/usagemeter/exporter/event"
@@ -52,6 +54,9 @@ func (s *Store) LastSeen(ctx context.Context, meterName, tenant string) (map[str
 	if !ok || cm.Aggregation != meter.UniqueCount {
 		return nil, &QueryError{"meter", fmt.Sprintf("%q is not a unique_count meter", meterName)}
 	}
+	if err := s.Flush(ctx); err != nil {
+		return nil, err
+	}
 	p := cellPrefix(pActive, cm.Name, tenant)
 	out := map[string]time.Time{}
 	err := s.scan(ctx, p, func(k, v []byte) error {
@@ -66,4 +71,26 @@ func (s *Store) LastSeen(ctx context.Context, meterName, tenant string) (map[str
 		return nil, fmt.Errorf("reading last activity of %s: %w", tenant, err)
 	}
 	return out, nil
+}
+
+// MonthTotals calls fn with the calendar-month total (UTC) of every flow meter and tenant for
+// the month containing month, in one scan of the month totals: a report over every tenant reads
+// them without one point lookup per tenant, meter and month.
+func (s *Store) MonthTotals(ctx context.Context, month time.Time, fn func(meterName, tenant string, value int64)) error {
+	if err := s.Flush(ctx); err != nil {
+		return err
+	}
+	p := appendU32([]byte(pPeriod), monthOf(month))
+	return s.scan(ctx, p, func(k, v []byte) error {
+		parts := strings.SplitN(string(k[len(p):]), sep, 2)
+		if len(parts) != 2 {
+			return nil
+		}
+		st, err := meter.Decode(v)
+		if err != nil {
+			return fmt.Errorf("month total %q: %w", k, err)
+		}
+		fn(parts[0], parts[1], st.Value)
+		return nil
+	})
 }
