@@ -21,4 +21,5 @@ test-policies: tools
 	@echo "policies: coverage 100 %"
 
 bench-policies:
-	$(GO) test -run '^$$' -bench . -benchtime $(POLICY_BENCHTIME) ./exporter/authz/
+	@mkdir -p bench-results
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime $(POLICY_BENCHTIME) ./exporter/authz/ | tee bench-results/policies.txt
