@@ -99,6 +99,11 @@ var derived = []string{pRollup, pUnique, pTotal, pPeriod, pActive, pAdmit, pJour
 // Rebuild derives rollups, totals, period totals and activity again from the raw events. It runs
 // before the writer starts (at start-up) or offline (usagectl ledger rebuild), never beside it.
 func (s *Store) Rebuild(ctx context.Context) (int, error) {
+	if archived, err := s.ArchivedMonths(ctx, ClassRawEvents); err != nil {
+		return 0, err
+	} else if len(archived) > 0 {
+		return 0, fmt.Errorf("raw events of %d month(s) are archived (first %s): restore them (usagectl archive restore) before rebuilding", len(archived), archived[0].Format("2006-01"))
+	}
 	for _, p := range derived {
 		if err := s.db.DeleteRange([]byte(p), prefixEnd([]byte(p)), pebble.Sync); err != nil {
 			return 0, fmt.Errorf("clearing %s: %w", p, err)

@@ -17,6 +17,11 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 	if err := s.Flush(ctx); err != nil {
 		return nil, err
 	}
+	if archived, err := s.ArchivedMonths(ctx, ClassRawEvents); err != nil {
+		return nil, err
+	} else if len(archived) > 0 {
+		return nil, fmt.Errorf("raw events of %d month(s) are archived (first %s): restore them (usagectl archive restore) before verifying", len(archived), archived[0].Format("2006-01"))
+	}
 	want := map[string]meter.State{}
 	wantSets := map[string]bool{}
 	err := s.forEachRaw(ctx, func(key, _ []byte, ev *event.Event) error {

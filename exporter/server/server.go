@@ -41,6 +41,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/guard"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/quota"
+	"github.com/usagemeter/usagemeter/exporter/retention"
 )
 
 // Options are the exporter's flags.
@@ -87,8 +88,9 @@ type Server struct {
 	AuthEnabled bool
 	Reload      func(context.Context) error
 
-	closers []func()
-	engine  *authz.Engine
+	closers   []func()
+	engine    *authz.Engine
+	retention *retention.Job
 }
 
 // Close releases what Build opened, the store last.
@@ -107,6 +109,9 @@ func loadConfig(path string) (*config.Config, auth.Config, error) {
 	ac, err := auth.ParseConfig(&cfg.Auth)
 	if err == nil {
 		_, err = billing.Catalogue(cfg)
+	}
+	if err == nil {
+		_, err = retention.ParseConfig(&cfg.Retention)
 	}
 	if err != nil {
 		var fe *config.FieldError
@@ -193,6 +198,14 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server,
 		return nil, err
 	}
 
+	if policy, _ := retention.ParseConfig(&cfg.Retention); policy.Enabled() {
+		key, err := retention.LoadKey(policy.KeyFile, policy.KeyEnv)
+		if err != nil {
+			return nil, err
+		}
+		srv.retention = &retention.Job{Store: store, Policy: policy, Key: key, Log: logger.With("component", "retention")}
+		logger.Info("retention enabled", "raw_events", policy.RawEvents, "rollups", policy.Rollups, "archive_dir", policy.ArchiveDir)
+	}
 	bill, err := billing.NewFromConfig(cfg, store.DB(), store, logger.With("component", "billing"))
 	if err != nil {
 		return nil, fmt.Errorf("billing: %w", err)
@@ -287,6 +300,9 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		}
 	}()
 	go srv.engine.Watch(ctx)
+	if srv.retention != nil {
+		go srv.retention.Run(ctx)
+	}
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()

@@ -1,0 +1,215 @@
+package retention
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/usagemeter/usagemeter/exporter/event"
+	"github.com/usagemeter/usagemeter/exporter/ledger"
+)
+
+var key = []byte("0123456789abcdef0123456789abcdef")
+
+func month(y int, m time.Month) time.Time { return time.Date(y, m, 1, 0, 0, 0, 0, time.UTC) }
+
+// load commits events spread over August to October 2026, each decoded as if received an hour
+// after it happened.
+func load(t *testing.T, s *ledger.Store) {
+	t.Helper()
+	start := month(2026, 8)
+	for i := range 900 {
+		at := start.Add(time.Duration(i) * 2 * time.Hour)
+		var body string
+		switch i % 3 {
+		case 0:
+			body = fmt.Sprintf(`{"specversion":"1.0","id":"%d","source":"t","type":"ai.tokens","time":%q,"data":{"tenant":"t%d","user":"u%d","feature":"chat","model":"m","input_tokens":%d,"output_tokens":%d}}`, i, at.Format(time.RFC3339), i%2, i%5, i, i/2)
+		case 1:
+			body = fmt.Sprintf(`{"specversion":"1.0","id":"%d","source":"t","type":"document.created","time":%q,"data":{"tenant":"t%d","user":"u%d","document_id":"d%d","doc_type":"pdf","bytes":%d}}`, i, at.Format(time.RFC3339), i%2, i%5, i, i*10)
+		default:
+			body = fmt.Sprintf(`{"specversion":"1.0","id":"%d","source":"t","type":"storage.measured","time":%q,"data":{"tenant":"t%d","storage_class":"hot","bytes":%d}}`, i, at.Format(time.RFC3339), i%2, i*100)
+		}
+		d := &event.Decoder{Now: func() time.Time { return at.Add(time.Hour) }}
+		evs, err := d.Decode("application/json", []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Commit(context.Background(), evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func answers(t *testing.T, s *ledger.Store) string {
+	t.Helper()
+	var out []string
+	for _, q := range []ledger.Query{
+		{Meter: "ai_tokens", Tenant: "t0", From: month(2026, 8), To: month(2026, 11), GroupBy: []string{"user", "direction"}, Window: ledger.WindowDay},
+		{Meter: "documents", Tenant: "t1", From: month(2026, 8), To: month(2026, 11), Window: ledger.WindowMonth},
+		{Meter: "storage_bytes", Tenant: "t0", From: month(2026, 8), To: month(2026, 11), Window: ledger.WindowDay},
+		{Meter: "active_users", Tenant: "t1", From: month(2026, 8), To: month(2026, 11), Window: ledger.WindowMonth},
+	} {
+		rows, err := s.Usage(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprint(rows))
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestArchiveDeleteRestoreGivesIdenticalAnswers(t *testing.T) {
+	ctx := context.Background()
+	s, err := ledger.Open(ctx, ledger.Options{Path: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	load(t, s)
+	before := answers(t, s)
+	dir := t.TempDir()
+	job := &Job{Store: s, Key: key, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC) },
+		Policy: Policy{RawEvents: 40 * 24 * time.Hour, Rollups: 40 * 24 * time.Hour, ArchiveDir: dir}}
+	n, err := job.RunOnce(ctx)
+	if err != nil || n != 4 {
+		t.Fatalf("archived %d months (%v), want August and September of both classes", n, err)
+	}
+	for _, f := range []string{"raw_events-2026-08.umarc", "raw_events-2026-09.umarc", "rollups-2026-08.umarc", "rollups-2026-09.umarc"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("missing archive: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rollups-2026-10.umarc")); err == nil {
+		t.Error("October is not past its retention but was archived")
+	}
+	if after := answers(t, s); after == before {
+		t.Fatal("archiving deleted nothing")
+	}
+	if _, err := s.Verify(ctx); err == nil {
+		t.Error("verify ran over archived raw events")
+	}
+	// A second run archives nothing more.
+	if n, err := job.RunOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("second run archived %d (%v)", n, err)
+	}
+
+	for _, m := range []time.Time{month(2026, 8), month(2026, 9)} {
+		for _, class := range []string{ledger.ClassRawEvents, ledger.ClassRollups} {
+			if _, err := RestoreMonth(ctx, s, class, m, dir, key); err != nil {
+				t.Fatalf("restore %s %s: %v", class, m.Format("2006-01"), err)
+			}
+		}
+	}
+	if after := answers(t, s); after != before {
+		t.Fatalf("answers differ after restore:\nbefore %s\nafter  %s", before, after)
+	}
+	if diffs, err := s.Verify(ctx); err != nil || len(diffs) > 0 {
+		t.Fatalf("verify after restore: %v %v", err, diffs)
+	}
+	if months, _ := s.ArchivedMonths(ctx, ledger.ClassRawEvents); len(months) != 0 {
+		t.Errorf("still marked archived: %v", months)
+	}
+}
+
+func TestArchiveRefusesTamperingAndWrongKeys(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.umarc")
+	w, err := Create(path, key, "rollups", month(2026, 9), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enough incompressible data for several chunks.
+	for i := range 40000 {
+		v := make([]byte, 64)
+		rand.Read(v)
+		w.Add([]byte(fmt.Sprintf("r/key-%08d", i)), v)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	readAll := func(p string, k []byte) (int, error) {
+		r, err := Open(p, k)
+		if err != nil {
+			return 0, err
+		}
+		defer r.Close()
+		n := 0
+		return n, checkAll(r, &n)
+	}
+	if n, err := readAll(path, key); err != nil || n != 40000 {
+		t.Fatalf("read back %d records: %v", n, err)
+	}
+	if _, err := readAll(path, []byte("another key, also 32 bytes long!")); err == nil {
+		t.Error("opened with the wrong key")
+	}
+	data, _ := os.ReadFile(path)
+	for name, bad := range map[string][]byte{
+		"flipped byte": func() []byte { b := append([]byte(nil), data...); b[len(b)/2] ^= 1; return b }(),
+		"truncated":    data[:len(data)*2/3],
+		"last chunk dropped": func() []byte {
+			// Cut at a chunk boundary: the remaining chunks authenticate, but none is the last.
+			hdrEnd := strings.Index(string(data[len(magic):]), "\n") + len(magic) + 1
+			off := hdrEnd
+			var cuts []int
+			for off < len(data) {
+				n := int(data[off])<<24 | int(data[off+1])<<16 | int(data[off+2])<<8 | int(data[off+3])
+				off += 4 + n
+				cuts = append(cuts, off)
+			}
+			if len(cuts) < 3 {
+				t.Fatalf("only %d chunks", len(cuts))
+			}
+			return data[:cuts[len(cuts)-2]]
+		}(),
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_"))
+		os.WriteFile(p, bad, 0o600)
+		if n, err := readAll(p, key); err == nil {
+			t.Errorf("%s: read %d records without an error", name, n)
+		}
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	parse := func(s string) (Policy, error) {
+		var doc yaml.Node
+		if err := yaml.Unmarshal([]byte(s), &doc); err != nil {
+			t.Fatal(err)
+		}
+		return ParseConfig(doc.Content[0].Content[1])
+	}
+	p, err := parse("retention:\n  raw_events: 400d\n  rollups: 2y\n  key_env: K\n  archive_dir: /a\n")
+	if err != nil || p.RawEvents != 400*24*time.Hour || p.ArchiveDir != "/a" || p.KeyEnv != "K" {
+		t.Fatalf("%+v %v", p, err)
+	}
+	for _, bad := range []string{
+		"retention:\n  raw_events: 10d\n  key_env: K\n",                   // inside the late window
+		"retention:\n  raw_events: 400d\n",                                // no key
+		"retention:\n  raw_events: 400d\n  rollups: 100d\n  key_env: K\n", // rollups shorter than raw
+		"retention:\n  audit: 7y\n",
+		"retention:\n  raw_events: soon\n  key_env: K\n",
+	} {
+		if _, err := parse(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+	k, err := LoadKey("", "")
+	if err == nil || k != nil {
+		t.Error("no key source accepted")
+	}
+	f := filepath.Join(t.TempDir(), "k")
+	os.WriteFile(f, []byte(hex.EncodeToString(key)+"\n"), 0o600)
+	if k, err := LoadKey(f, ""); err != nil || !reflect.DeepEqual(k, key) {
+		t.Errorf("hex key file: %v", err)
+	}
+}
