@@ -1,0 +1,101 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDefaults(t *testing.T) {
+	for _, src := range []string{"", "# nothing but a comment\n"} {
+		c, err := Parse([]byte(src))
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if len(c.Meters) == 0 || c.Ingest.MaxBodyBytes != 16<<20 || c.Ingest.MaxBatchEvents != 10000 || c.Metrics.SeriesLimit != 10000 {
+			t.Errorf("%q: defaults not applied: %+v", src, c)
+		}
+		if p := c.PlanOf("anyone"); p.Name != c.DefaultPlan {
+			t.Errorf("unlisted tenant on %q", p.Name)
+		}
+	}
+}
+
+func TestPlansTenantsOverrides(t *testing.T) {
+	c, err := Parse([]byte(`
+plans:
+  - {name: free, limits: {ai_tokens: 100, documents: 10}}
+  - {name: pro, enforcement: soft, warning_ratio: 0.9, limits: {ai_tokens: 1000}}
+default_plan: free
+tenants:
+  - {id: acme, plan: pro, limits: {documents: 5}, warning_ratio: 0.5}
+  - {id: beta}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, _ := c.Plan("free")
+	if free.Enforcement != Hard || free.WarningRatio != 0.8 {
+		t.Errorf("plan defaults: %+v", free)
+	}
+	acme := c.PlanOf("acme")
+	if acme.Name != "pro" || acme.Limits["ai_tokens"] != 1000 || acme.Limits["documents"] != 5 || acme.WarningRatio != 0.5 {
+		t.Errorf("acme: %+v", acme)
+	}
+	if pro, _ := c.Plan("pro"); pro.Limits["documents"] != 0 || pro.WarningRatio != 0.9 {
+		t.Errorf("an override leaked into the plan: %+v", pro)
+	}
+	if b := c.PlanOf("beta"); b.Name != "free" {
+		t.Errorf("beta without a plan is on %q, want the default", b.Name)
+	}
+}
+
+func TestErrorsNameFileLineField(t *testing.T) {
+	cases := []struct{ src, want string }{
+		{"plans:\n  - name: free\n    limits:\n      tokens: 5\n", `:4: plans[0].limits.tokens: "tokens" is not a meter`},
+		{"plans:\n  - name: free\n    enforcement: maybe\n", `:3: plans[0].enforcement: "maybe" must be hard or soft`},
+		{"plans:\n  - name: free\n    warning_ratio: 1.5\n", `:3: plans[0].warning_ratio: must be in (0, 1]`},
+		{"plans:\n  - {name: free}\ntenants:\n  - id: acme\n    plan: gold\n", `:5: tenants[0].plan: plan "gold" is not in the catalogue`},
+		{"tenants:\n  - id: 'bad id'\n", `:2: tenants[0].id: "bad id" is not a valid tenant id`},
+		{"ingest:\n  max_body_bytes: 0\n", `:2: ingest.max_body_bytes: must be positive`},
+		{"ingest:\n  max_body: 1\n", `:2: field max_body not found`},
+		{"metrics:\n  per_user_labels: true\n", `metrics.user_label_key_file: per-user labels need a key file`},
+		{"meters:\n  - name: x\n    kind: flow\n    aggregation: avg\n    events: [{type: ai.tokens}]\n", `:4: meters[0].aggregation: "avg" must be one of`},
+		{"meters:\n  - name: x\n    kind: flow\n    aggregation: sum\n    events:\n      - {type: ai.tokens}\n", `:6: meters[0].events[0].value: sum meters need a value field`},
+		{"meters:\n  - name: x\n    kind: stock\n    aggregation: sum\n    events: [{type: ai.tokens, value: input_tokens}]\n    metric: {name: x_total, type: counter}\n", `meters[0].metric.type: a stock sum meter cannot be a counter`},
+		{"meters:\n  - name: x\n    kind: flow\n    aggregation: count\n    events: [{type: thing}]\n", `meters[0].events[0].type: event type "thing" is neither a contract type nor namespaced`},
+		{"plans: [", `:1: did not find expected node content`},
+	}
+	dir := t.TempDir()
+	for i, c := range cases {
+		f := filepath.Join(dir, "c.yml")
+		os.WriteFile(f, []byte(c.src), 0o644)
+		_, err := Load(f)
+		if err == nil {
+			t.Errorf("case %d: accepted:\n%s", i, c.src)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), f) {
+			t.Errorf("case %d: %q does not start with the file and contain %q", i, err, c.want)
+		}
+	}
+}
+
+func TestCustomMeters(t *testing.T) {
+	c, err := Parse([]byte(`
+meters:
+  - name: api_calls
+    kind: flow
+    aggregation: sum
+    events: [{type: com.example.api_call, value: calls}]
+    dimensions: [endpoint]
+    metric: {name: usage_api_calls_total, type: counter, labels: [endpoint]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Meters) != 1 || !c.CustomEventTypes()["com.example.api_call"] {
+		t.Errorf("custom meter not loaded: %+v", c.Meters)
+	}
+}
