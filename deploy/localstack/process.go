@@ -19,6 +19,8 @@ type Process struct {
 	Args []string
 	// ReadyURL answers 200 once the program serves; empty means ready as soon as it started.
 	ReadyURL string
+	// Env is added to the supervisor's environment.
+	Env []string
 }
 
 // running is a started Process.
@@ -45,6 +47,9 @@ func start(p Process, logDir string) (*running, error) {
 	fmt.Fprintf(log, "\n=== %s starting %s %q\n", time.Now().UTC().Format(time.RFC3339), p.Path, p.Args)
 	cmd := exec.Command(p.Path, p.Args...)
 	cmd.Stdout, cmd.Stderr = log, log
+	if len(p.Env) > 0 {
+		cmd.Env = append(os.Environ(), p.Env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		log.Close()

@@ -25,13 +25,13 @@ import (
 
 // Ports of the stack's servers; 0 picks a free port.
 type Ports struct {
-	Exporter, VictoriaMetrics, VMAlert, Alertmanager, Sink int
+	Exporter, VictoriaMetrics, VMAlert, Alertmanager, Sink, Grafana int
 }
 
 // DefaultPorts are the conventional ports of each program (the sink's is the one written in
 // deploy/alertmanager/alertmanager.yml).
 func DefaultPorts() Ports {
-	return Ports{Exporter: 9477, VictoriaMetrics: 8428, VMAlert: 8880, Alertmanager: 9093, Sink: 9099}
+	return Ports{Exporter: 9477, VictoriaMetrics: 8428, VMAlert: 8880, Alertmanager: 9093, Sink: 9099, Grafana: 3000}
 }
 
 // Config describes a stack.
@@ -54,6 +54,8 @@ type Config struct {
 	WebhookURL string
 	// Simulate, when not nil, starts `usagectl simulate --url <exporter> <Simulate...>` last.
 	Simulate []string
+	// Grafana, when not nil, starts Grafana with the plugin, datasources and dashboards.
+	Grafana *Grafana
 
 	ReadyTimeout time.Duration // per program; default 60s
 	StopTimeout  time.Duration // per program, from SIGTERM to SIGKILL; default 30s
@@ -62,7 +64,7 @@ type Config struct {
 
 // URLs of a started stack.
 type URLs struct {
-	Exporter, VictoriaMetrics, VMUI, VMAlert, Alertmanager, Sink string
+	Exporter, VictoriaMetrics, VMUI, VMAlert, Alertmanager, Sink, Grafana string
 }
 
 // Stack is a started stack.
@@ -109,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}()
 
 	p := cfg.Ports
-	for _, port := range []*int{&p.Exporter, &p.VictoriaMetrics, &p.VMAlert, &p.Alertmanager, &p.Sink} {
+	for _, port := range []*int{&p.Exporter, &p.VictoriaMetrics, &p.VMAlert, &p.Alertmanager, &p.Sink, &p.Grafana} {
 		if *port == 0 {
 			if *port, err = freePort(); err != nil {
 				return nil, err
@@ -166,7 +168,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			Args: []string{
 				"-httpListenAddr=" + addr(p.VictoriaMetrics),
 				"-storageDataPath=" + s.path("victoria-metrics"),
-				"-retentionPeriod=100d",
+				"-retentionPeriod=400d", // as long as the exporter's rollups are kept (docs/operator-guide.md)
 				"-promscrape.config=" + s.path("config", "scrape.yml"),
 				// Queries see samples as soon as they are scraped; the default hides the last 30s.
 				"-search.latencyOffset=0s",
@@ -202,6 +204,14 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			},
 			ReadyURL: s.URLs.VMAlert + "/health",
 		},
+	}
+	if cfg.Grafana != nil {
+		s.URLs.Grafana = "http://" + addr(p.Grafana)
+		gp, err := s.grafanaProcess(p.Grafana)
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, gp)
 	}
 	if cfg.Simulate != nil {
 		procs = append(procs, Process{

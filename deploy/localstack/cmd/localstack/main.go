@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,13 @@ func run() int {
 	}
 	if *simulate {
 		cfg.Simulate = strings.Fields(*simArgs)
+	}
+	if g := localstack.FindGrafana(exec.LookPath); g != nil {
+		g.PluginDir, g.Dashboards = at("plugin/dist"), at("dashboards/json")
+		cfg.Grafana = g
+		logger.Info("Grafana found: starting it with the plugin, datasources and dashboards", "binary", g.Binary, "home", g.HomePath)
+	} else {
+		logger.Info("no Grafana found (set GRAFANA_HOME or put grafana on the PATH to include it)")
 	}
 
 	// Ctrl-C during start-up cancels it; afterwards it stops the stack.
