@@ -259,4 +259,3 @@ func tail(s string, n int) string {
 	}
 	return s
 }
-
