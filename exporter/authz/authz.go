@@ -64,6 +64,11 @@ type policySet struct {
 	quota    rego.PreparedEvalQuery
 	source   string
 	loadedAt time.Time
+	// decisions memoises authorization decisions of this set: they are a function of the
+	// input alone (the policies read no clock and no outside data), and an ingested batch asks
+	// the same question for each of its tenants on every request. A reload brings a new set,
+	// hence an empty memo.
+	decisions decisionMemo
 }
 
 // New loads and compiles the policies. A failure here is fatal: there is no last good set.

@@ -356,3 +356,36 @@ usage_exporter_policy_reload_failures_total %d
 		t.Error(err)
 	}
 }
+
+// TestMemoDoesNotOutliveAReload: the same input is decided again by new policies.
+func TestMemoDoesNotOutliveAReload(t *testing.T) {
+	dir := t.TempDir()
+	policy := func(allow bool) {
+		body := fmt.Sprintf("package usagemeter.authz\n\ndecision := {\"allow\": %v, \"reason\": \"test\"}\n", allow)
+		if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		quota := "package usagemeter.quota\n\ndecision := {\"result\": \"allow\", \"remaining\": 0, \"unlimited\": true, \"reason\": \"test\"}\n"
+		if err := os.WriteFile(filepath.Join(dir, "quota.rego"), []byte(quota), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy(true)
+	e, err := New(t.Context(), Options{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Input{Principal: Principal{Subject: "s", Kind: "token", Roles: []string{"sre"}}, Action: "usage.read", Tenant: "acme"}
+	for range 2 { // the second answer comes from the memo
+		if d, err := e.Decide(t.Context(), in); err != nil || !d.Allow {
+			t.Fatalf("before reload: %+v %v", d, err)
+		}
+	}
+	policy(false)
+	if err := e.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := e.Decide(t.Context(), in); err != nil || d.Allow {
+		t.Fatalf("after reload the memo answered: %+v %v", d, err)
+	}
+}

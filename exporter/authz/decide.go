@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -36,7 +38,12 @@ type Decision struct {
 // Decide evaluates the authorization policy. An error means no decision could be made; callers
 // must then deny.
 func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
-	v, err := eval(ctx, e.current.Load().authz, in.value())
+	set := e.current.Load()
+	key := in.memoKey()
+	if d, ok := set.decisions.get(key); ok {
+		return d, nil
+	}
+	v, err := eval(ctx, set.authz, in.value())
 	if err != nil {
 		return Decision{}, fmt.Errorf("authorize %s: %w", in.Action, err)
 	}
@@ -46,7 +53,43 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 		return Decision{}, fmt.Errorf("authorize %s: allow is %T, want bool", in.Action, v["allow"])
 	}
 	d.Reason, _ = v["reason"].(string)
+	set.decisions.put(key, d)
 	return d, nil
+}
+
+// memoKey identifies an input exactly (fields joined with a separator no field can hold).
+func (in Input) memoKey() string {
+	var b strings.Builder
+	for _, s := range []string{in.Principal.Subject, in.Principal.Kind, strings.Join(in.Principal.Roles, "\x1f"),
+		strings.Join(in.Principal.Tenants, "\x1f"), in.Action, in.Tenant, in.User, in.Method, in.Path} {
+		b.WriteString(s)
+		b.WriteByte(0x1e)
+	}
+	return b.String()
+}
+
+// decisionMemo is a bounded memo: past maxMemo entries it starts afresh rather than grow.
+type decisionMemo struct {
+	mu sync.RWMutex
+	m  map[string]Decision
+}
+
+const maxMemo = 100000
+
+func (c *decisionMemo) get(k string) (Decision, bool) {
+	c.mu.RLock()
+	d, ok := c.m[k]
+	c.mu.RUnlock()
+	return d, ok
+}
+
+func (c *decisionMemo) put(k string, d Decision) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxMemo {
+		c.m = make(map[string]Decision, 1024)
+	}
+	c.m[k] = d
+	c.mu.Unlock()
 }
 
 // Quota admission results.
