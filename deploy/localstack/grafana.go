@@ -46,6 +46,13 @@ datasources:
     jsonData:
       exporterUrl: %s
       victoriaMetricsUrl: %s
+      # Grafana users to usagemeter roles, as in deploy/grafana/provisioning: the policies
+      # authorize every plugin query with them.
+      roleMappings:
+        - {orgRole: Admin, roles: [platform_admin]}
+        - {orgRole: Editor, roles: [billing_admin, sre]}
+        - {orgRole: Viewer, roles: [sre]}
+      backgroundRoles: [sre]
 `, s.URLs.VictoriaMetrics, PluginID, s.URLs.Exporter, s.URLs.VictoriaMetrics)
 	dashboards := fmt.Sprintf(`apiVersion: 1
 providers:
