@@ -33,7 +33,7 @@ func TestGrafanaProvisioningForTheStack(t *testing.T) {
 	var ds struct {
 		Datasources []struct {
 			Type, URL string
-			JSONData  map[string]string `yaml:"jsonData"`
+			JSONData  map[string]any `yaml:"jsonData"`
 		}
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "grafana", "provisioning", "datasources", "usagemeter.yml"))
@@ -43,7 +43,7 @@ func TestGrafanaProvisioningForTheStack(t *testing.T) {
 	if err := yaml.Unmarshal(b, &ds); err != nil {
 		t.Fatal(err)
 	}
-	if len(ds.Datasources) != 2 || ds.Datasources[0].URL != "http://127.0.0.1:18428" || ds.Datasources[1].Type != PluginID || ds.Datasources[1].JSONData["exporterUrl"] != "http://127.0.0.1:19477" {
+	if len(ds.Datasources) != 2 || ds.Datasources[0].URL != "http://127.0.0.1:18428" || ds.Datasources[1].Type != PluginID || ds.Datasources[1].JSONData["exporterUrl"] != "http://127.0.0.1:19477" || ds.Datasources[1].JSONData["roleMappings"] == nil {
 		t.Errorf("datasources %+v", ds)
 	}
 	b, _ = os.ReadFile(filepath.Join(dir, "grafana", "provisioning", "dashboards", "usagemeter.yml"))
