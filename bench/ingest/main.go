@@ -175,6 +175,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if err := benchQuotaCheck(p.url); err != nil {
+		return err
+	}
 	p.stop()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	sent := nb * *batchSize
@@ -200,6 +203,58 @@ func run() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// benchQuotaCheck measures POST /v1/quota/check end to end (HTTP, exact usage, the quota policy)
+// from concurrent clients against the exporter loaded above.
+func benchQuotaCheck(url string) error {
+	const n = 20000
+	lat := make([]time.Duration, n)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var failed error
+	var mu sync.Mutex
+	start := time.Now()
+	for range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{}
+			for i := range work {
+				body := fmt.Sprintf(`{"tenant":"tenant-%04d","meter":"ai_tokens","amount":%d,"feature":"chat"}`, 1+i%200, 100+i%5000)
+				t0 := time.Now()
+				resp, err := client.Post(url+"/v1/quota/check", "application/json", strings.NewReader(body))
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("quota check: %s", resp.Status)
+					}
+				}
+				lat[i] = time.Since(t0)
+				if err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if failed != nil {
+		return failed
+	}
+	elapsed := time.Since(start)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	note := fmt.Sprintf("%d clients, %d checks", *clients, n)
+	record("quota check (HTTP) requests/s", fmt.Sprintf("%.0f", float64(n)/elapsed.Seconds()), "req/s", note)
+	record("quota check (HTTP) latency p50", fmt.Sprintf("%.2f", float64(lat[n/2].Microseconds())/1000), "ms", note)
+	record("quota check (HTTP) latency p99", fmt.Sprintf("%.2f", float64(lat[n*99/100].Microseconds())/1000), "ms", note)
 	return nil
 }
 
