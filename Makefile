@@ -9,9 +9,11 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: build test run bench bench-ingest bench-ledger bench-engines lint go-test
+.PHONY: build build-go test run bench bench-ingest bench-ledger bench-engines lint go-test
 
-build: ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
+build: build-go ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
+
+build-go: ## usage-exporter and usagectl into ./bin
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/usage-exporter ./cmd/usagectl
 
 # Area fragments: each adds its own prerequisites to test, bench and build.
@@ -21,7 +23,7 @@ bench: bench-ingest bench-ledger bench-engines ## the benchmarks, printing one s
 	@echo
 	@$(GO) run ./bench/summary
 
-bench-ingest: build tools
+bench-ingest: build-go tools
 	@mkdir -p bench-results
 	$(GO) run ./bench/ingest -out bench-results/ingest.tsv
 
@@ -33,7 +35,9 @@ bench-engines: ## the ledger's write path on Pebble and on SQLite, same batches,
 	@mkdir -p bench-results
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 50x ./bench/enginecmp/ | tee bench-results/engines.txt
 
-go-test: build tools
+# The Go tests need the binaries of the end-to-end tests, not the plugin's cross builds (its
+# go-plugin test builds the binary it launches).
+go-test: build-go tools
 	PATH=$(TOOLS):$$PATH $(GO) test -count=1 ./...
 
 test: lint go-test ## every test the project has
