@@ -42,6 +42,7 @@ go-test: build-go tools
 
 test: lint go-test ## every test the project has
 
-lint:
+lint: tools
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files -o --exclude-standard '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
+	$(TOOLS)/staticcheck ./...

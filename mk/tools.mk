@@ -9,6 +9,7 @@ VM_VERSION     := v1.151.0
 AM_VERSION     := v0.31.1
 OPA_VERSION    := v1.22.3
 STATSD_VERSION := v0.31.0
+STATICCHECK_VERSION := v0.8.2
 
 TOOL_STAMPS_DIR := $(TOOLS)/.stamps
 TOOL_STAMPS :=
@@ -35,6 +36,7 @@ $(eval $(call tool_template,alertmanager,github.com/prometheus/alertmanager,gith
 $(eval $(call tool_template,amtool,github.com/prometheus/alertmanager,github.com/prometheus/alertmanager/cmd/amtool,$(AM_VERSION)))
 $(eval $(call tool_template,opa,github.com/open-policy-agent/opa,github.com/open-policy-agent/opa,$(OPA_VERSION)))
 $(eval $(call tool_template,statsd_exporter,github.com/prometheus/statsd_exporter,github.com/prometheus/statsd_exporter,$(STATSD_VERSION)))
+$(eval $(call tool_template,staticcheck,honnef.co/go/tools,honnef.co/go/tools/cmd/staticcheck,$(STATICCHECK_VERSION)))
 
 .PHONY: tools tools-force
 tools: $(TOOL_STAMPS) ## the pinned third-party tools, into bin/tools

@@ -218,7 +218,7 @@ func (s *Service) Run(ctx context.Context, p rating.Period) (RunResult, error) {
 		}
 		// A draft whose tenant no longer needs an invoice (usage deleted, plan changed) goes.
 		if err := scan(s.db, key(pDraft, p.String()+"\x00"), func(k, _ []byte) error {
-			if t := string(k[len(pDraft)+8:]); !keep[t] {
+			if !keep[string(k[len(pDraft)+8:])] {
 				return b.Delete(k, nil)
 			}
 			return nil

@@ -250,11 +250,9 @@ func Handler(u *Usage, reg prometheus.Gatherer, onError func(error)) http.Handle
 		if err != nil && onError != nil {
 			onError(err)
 		}
-		format := expfmt.NegotiateIncludingOpenMetrics(r.Header)
+		// The usage families are rendered as text or OpenMetrics only.
+		format := expfmt.NegotiateAccept(r.Header, expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics_0_0_1, expfmt.FmtText)
 		openMetrics := format.FormatType() == expfmt.TypeOpenMetrics
-		if format.FormatType() != expfmt.TypeOpenMetrics && format.FormatType() != expfmt.TypeTextPlain {
-			format = expfmt.NewFormat(expfmt.TypeTextPlain)
-		}
 		w.Header().Set("Content-Type", string(format))
 		var out io.Writer = w
 		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
