@@ -82,14 +82,13 @@ func (d *Decoder) Decode(contentType string, body []byte) ([]Event, error) {
 	if d.Now != nil {
 		now = d.Now()
 	}
-	p := d.pool.Get()
-	defer d.pool.Put(p)
-
 	var values []*fastjson.Value
 	switch mt {
 	case "application/x-ndjson", "application/jsonl", "application/json-seq":
 		return d.decodeLines(body, now)
 	case "application/json", "application/cloudevents+json", "application/cloudevents-batch+json":
+		p := d.pool.Get()
+		defer d.pool.Put(p)
 		v, err := p.ParseBytes(body)
 		if err != nil {
 			return nil, &Error{Reason: ReasonMalformed, Detail: "the body is not valid JSON: " + err.Error()}
