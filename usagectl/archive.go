@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/promslog"
 
 	"github.com/usagemeter/usagemeter/config"
+	"github.com/usagemeter/usagemeter/exporter/auth"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/retention"
 )
@@ -22,10 +23,20 @@ func registerArchive(app *kingpin.Application) {
 	ar := app.Command("archive", "Archives of data past its retention (offline: stop the exporter first).")
 	path := ar.Flag("storage.path", "The exporter's store directory.").Default("./data").String()
 	cfgFile := ar.Flag("config.file", "The exporter's config file (retention section: archive_dir, key_file or key_env).").String()
+	var auditKey []byte
 	open := func() (*ledger.Store, retention.Policy, []byte, error) {
 		cfg, err := config.Load(*cfgFile)
 		if err != nil {
 			return nil, retention.Policy{}, nil, err
+		}
+		ac, err := auth.ParseConfig(&cfg.Auth)
+		if err != nil {
+			return nil, retention.Policy{}, nil, err
+		}
+		if ac.AuditKeyFile != "" {
+			if auditKey, err = auth.LoadKey(ac.AuditKeyFile); err != nil {
+				return nil, retention.Policy{}, nil, err
+			}
 		}
 		p, err := retention.ParseConfig(&cfg.Retention)
 		if err != nil {
@@ -49,7 +60,7 @@ func registerArchive(app *kingpin.Application) {
 			return err
 		}
 		defer s.Close()
-		for _, class := range []string{ledger.ClassRawEvents, ledger.ClassRollups} {
+		for _, class := range []string{ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit} {
 			months, err := s.ArchivedMonths(context.Background(), class)
 			if err != nil {
 				return err
@@ -76,7 +87,7 @@ func registerArchive(app *kingpin.Application) {
 		if !p.Enabled() {
 			return fmt.Errorf("no retention is configured in %s", *cfgFile)
 		}
-		job := &retention.Job{Store: s, Policy: p, Key: key, Log: promslog.New(&promslog.Config{Writer: os.Stderr})}
+		job := &retention.Job{Store: s, Policy: p, Key: key, AuditKey: auditKey, Log: promslog.New(&promslog.Config{Writer: os.Stderr})}
 		n, err := job.RunOnce(context.Background())
 		fmt.Printf("archived %d month(s)\n", n)
 		return err
@@ -84,7 +95,7 @@ func registerArchive(app *kingpin.Application) {
 
 	restore := ar.Command("restore", "Bring an archived month back into the store; its usage answers are then what they were.")
 	period := restore.Flag("period", "Month to restore, YYYY-MM.").Required().String()
-	class := restore.Flag("class", "raw_events, rollups or all.").Default("all").Enum("all", ledger.ClassRawEvents, ledger.ClassRollups)
+	class := restore.Flag("class", "raw_events, rollups, audit or all (audit months restore newest first).").Default("all").Enum("all", ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit)
 	restore.Action(func(*kingpin.ParseContext) error {
 		m, err := time.Parse("2006-01", *period)
 		if err != nil {
@@ -95,7 +106,7 @@ func registerArchive(app *kingpin.Application) {
 			return err
 		}
 		defer s.Close()
-		classes := []string{ledger.ClassRawEvents, ledger.ClassRollups}
+		classes := []string{ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit}
 		if *class != "all" {
 			classes = []string{*class}
 		}
@@ -106,7 +117,12 @@ func registerArchive(app *kingpin.Application) {
 			if _, err := os.Stat(f); err != nil && *class == "all" {
 				continue // that class was not archived for this month
 			}
-			n, err := retention.RestoreMonth(context.Background(), s, c, m, p.ArchiveDir, key)
+			var n int
+			if c == retention.ClassAudit {
+				n, err = retention.RestoreAuditMonth(context.Background(), s, m, p.ArchiveDir, key, auditKey)
+			} else {
+				n, err = retention.RestoreMonth(context.Background(), s, c, m, p.ArchiveDir, key)
+			}
 			if err != nil {
 				return fmt.Errorf("restoring %s of %s: %w", c, *period, err)
 			}

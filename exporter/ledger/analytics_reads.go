@@ -6,6 +6,7 @@ package ledger
 // in one scan. Reads of derived keys flush the pending derived changes first, as Usage does.
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -19,24 +20,8 @@ import (
 // RawEvents calls fn with every stored raw event whose time lies in [from, to), in time order.
 // A zero from means the beginning of time; a zero to means the end of time. fn must not keep ev.
 func (s *Store) RawEvents(ctx context.Context, from, to time.Time, fn func(ev *event.Event) error) error {
-	lo := []byte(pEvent)
-	if !from.IsZero() && from.UnixNano() > 0 {
-		lo = make([]byte, 10)
-		copy(lo, pEvent)
-		putU64(lo[2:], uint64(from.UnixNano()))
-	}
-	hi := prefixEnd([]byte(pEvent))
-	if !to.IsZero() {
-		hi = make([]byte, 10)
-		copy(hi, pEvent)
-		n := to.UnixNano()
-		if n < 0 {
-			n = 0
-		}
-		putU64(hi[2:], uint64(n))
-	}
 	dec := &event.Decoder{Custom: customTypes(s.opts.Meters)}
-	return s.scanRange(ctx, lo, hi, func(k, v []byte) error {
+	return s.scanRange(ctx, rawBound(from, pEvent), rawUpper(to), func(k, v []byte) error {
 		if len(k) < 10 {
 			return nil
 		}
@@ -46,6 +31,62 @@ func (s *Store) RawEvents(ctx context.Context, from, to time.Time, fn func(ev *e
 		}
 		return fn(&ev)
 	})
+}
+
+// RawEventsOfTypes is RawEvents for some event types only. Decoding is most of the cost of a scan
+// of raw events, so an event is decoded only when its stored JSON contains one of the type
+// names (or a \u escape, which could spell one); its decoded type is then checked exactly.
+func (s *Store) RawEventsOfTypes(ctx context.Context, from, to time.Time, types []string, fn func(ev *event.Event) error) error {
+	want := make(map[string]bool, len(types))
+	names := make([][]byte, len(types))
+	for i, t := range types {
+		want[t] = true
+		names[i] = []byte(t)
+	}
+	escape := []byte(`\u`)
+	dec := &event.Decoder{Custom: customTypes(s.opts.Meters)}
+	return s.scanRange(ctx, rawBound(from, pEvent), rawUpper(to), func(k, v []byte) error {
+		if len(k) < 10 {
+			return nil
+		}
+		hit := bytes.Contains(v, escape)
+		for _, n := range names {
+			if hit {
+				break
+			}
+			hit = bytes.Contains(v, n)
+		}
+		if !hit {
+			return nil
+		}
+		ev, err := dec.DecodeStored(v, eventTime(k))
+		if err != nil {
+			return fmt.Errorf("stored event %x: %w", k, err)
+		}
+		if !want[ev.Type] {
+			return nil
+		}
+		return fn(&ev)
+	})
+}
+
+// rawBound is the first e/ key at or after from (the prefix itself for a zero from).
+func rawBound(from time.Time, prefix string) []byte {
+	if from.IsZero() || from.UnixNano() <= 0 {
+		return []byte(prefix)
+	}
+	lo := make([]byte, 10)
+	copy(lo, prefix)
+	putU64(lo[2:], uint64(from.UnixNano()))
+	return lo
+}
+
+// rawUpper is the first e/ key at or after to (past every event for a zero to).
+func rawUpper(to time.Time) []byte {
+	if to.IsZero() {
+		return prefixEnd([]byte(pEvent))
+	}
+	return rawBound(to, pEvent)
 }
 
 // LastSeen returns the last activity of every identity of a unique_count meter (active_users:

@@ -236,3 +236,15 @@ func (s *Store) FirstMonth(ctx context.Context) (time.Time, error) {
 	}
 	return monthStart(monthOf(first)), nil
 }
+
+// MarkArchived records (or clears) that a month of a class owned by another package (the audit
+// trail) is archived, so that ArchivedMonths lists every class alike.
+func (s *Store) MarkArchived(class string, month time.Time, archived bool) error {
+	if _, _, err := checkMonth(month); err != nil {
+		return err
+	}
+	if archived {
+		return s.db.Set(archivedKey(class, month), nil, pebble.Sync)
+	}
+	return s.db.Delete(archivedKey(class, month), pebble.Sync)
+}

@@ -14,21 +14,26 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/usagemeter/usagemeter/config"
+	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 )
 
 // Policy is the retention: section of the config file.
 type Policy struct {
-	// RawEvents and Rollups are how long each class is kept in the store; 0 keeps it forever.
-	RawEvents, Rollups time.Duration
-	ArchiveDir         string
-	KeyFile, KeyEnv    string
-	Interval           time.Duration
+	// RawEvents, Rollups and Audit are how long each class is kept in the store; 0 keeps it
+	// forever.
+	RawEvents, Rollups, Audit time.Duration
+	ArchiveDir                string
+	KeyFile, KeyEnv           string
+	Interval                  time.Duration
 }
 
 // Enabled reports whether anything is ever archived.
-func (p Policy) Enabled() bool { return p.RawEvents > 0 || p.Rollups > 0 }
+func (p Policy) Enabled() bool { return p.RawEvents > 0 || p.Rollups > 0 || p.Audit > 0 }
+
+// ClassAudit is the audit trail's data class.
+const ClassAudit = "audit"
 
 // minRetention: a month can be archived only once no event can still land in it.
 const minRetention = event.LateWindow + 24*time.Hour
@@ -83,12 +88,13 @@ func ParseConfig(n *yaml.Node) (Policy, error) {
 	if p.Rollups > 0 && p.RawEvents > p.Rollups {
 		return p, &config.FieldError{Line: line("rollups"), Field: "retention.rollups", Msg: "rollups cannot be kept for less time than the raw events they are derived from"}
 	}
-	// Invoices and the audit trail are records finance and compliance keep: they are kept
-	// forever in the store, and this build does not archive them.
-	for _, f := range []struct{ name, v string }{{"invoices", raw.Invoices}, {"audit", raw.Audit}} {
-		if f.v != "" && f.v != "forever" {
-			return p, &config.FieldError{Line: line(f.name), Field: "retention." + f.name, Msg: "only forever is supported: invoices and the audit trail are kept in the store"}
-		}
+	if p.Audit, err = dur("audit", raw.Audit, minRetention); err != nil {
+		return p, err
+	}
+	// Invoices are records finance keeps, and balances and statements are computed from them:
+	// this build keeps them in the store forever.
+	if raw.Invoices != "" && raw.Invoices != "forever" {
+		return p, &config.FieldError{Line: line("invoices"), Field: "retention.invoices", Msg: "only forever is supported: invoices stay in the store"}
 	}
 	if raw.ArchiveDir != "" {
 		p.ArchiveDir = raw.ArchiveDir
@@ -187,14 +193,83 @@ func RestoreMonth(ctx context.Context, s *ledger.Store, class string, month time
 	})
 }
 
+// ArchiveAuditMonth archives the audit entries up to the end of a month (the oldest kept
+// entries), reads the archive back, then deletes them and moves the chain's anchor.
+func ArchiveAuditMonth(ctx context.Context, s *ledger.Store, month time.Time, dir string, key, auditKey []byte) (string, int, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", 0, fmt.Errorf("archive directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName(ClassAudit, month))
+	if _, err := os.Stat(path); err == nil {
+		return "", 0, fmt.Errorf("%s exists already: restore or move it before archiving %s again", path, month.Format("2006-01"))
+	}
+	w, err := Create(path, key, ClassAudit, month, 0)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := audit.ExportBefore(ctx, s.DB(), month.AddDate(0, 1, 0), w.Add)
+	if err != nil {
+		w.Abort()
+		return "", 0, err
+	}
+	if err := w.Close(); err != nil {
+		return "", 0, err
+	}
+	r, err := Open(path, key)
+	if err != nil {
+		return path, 0, fmt.Errorf("reading back %s: %w", path, err)
+	}
+	count := 0
+	if err := checkAll(r, &count); err != nil || count != n {
+		r.Close()
+		return path, 0, fmt.Errorf("archive %s holds %d of %d entries (%v): nothing deleted", path, count, n, err)
+	}
+	r.Close()
+	if r, err = Open(path, key); err != nil {
+		return path, 0, err
+	}
+	defer r.Close()
+	deleted, err := audit.DeleteArchived(ctx, s.DB(), auditKey, records(r))
+	if err != nil {
+		return path, deleted, err
+	}
+	return path, deleted, s.MarkArchived(ClassAudit, month, true)
+}
+
+// RestoreAuditMonth brings an archived month of the audit trail back (newest archive first).
+func RestoreAuditMonth(ctx context.Context, s *ledger.Store, month time.Time, dir string, key, auditKey []byte) (int, error) {
+	r, err := Open(filepath.Join(dir, FileName(ClassAudit, month)), key)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	n, err := audit.Restore(ctx, s.DB(), auditKey, records(r))
+	if err != nil {
+		return n, err
+	}
+	return n, s.MarkArchived(ClassAudit, month, false)
+}
+
+func records(r *Reader) func() ([]byte, []byte, error) {
+	return func() ([]byte, []byte, error) {
+		k, v, err := r.Next()
+		if err == io.EOF {
+			return nil, nil, audit.ErrEnd
+		}
+		return k, v, err
+	}
+}
+
 // Job archives and deletes, every Interval, each calendar month that is entirely past its
 // class's retention.
 type Job struct {
 	Store  *ledger.Store
 	Policy Policy
 	Key    []byte
-	Log    *slog.Logger
-	Now    func() time.Time
+	// AuditKey is the audit trail's HMAC key (auth.audit_key_file), nil for a plain chain.
+	AuditKey []byte
+	Log      *slog.Logger
+	Now      func() time.Time
 }
 
 // RunOnce archives every month due now and returns how many it archived.
@@ -208,7 +283,7 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 	for _, c := range []struct {
 		class string
 		keep  time.Duration
-	}{{ledger.ClassRawEvents, j.Policy.RawEvents}, {ledger.ClassRollups, j.Policy.Rollups}} {
+	}{{ledger.ClassRawEvents, j.Policy.RawEvents}, {ledger.ClassRollups, j.Policy.Rollups}, {ClassAudit, j.Policy.Audit}} {
 		if c.keep <= 0 {
 			continue
 		}
@@ -221,15 +296,34 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			have[m.Format("2006-01")] = true
 		}
 		cutoff := now().Add(-c.keep)
-		first, err := j.Store.FirstMonth(ctx)
-		if err != nil || first.IsZero() {
-			return done, err
+		var first time.Time
+		if c.class == ClassAudit {
+			oldest, ok, err := audit.Oldest(ctx, j.Store.DB())
+			if err != nil || !ok {
+				if err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			first = time.Date(oldest.Year(), oldest.Month(), 1, 0, 0, 0, 0, time.UTC)
+		} else if first, err = j.Store.FirstMonth(ctx); err != nil || first.IsZero() {
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
 		}
 		for m := first; !m.AddDate(0, 1, 0).After(cutoff); m = m.AddDate(0, 1, 0) {
 			if have[m.Format("2006-01")] {
 				continue
 			}
-			path, n, err := ArchiveMonth(ctx, j.Store, c.class, m, j.Policy.ArchiveDir, j.Key)
+			var path string
+			var n int
+			var err error
+			if c.class == ClassAudit {
+				path, n, err = ArchiveAuditMonth(ctx, j.Store, m, j.Policy.ArchiveDir, j.Key, j.AuditKey)
+			} else {
+				path, n, err = ArchiveMonth(ctx, j.Store, c.class, m, j.Policy.ArchiveDir, j.Key)
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s %s: %w", c.class, m.Format("2006-01"), err))
 				break // keep months in order: retry next time

@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 )
@@ -196,7 +197,8 @@ func TestParseConfig(t *testing.T) {
 		"retention:\n  raw_events: 10d\n  key_env: K\n",                   // inside the late window
 		"retention:\n  raw_events: 400d\n",                                // no key
 		"retention:\n  raw_events: 400d\n  rollups: 100d\n  key_env: K\n", // rollups shorter than raw
-		"retention:\n  audit: 7y\n",
+		"retention:\n  invoices: 7y\n",
+		"retention:\n  audit: 7d\n  key_env: K\n",
 		"retention:\n  raw_events: soon\n  key_env: K\n",
 	} {
 		if _, err := parse(bad); err == nil {
@@ -211,5 +213,56 @@ func TestParseConfig(t *testing.T) {
 	os.WriteFile(f, []byte(hex.EncodeToString(key)+"\n"), 0o600)
 	if k, err := LoadKey(f, ""); err != nil || !reflect.DeepEqual(k, key) {
 		t.Errorf("hex key file: %v", err)
+	}
+}
+
+func TestAuditTrailRetention(t *testing.T) {
+	ctx := context.Background()
+	s, err := ledger.Open(ctx, ledger.Options{Path: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	auditKey := []byte("the audit chain's own hmac key")
+	log, err := audit.Open(s.DB(), audit.Options{Key: auditKey, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	for i := range 90 { // August to October
+		e := audit.Entry{Subject: "alice", Kind: "token", Action: "usage.read", Tenant: "acme", Allow: true, Status: 200,
+			Time: month(2026, 8).Add(time.Duration(i) * 24 * time.Hour)}
+		if _, err := log.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	job := &Job{Store: s, Key: key, AuditKey: auditKey, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return month(2026, 11).AddDate(0, 0, 25) },
+		Policy: Policy{Audit: 40 * 24 * time.Hour, ArchiveDir: dir}}
+	if n, err := job.RunOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("archived %d months (%v), want August and September", n, err)
+	}
+	if res, err := log.Verify(ctx); err != nil || res.Entries != 90 {
+		t.Fatalf("verify with two months archived: %+v %v", res, err)
+	}
+	if kept, _ := log.List(ctx, 0, 1000); len(kept) != 90-31-30 {
+		t.Fatalf("%d entries kept, want October's 29", len(kept))
+	}
+	if _, err := RestoreAuditMonth(ctx, s, month(2026, 8), dir, key, auditKey); err == nil {
+		t.Fatal("restoring August before September was accepted")
+	}
+	for _, m := range []time.Time{month(2026, 9), month(2026, 8)} {
+		if _, err := RestoreAuditMonth(ctx, s, m, dir, key, auditKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if all, _ := log.List(ctx, 0, 1000); len(all) != 90 {
+		t.Fatalf("%d entries after restoring, want 90", len(all))
+	}
+	if _, err := log.Verify(ctx); err != nil {
+		t.Fatalf("verify after restoring: %v", err)
+	}
+	if months, _ := s.ArchivedMonths(ctx, ClassAudit); len(months) != 0 {
+		t.Errorf("still marked archived: %v", months)
 	}
 }

@@ -203,7 +203,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server,
 		if err != nil {
 			return nil, err
 		}
-		srv.retention = &retention.Job{Store: store, Policy: policy, Key: key, Log: logger.With("component", "retention")}
+		srv.retention = &retention.Job{Store: store, Policy: policy, Key: key, AuditKey: auditKey, Log: logger.With("component", "retention")}
 		logger.Info("retention enabled", "raw_events", policy.RawEvents, "rollups", policy.Rollups, "archive_dir", policy.ArchiveDir)
 	}
 	bill, err := billing.NewFromConfig(cfg, store.DB(), store, logger.With("component", "billing"))
