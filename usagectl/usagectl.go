@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/promslog"
 	"github.com/prometheus/common/version"
 
+	"github.com/usagemeter/usagemeter/analytics/reportcli"
 	"github.com/usagemeter/usagemeter/billing/billingcli"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
@@ -177,4 +178,4 @@ func Main(args []string) int {
 }
 
 // registrars add the commands of other areas (billing, audit, reports).
-var registrars = []func(*kingpin.Application){billingcli.Register}
+var registrars = []func(*kingpin.Application){billingcli.Register, reportcli.Register}

@@ -29,6 +29,8 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/usagemeter/usagemeter/analytics"
+	"github.com/usagemeter/usagemeter/analytics/insights"
 	"github.com/usagemeter/usagemeter/billing"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api"
@@ -258,7 +260,19 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server,
 	a := &api.API{Store: store, Quotas: quotas, Metrics: self, Log: logger, Config: current.Load, Reload: srv.Reload, Ready: ready.Load,
 		Authorize: func(r *http.Request, action, tenant string) error { return g.Check(r, action, tenant, guard.User(r)) },
 		Admit:     engine.Admit, Audit: auditLog}
-	srv.Routes = append(append(a.Routes(), bill.Routes()...),
+	an := &analytics.Service{
+		Store:  store,
+		Config: current.Load,
+		Pricing: insights.Pricing{
+			Catalogue: bill.Catalogue,
+			Stock:     billing.StockFunc(cfg.Meters),
+			PlanAt:    bill.PlanAt,
+		},
+		Audit:     auditLog,
+		Authorize: a.Authorize,
+		Log:       logger.With("component", "analytics"),
+	}
+	srv.Routes = append(append(append(a.Routes(), bill.Routes()...), an.Routes()...),
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Handler: pprof.Profile},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Handler: pprof.Trace},

@@ -1,0 +1,462 @@
+package insights
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/usagemeter/usagemeter/billing/rating"
+	"github.com/usagemeter/usagemeter/config"
+	"github.com/usagemeter/usagemeter/exporter/event"
+	"github.com/usagemeter/usagemeter/exporter/ledger"
+	"github.com/usagemeter/usagemeter/exporter/meter"
+)
+
+type liveDoc struct {
+	hash, user string
+	bytes      int64
+}
+
+type ingestHash struct {
+	jobs           int64
+	bytes, records int64 // of every job with this hash
+	firstBytes     int64
+	firstRecords   int64
+}
+
+// rawData is what the detectors need from raw events (content hashes are not in rollups).
+type rawData struct {
+	docs   map[string]liveDoc                // live documents by id
+	ingest map[string]map[string]*ingestHash // source → content_hash → jobs, in the lookback
+}
+
+// scanRaw reads every raw event up to at once for all tenants: the live documents need the whole
+// history (a document created a year ago is still held), the ingest repeats only the lookback.
+func (e *Engine) scanRaw(ctx context.Context, tenants []string, at time.Time) (map[string]*rawData, error) {
+	want := map[string]*rawData{}
+	for _, t := range tenants {
+		want[t] = &rawData{docs: map[string]liveDoc{}, ingest: map[string]map[string]*ingestHash{}}
+	}
+	since := at.Add(-e.lookback())
+	types := []string{"document.created", "document.deleted", "ingest.completed"}
+	err := e.Store.RawEventsOfTypes(ctx, time.Time{}, at, types, func(ev *event.Event) error {
+		rd := want[ev.Tenant]
+		if rd == nil {
+			return nil
+		}
+		switch ev.Type {
+		case "document.created":
+			id, _ := ev.Field("document_id")
+			h, _ := ev.Field("content_hash")
+			u, _ := ev.Field("user")
+			b, _ := ev.Quantity("bytes")
+			rd.docs[id] = liveDoc{hash: h, user: u, bytes: b}
+		case "document.deleted":
+			id, _ := ev.Field("document_id")
+			delete(rd.docs, id)
+		case "ingest.completed":
+			h, ok := ev.Field("content_hash")
+			if !ok || h == "" || ev.Time.Before(since) {
+				return nil
+			}
+			src, _ := ev.Field("source")
+			b, _ := ev.Quantity("bytes")
+			r, _ := ev.Quantity("records")
+			m := rd.ingest[src]
+			if m == nil {
+				m = map[string]*ingestHash{}
+				rd.ingest[src] = m
+			}
+			ih := m[h]
+			if ih == nil {
+				ih = &ingestHash{firstBytes: b, firstRecords: r}
+				m[h] = ih
+			}
+			ih.jobs++
+			ih.bytes += b
+			ih.records += r
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scanning raw events: %w", err)
+	}
+	return want, nil
+}
+
+// modelRows are ai_tokens by feature and model per tenant over the lookback.
+type modelRows struct {
+	byTenant map[string]map[[2]string]int64 // tenant → (feature, model) → tokens
+	served   map[string]map[string]bool     // feature → models serving it, across the tenants
+}
+
+func (e *Engine) modelUse(ctx context.Context, tenants []string, at time.Time) (*modelRows, error) {
+	mr := &modelRows{byTenant: map[string]map[[2]string]int64{}, served: map[string]map[string]bool{}}
+	if _, ok := e.Store.Meter("ai_tokens"); !ok {
+		return mr, nil
+	}
+	for _, t := range tenants {
+		rows, err := e.Store.Usage(ctx, ledger.Query{Meter: "ai_tokens", Tenant: t, From: at.Add(-e.lookback()), To: at, GroupBy: []string{"feature", "model"}})
+		if err != nil {
+			return nil, err
+		}
+		m := map[[2]string]int64{}
+		for _, r := range rows {
+			if r.Value <= 0 {
+				continue
+			}
+			f, md := r.Group["feature"], r.Group["model"]
+			m[[2]string{f, md}] += r.Value
+			if mr.served[f] == nil {
+				mr.served[f] = map[string]bool{}
+			}
+			mr.served[f][md] = true
+		}
+		mr.byTenant[t] = m
+	}
+	return mr, nil
+}
+
+// level is a stock meter's level at at.
+func (e *Engine) level(ctx context.Context, tenant, meterName string, at time.Time) (int64, error) {
+	if _, ok := e.Store.Meter(meterName); !ok {
+		return 0, nil
+	}
+	return e.Store.Total(ctx, tenant, meterName, at.Add(-time.Hour), at)
+}
+
+func (e *Engine) planRightSizing(ctx context.Context, tenant string, at time.Time) ([]Insight, error) {
+	month := time.Date(at.Year(), at.Month(), 1, 0, 0, 0, 0, time.UTC)
+	p := rating.PeriodOf(month.AddDate(0, -1, 0))
+	current, err := e.planOf(ctx, tenant, p.End().Add(-time.Nanosecond))
+	if err != nil || current == "" {
+		return nil, err
+	}
+	if r := e.rater(e.catalogue()); r != nil {
+		if _, ok := r.Catalogue.Plan(current); !ok {
+			return nil, nil
+		}
+		s, err := r.Suggest(ctx, tenant, p, current)
+		if err != nil || s == nil {
+			return nil, err
+		}
+		amt := int64(s.Saving)
+		return []Insight{{Kind: KindPlanRightSizing, Tenant: tenant, Subject: "plan",
+			Title:  fmt.Sprintf("Move from plan %s to %s", current, s.Plan),
+			Detail: fmt.Sprintf("Rated on %s's usage of %s, plan %s costs %d and plan %s %d minor units.", tenant, p, current, s.CurrentCost, s.Plan, s.Cost),
+			Saving: Saving{Period: "month " + p.String(), Amount: &amt, Currency: r.Catalogue.Currency.Code,
+				Pricing: "billing rating of the month under every catalogue plan (rating.Rater.Suggest)"},
+			Evidence: []Evidence{{Query: fmt.Sprintf("rating.Rater.Suggest(tenant=%s, period=%s, current=%s)", tenant, p, current),
+				Numbers: []Number{{"current_cost", int64(s.CurrentCost)}, {"suggested_cost", int64(s.Cost)}, {"saving", amt}}}}}}, nil
+	}
+	if e.Config == nil {
+		return nil, nil
+	}
+	c := e.Config()
+	if c == nil {
+		return nil, nil
+	}
+	return e.limitsRightSizing(ctx, c, tenant, current, p)
+}
+
+// limitsRightSizing compares usage with plan limits when prices are not available: a plan whose
+// every limit is no larger than the current plan's (one strictly smaller) and still above the
+// tenant's usage fits it.
+func (e *Engine) limitsRightSizing(ctx context.Context, c *config.Config, tenant, current string, p rating.Period) ([]Insight, error) {
+	t, _ := c.Tenant(tenant)
+	cur := c.WithOverrides(current, t)
+	if len(cur.Limits) == 0 {
+		return nil, nil
+	}
+	meters := make([]string, 0, len(cur.Limits))
+	for m := range cur.Limits {
+		meters = append(meters, m)
+	}
+	sort.Strings(meters)
+	used := map[string]int64{}
+	for _, m := range meters {
+		d, ok := e.Store.Meter(m)
+		if !ok {
+			return nil, nil
+		}
+		var v int64
+		var err error
+		if d.Kind == meter.Flow || d.Aggregation == meter.UniqueCount {
+			v, err = e.Store.Total(ctx, tenant, m, p.Start(), p.End())
+		} else {
+			v, err = e.Store.Total(ctx, tenant, m, p.End().Add(-time.Hour), p.End())
+		}
+		if err != nil {
+			return nil, err
+		}
+		used[m] = v
+	}
+	var best *config.Plan
+	bestScore := 0.0
+	for i := range c.Plans {
+		q := &c.Plans[i]
+		if q.Name == current {
+			continue
+		}
+		fits, smaller, score := true, false, 0.0
+		for _, m := range meters {
+			lim, ok := q.Limits[m]
+			if !ok || lim > cur.Limits[m] || used[m] > lim {
+				fits = false
+				break
+			}
+			if lim < cur.Limits[m] {
+				smaller = true
+			}
+			score += float64(lim) / float64(max(cur.Limits[m], 1))
+		}
+		if fits && smaller && (best == nil || score < bestScore) {
+			best, bestScore = q, score
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	ev := Evidence{Query: fmt.Sprintf("exact usage of %s per limited meter, %s (GET /v1/usage, whole month; stock meters: level at the month's end)", tenant, p)}
+	var parts []string
+	for _, m := range meters {
+		ev.Numbers = append(ev.Numbers, Number{"used_" + m, used[m]}, Number{"limit_" + current + "_" + m, cur.Limits[m]}, Number{"limit_" + best.Name + "_" + m, best.Limits[m]})
+		parts = append(parts, fmt.Sprintf("%s %d (limit %d, %d on %s)", m, used[m], cur.Limits[m], best.Limits[m], best.Name))
+	}
+	return []Insight{{Kind: KindPlanRightSizing, Tenant: tenant, Subject: "plan",
+		Title:    fmt.Sprintf("Plan %s fits within the smaller plan %s", current, best.Name),
+		Detail:   fmt.Sprintf("Usage in %s: %s.", p, strings.Join(parts, ", ")),
+		Saving:   Saving{Period: "month " + p.String(), Pricing: "price comparison pending: the billing rater is not wired, so only plan limits were compared"},
+		Evidence: []Evidence{ev}}}, nil
+}
+
+func (e *Engine) cheaperModel(ctx context.Context, tenant string, at time.Time, mr *modelRows) ([]Insight, error) {
+	costs := e.modelCosts()
+	var out []Insight
+	from := at.Add(-e.lookback())
+	keys := make([][2]string, 0, len(mr.byTenant[tenant]))
+	for k := range mr.byTenant[tenant] {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i][0]+"\x00"+keys[i][1] < keys[j][0]+"\x00"+keys[j][1] })
+	for _, k := range keys {
+		feature, model := k[0], k[1]
+		tokens := mr.byTenant[tenant][k]
+		cost, ok := costs[model]
+		if !ok {
+			continue
+		}
+		cheap, cheapCost := "", cost
+		var served []string
+		for m := range mr.served[feature] {
+			served = append(served, m)
+		}
+		sort.Strings(served)
+		for _, m := range served {
+			if c, ok := costs[m]; ok && c < cheapCost {
+				cheap, cheapCost = m, c
+			}
+		}
+		if cheap == "" {
+			continue
+		}
+		amt := mulDiv(tokens, cost-cheapCost, 1_000_000)
+		out = append(out, Insight{Kind: KindCheaperModel, Tenant: tenant, Subject: feature + "/" + model,
+			Title:  fmt.Sprintf("Feature %s could use %s instead of %s", feature, cheap, model),
+			Detail: fmt.Sprintf("%d tokens of %s went to %s in the last %s; %s also serves %s and costs %d instead of %d per million tokens.", tokens, feature, model, durationDays(e.lookback()), cheap, feature, cheapCost, cost),
+			Saving: Saving{Units: tokens, Unit: "tokens", Meter: "ai_tokens", Period: durationDays(e.lookback()), Amount: &amt, Currency: e.costCurrency(),
+				Pricing: "provider cost per model (model cost table), not the billing catalogue, which prices tokens whatever the model"},
+			Evidence: []Evidence{{Query: usageQuery("ai_tokens", tenant, from, at, "feature,model"),
+				Numbers: []Number{{"tokens_" + model, tokens}, {"tokens_" + cheap, mr.byTenant[tenant][[2]string{feature, cheap}]},
+					{"cost_per_million_" + model, cost}, {"cost_per_million_" + cheap, cheapCost}}}}})
+	}
+	return out, nil
+}
+
+func (e *Engine) costCurrency() string {
+	if c := e.catalogue(); c != nil {
+		return c.Currency.Code
+	}
+	return "USD"
+}
+
+func durationDays(d time.Duration) string { return fmt.Sprintf("%dd", int(d/(24*time.Hour))) }
+
+func (e *Engine) duplicateDocs(ctx context.Context, tenant string, at time.Time, rd *rawData) ([]Insight, error) {
+	if rd == nil {
+		return nil, nil
+	}
+	type grp struct {
+		n          int
+		sum, large int64
+	}
+	groups := map[string]*grp{}
+	var liveBytes int64
+	for _, d := range rd.docs {
+		liveBytes += d.bytes
+		if d.hash == "" {
+			continue
+		}
+		g := groups[d.hash]
+		if g == nil {
+			g = &grp{}
+			groups[d.hash] = g
+		}
+		g.n++
+		g.sum += d.bytes
+		g.large = max(g.large, d.bytes)
+	}
+	var dupGroups, copies, wasted int64
+	for _, g := range groups {
+		if g.n > 1 {
+			dupGroups++
+			copies += int64(g.n - 1)
+			wasted += g.sum - g.large
+		}
+	}
+	if wasted <= 0 {
+		return nil, nil
+	}
+	storage, err := e.level(ctx, tenant, "storage_bytes", at)
+	if err != nil {
+		return nil, err
+	}
+	s := Saving{Units: wasted, Unit: "bytes", Meter: "document_bytes", Period: "level"}
+	if storage > 0 {
+		s.Amount, s.Currency, s.Pricing = e.priceDelta(ctx, tenant, "storage_bytes", at, storage, storage-wasted)
+	} else {
+		s.Pricing = "units only: no storage_bytes reading to price"
+	}
+	return []Insight{{Kind: KindDuplicateDocuments, Tenant: tenant, Subject: "documents",
+		Title:  fmt.Sprintf("%d redundant copies of documents hold %d bytes", copies, wasted),
+		Detail: fmt.Sprintf("%d live documents share their content_hash with another live document in %d groups; keeping one of each frees %d bytes.", copies+dupGroups, dupGroups, wasted),
+		Saving: s,
+		Evidence: []Evidence{{Query: fmt.Sprintf("raw events document.created/document.deleted of %s up to %s, live documents grouped by content_hash", tenant, at.Format(time.RFC3339)),
+			Numbers: []Number{{"live_documents", int64(len(rd.docs))}, {"live_document_bytes", liveBytes}, {"duplicate_groups", dupGroups}, {"redundant_copies", copies}, {"wasted_bytes", wasted}, {"storage_bytes", storage}}}}}}, nil
+}
+
+func (e *Engine) storage(ctx context.Context, tenant string, at time.Time, rd *rawData) ([]Insight, error) {
+	var out []Insight
+	storage, err := e.level(ctx, tenant, "storage_bytes", at)
+	if err != nil {
+		return nil, err
+	}
+	docBytes, err := e.level(ctx, tenant, "document_bytes", at)
+	if err != nil {
+		return nil, err
+	}
+	if storage > docBytes && docBytes >= 0 {
+		waste := storage - docBytes
+		s := Saving{Units: waste, Unit: "bytes", Meter: "storage_bytes", Period: "level"}
+		s.Amount, s.Currency, s.Pricing = e.priceDelta(ctx, tenant, "storage_bytes", at, storage, docBytes)
+		out = append(out, Insight{Kind: KindUnbackedStorage, Tenant: tenant, Subject: "unbacked",
+			Title:  fmt.Sprintf("%d bytes of storage are not held by live documents", waste),
+			Detail: fmt.Sprintf("Storage measured %d bytes while live documents hold %d: the rest is deleted documents not purged, or data outside documents.", storage, docBytes),
+			Saving: s,
+			Evidence: []Evidence{{Query: usageQuery("storage_bytes", tenant, at.Add(-time.Hour), at, "") + " ; " + usageQuery("document_bytes", tenant, at.Add(-time.Hour), at, ""),
+				Numbers: []Number{{"storage_bytes", storage}, {"document_bytes", docBytes}, {"unbacked_bytes", waste}}}}})
+	}
+	if rd == nil || len(rd.docs) == 0 {
+		return out, nil
+	}
+	seen, err := e.Store.LastSeen(ctx, "active_users", tenant)
+	if err != nil {
+		return nil, err
+	}
+	cut := at.Add(-time.Duration(e.idleDays()) * 24 * time.Hour)
+	var idleBytes, idleDocs int64
+	owners := map[string]bool{}
+	for _, d := range rd.docs {
+		if last, ok := seen[d.user]; ok && last.Before(cut) {
+			idleBytes += d.bytes
+			idleDocs++
+			owners[d.user] = true
+		}
+	}
+	if idleBytes == 0 {
+		return out, nil
+	}
+	s := Saving{Units: idleBytes, Unit: "bytes", Meter: "document_bytes", Period: "level"}
+	if storage > 0 {
+		s.Amount, s.Currency, s.Pricing = e.priceDelta(ctx, tenant, "storage_bytes", at, storage, storage-idleBytes)
+	} else {
+		s.Pricing = "units only: no storage_bytes reading to price"
+	}
+	out = append(out, Insight{Kind: KindIdleData, Tenant: tenant, Subject: "idle",
+		Title:  fmt.Sprintf("%d documents (%d bytes) belong to users idle for %d days", idleDocs, idleBytes, e.idleDays()),
+		Detail: fmt.Sprintf("%d users whose last activity is older than %s still own live documents: archive or delete them.", len(owners), cut.Format(time.DateOnly)),
+		Saving: s,
+		Evidence: []Evidence{{Query: fmt.Sprintf("raw document events of %s up to %s joined with each owner's last activity (active_users)", tenant, at.Format(time.RFC3339)),
+			Numbers: []Number{{"idle_owners", int64(len(owners))}, {"idle_documents", idleDocs}, {"idle_bytes", idleBytes}, {"idle_days", int64(e.idleDays())}}}}})
+	return out, nil
+}
+
+func (e *Engine) inactiveSeats(ctx context.Context, tenant string, at time.Time) ([]Insight, error) {
+	if d, ok := e.Store.Meter("active_users"); !ok || d.Aggregation != meter.UniqueCount {
+		return nil, nil
+	}
+	seen, err := e.Store.LastSeen(ctx, "active_users", tenant)
+	if err != nil {
+		return nil, err
+	}
+	cut := at.Add(-time.Duration(e.inactiveDays()) * 24 * time.Hour)
+	var n int64
+	for _, t := range seen {
+		if t.Before(cut) {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	return []Insight{{Kind: KindInactiveSeats, Tenant: tenant, Subject: "seats",
+		Title:  fmt.Sprintf("%d of %d users inactive for %d days", n, len(seen), e.inactiveDays()),
+		Detail: fmt.Sprintf("%d users have had no activity since %s: remove their seats (per-user list: GET /v1/analytics/engagement with the usage.read_users permission).", n, cut.Format(time.DateOnly)),
+		Saving: Saving{Units: n, Unit: "users", Meter: "active_users", Period: "level",
+			Pricing: "units only: the catalogue bills monthly active users, so an inactive seat is billed only in a month it is used; the saving is in seat licences"},
+		Evidence: []Evidence{{Query: fmt.Sprintf("last activity per user of %s (active_users, all time) before %s", tenant, cut.Format(time.RFC3339)),
+			Numbers: []Number{{"known_users", int64(len(seen))}, {"inactive_users", n}, {"inactive_days", int64(e.inactiveDays())}}}}}}, nil
+}
+
+func (e *Engine) duplicateIngest(ctx context.Context, tenant string, at time.Time, rd *rawData) ([]Insight, error) {
+	if rd == nil {
+		return nil, nil
+	}
+	from := at.Add(-e.lookback())
+	sources := make([]string, 0, len(rd.ingest))
+	for s := range rd.ingest {
+		sources = append(sources, s)
+	}
+	sort.Strings(sources)
+	var out []Insight
+	for _, src := range sources {
+		var jobs, hashes, repeats, wBytes, wRecords int64
+		for _, ih := range rd.ingest[src] {
+			jobs += ih.jobs
+			hashes++
+			if ih.jobs > 1 {
+				repeats += ih.jobs - 1
+				wBytes += ih.bytes - ih.firstBytes
+				wRecords += ih.records - ih.firstRecords
+			}
+		}
+		if repeats == 0 {
+			continue
+		}
+		s := Saving{Units: wBytes, Unit: "bytes", Meter: "ingest_bytes", Period: durationDays(e.lookback())}
+		total, err := e.Store.Total(ctx, tenant, "ingest_bytes", from, at)
+		if err != nil {
+			return nil, err
+		}
+		s.Amount, s.Currency, s.Pricing = e.priceDelta(ctx, tenant, "ingest_bytes", at, total, total-wBytes)
+		out = append(out, Insight{Kind: KindDuplicateIngest, Tenant: tenant, Subject: src,
+			Title:  fmt.Sprintf("Source %s resent the same data %d times", src, repeats),
+			Detail: fmt.Sprintf("%d of %d ingest jobs from %s in the last %s carried a content_hash already ingested: %d bytes and %d records ingested again.", repeats, jobs, src, durationDays(e.lookback()), wBytes, wRecords),
+			Saving: s,
+			Evidence: []Evidence{{Query: fmt.Sprintf("raw events ingest.completed of %s, source %s, in [%s, %s), grouped by content_hash", tenant, src, from.Format(time.RFC3339), at.Format(time.RFC3339)),
+				Numbers: []Number{{"jobs_with_hash", jobs}, {"distinct_hashes", hashes}, {"repeated_jobs", repeats}, {"wasted_bytes", wBytes}, {"wasted_records", wRecords}, {"ingest_bytes", total}}}}})
+	}
+	return out, nil
+}

@@ -1,0 +1,455 @@
+package report
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/go-pdf/fpdf"
+	"github.com/xuri/excelize/v2"
+)
+
+// Formats.
+const (
+	CSV  = "csv"
+	JSON = "json"
+	PDF  = "pdf"
+	XLSX = "xlsx"
+)
+
+// ContentType is the media type of a format.
+func ContentType(format string) string {
+	switch format {
+	case CSV:
+		return "text/csv; charset=utf-8"
+	case JSON:
+		return "application/json"
+	case PDF:
+		return "application/pdf"
+	case XLSX:
+		return "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+	}
+	return "application/octet-stream"
+}
+
+// CheckFormat validates a format name.
+func CheckFormat(f string) error {
+	switch f {
+	case CSV, JSON, PDF, XLSX:
+		return nil
+	}
+	return fmt.Errorf("format %q must be csv, json, pdf or xlsx", f)
+}
+
+// Tables writes a report as a sequence of tables. Rows are written as they come (CSV and JSON
+// reach the client row by row; XLSX rows go to excelize's stream writer, which spills to a
+// temporary file; PDF pages are laid out as rows arrive).
+type Tables interface {
+	// Begin starts a table; notes are free text lines printed above it.
+	Begin(title string, columns []string, notes ...string) error
+	Row(values ...any) error
+	// Close finishes the document; err, when not nil, is recorded in it (the status line is
+	// already sent when a streamed report fails half-way).
+	Close(err error) error
+}
+
+// NewTables returns the table writer of a format.
+func NewTables(format string, w io.Writer, title string, generated time.Time) (Tables, error) {
+	switch format {
+	case CSV:
+		return &csvTables{w: csv.NewWriter(w)}, nil
+	case JSON:
+		bw := bufio.NewWriterSize(w, 64<<10)
+		return &jsonTables{w: bw, title: title, generated: generated}, nil
+	case XLSX:
+		return &xlsxTables{out: w, f: excelize.NewFile()}, nil
+	case PDF:
+		return newPDFTables(w, title, generated), nil
+	}
+	return nil, CheckFormat(format)
+}
+
+func text(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case int:
+		return strconv.Itoa(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case float64:
+		return formatFloat(x)
+	case time.Time:
+		return x.UTC().Format(time.RFC3339)
+	case bool:
+		return strconv.FormatBool(x)
+	case *float64:
+		if x == nil {
+			return ""
+		}
+		return formatFloat(*x)
+	case *int64:
+		if x == nil {
+			return ""
+		}
+		return strconv.FormatInt(*x, 10)
+	}
+	return fmt.Sprint(v)
+}
+
+// formatFloat keeps four decimals: analytics ratios, not money (money is integer minor units).
+func formatFloat(f float64) string {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return ""
+	}
+	return strconv.FormatFloat(math.Round(f*1e4)/1e4, 'f', -1, 64)
+}
+
+type csvTables struct {
+	w      *csv.Writer
+	tables int
+	n      int
+	rec    []string
+	times  map[time.Time]string // formatted window bounds: a report repeats them on every row
+}
+
+func (c *csvTables) Begin(title string, columns []string, notes ...string) error {
+	if c.tables > 0 {
+		c.w.Write(nil) // a blank line between tables
+	}
+	c.tables++
+	if c.tables > 1 || len(notes) > 0 {
+		c.w.Write([]string{"# " + title})
+		for _, n := range notes {
+			c.w.Write([]string{"# " + n})
+		}
+	}
+	return c.w.Write(columns)
+}
+
+func (c *csvTables) Row(values ...any) error {
+	if cap(c.rec) < len(values) {
+		c.rec = make([]string, len(values))
+	}
+	rec := c.rec[:len(values)]
+	for i, v := range values {
+		if t, ok := v.(time.Time); ok {
+			if c.times == nil || len(c.times) > 1<<16 {
+				c.times = map[time.Time]string{}
+			}
+			s, ok := c.times[t]
+			if !ok {
+				s = text(t)
+				c.times[t] = s
+			}
+			rec[i] = s
+			continue
+		}
+		rec[i] = text(v)
+	}
+	if err := c.w.Write(rec); err != nil {
+		return err
+	}
+	if c.n++; c.n%1024 == 0 {
+		c.w.Flush()
+		return c.w.Error()
+	}
+	return nil
+}
+
+func (c *csvTables) Close(err error) error {
+	if err != nil {
+		c.w.Write([]string{"# error: " + err.Error()})
+	}
+	c.w.Flush()
+	return c.w.Error()
+}
+
+type jsonTables struct {
+	w         *bufio.Writer
+	title     string
+	generated time.Time
+	open      bool // a table is open
+	rows      int
+	started   bool
+}
+
+func (j *jsonTables) start() {
+	if j.started {
+		return
+	}
+	j.started = true
+	t, _ := json.Marshal(j.title)
+	fmt.Fprintf(j.w, `{"title":%s,"generated_at":"%s","tables":[`, t, j.generated.UTC().Format(time.RFC3339))
+}
+
+func (j *jsonTables) Begin(title string, columns []string, notes ...string) error {
+	j.start()
+	if j.open {
+		j.w.WriteString("]},")
+	}
+	j.open, j.rows = true, 0
+	t, _ := json.Marshal(title)
+	c, _ := json.Marshal(columns)
+	if notes == nil {
+		notes = []string{}
+	}
+	n, _ := json.Marshal(notes)
+	_, err := fmt.Fprintf(j.w, "\n"+`{"title":%s,"notes":%s,"columns":%s,"rows":[`, t, n, c)
+	return err
+}
+
+func (j *jsonTables) Row(values ...any) error {
+	if j.rows > 0 {
+		j.w.WriteByte(',')
+	}
+	j.w.WriteByte('\n')
+	j.rows++
+	out := make([]any, len(values))
+	for i, v := range values {
+		switch x := v.(type) {
+		case time.Time:
+			out[i] = x.UTC().Format(time.RFC3339)
+		case float64:
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				out[i] = nil
+			} else {
+				out[i] = math.Round(x*1e4) / 1e4
+			}
+		default:
+			out[i] = v
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	_, err = j.w.Write(b)
+	return err
+}
+
+func (j *jsonTables) Close(err error) error {
+	j.start()
+	if j.open {
+		j.w.WriteString("]}")
+	}
+	j.w.WriteString("]")
+	if err != nil {
+		e, _ := json.Marshal(err.Error())
+		fmt.Fprintf(j.w, `,"error":%s`, e)
+	}
+	j.w.WriteString("}\n")
+	return j.w.Flush()
+}
+
+type xlsxTables struct {
+	out    io.Writer
+	f      *excelize.File
+	sw     *excelize.StreamWriter
+	row    int
+	sheets int
+	names  map[string]bool
+}
+
+func sheetName(title string, taken map[string]bool) string {
+	// Excel limits sheet names to 31 characters and forbids []:*?/\.
+	b := []rune{}
+	for _, r := range title {
+		switch r {
+		case '[', ']', ':', '*', '?', '/', '\\':
+			r = '-'
+		}
+		b = append(b, r)
+	}
+	if len(b) > 28 {
+		b = b[:28]
+	}
+	name := string(b)
+	if name == "" {
+		name = "Sheet"
+	}
+	for i := 2; taken[name]; i++ {
+		name = fmt.Sprintf("%s %d", string(b), i)
+	}
+	taken[name] = true
+	return name
+}
+
+func (x *xlsxTables) Begin(title string, columns []string, notes ...string) error {
+	if x.sw != nil {
+		if err := x.sw.Flush(); err != nil {
+			return err
+		}
+	}
+	if x.names == nil {
+		x.names = map[string]bool{}
+	}
+	name := sheetName(title, x.names)
+	if x.sheets == 0 {
+		if err := x.f.SetSheetName("Sheet1", name); err != nil {
+			return err
+		}
+	} else if _, err := x.f.NewSheet(name); err != nil {
+		return err
+	}
+	x.sheets++
+	sw, err := x.f.NewStreamWriter(name)
+	if err != nil {
+		return err
+	}
+	x.sw, x.row = sw, 0
+	for _, n := range notes {
+		if err := x.Row(n); err != nil {
+			return err
+		}
+	}
+	hdr := make([]any, len(columns))
+	for i, c := range columns {
+		hdr[i] = c
+	}
+	return x.Row(hdr...)
+}
+
+func (x *xlsxTables) Row(values ...any) error {
+	x.row++
+	cell, err := excelize.CoordinatesToCellName(1, x.row)
+	if err != nil {
+		return err
+	}
+	vals := make([]any, len(values))
+	for i, v := range values {
+		switch t := v.(type) {
+		case time.Time:
+			vals[i] = t.UTC().Format(time.RFC3339) // text: spreadsheets would shift it to local time
+		case *float64, *int64:
+			vals[i] = text(v)
+		default:
+			vals[i] = v
+		}
+	}
+	return x.sw.SetRow(cell, vals)
+}
+
+func (x *xlsxTables) Close(err error) error {
+	defer x.f.Close()
+	if err != nil {
+		if x.sw == nil {
+			if berr := x.Begin("Error", []string{"error"}); berr != nil {
+				return berr
+			}
+		}
+		x.Row("error: " + err.Error())
+	}
+	if x.sw != nil {
+		if ferr := x.sw.Flush(); ferr != nil {
+			return ferr
+		}
+	}
+	return x.f.Write(x.out)
+}
+
+// pdfTables lays tables out on A4 landscape pages.
+type pdfTables struct {
+	out    io.Writer
+	pdf    *fpdf.Fpdf
+	tr     func(string) string
+	widths []float64
+	cols   []string
+	title  string
+}
+
+func newPDFTables(w io.Writer, title string, generated time.Time) *pdfTables {
+	pdf := fpdf.New("L", "mm", "A4", "")
+	pdf.SetTitle(title, true)
+	pdf.SetCreationDate(generated)
+	pdf.SetModificationDate(generated)
+	pdf.SetMargins(10, 10, 10)
+	pdf.SetAutoPageBreak(true, 10)
+	p := &pdfTables{out: w, pdf: pdf, tr: pdf.UnicodeTranslatorFromDescriptor(""), title: title}
+	pdf.SetFooterFunc(func() {
+		pdf.SetY(-8)
+		pdf.SetFont("Helvetica", "", 7)
+		pdf.CellFormat(0, 4, p.tr(fmt.Sprintf("%s - generated %s - page %d", title, generated.UTC().Format(time.RFC3339), pdf.PageNo())), "", 0, "C", false, 0, "")
+	})
+	pdf.AddPage()
+	pdf.SetFont("Helvetica", "B", 14)
+	pdf.CellFormat(0, 8, p.tr(title), "", 1, "L", false, 0, "")
+	return p
+}
+
+func (p *pdfTables) header() {
+	p.pdf.SetFont("Helvetica", "B", 7.5)
+	p.pdf.SetFillColor(225, 225, 225)
+	for i, c := range p.cols {
+		p.pdf.CellFormat(p.widths[i], 5, p.tr(fitText(p.pdf, c, p.widths[i])), "B", 0, "L", true, 0, "")
+	}
+	p.pdf.Ln(-1)
+	p.pdf.SetFont("Helvetica", "", 7.5)
+}
+
+func (p *pdfTables) Begin(title string, columns []string, notes ...string) error {
+	p.pdf.Ln(3)
+	if p.pdf.GetY() > 170 {
+		p.pdf.AddPage()
+	}
+	p.pdf.SetFont("Helvetica", "B", 10)
+	p.pdf.CellFormat(0, 6, p.tr(title), "", 1, "L", false, 0, "")
+	p.pdf.SetFont("Helvetica", "I", 7.5)
+	for _, n := range notes {
+		p.pdf.MultiCell(0, 4, p.tr(n), "", "L", false)
+	}
+	p.cols = columns
+	p.widths = make([]float64, len(columns))
+	for i := range columns {
+		p.widths[i] = 277 / float64(max(len(columns), 1))
+	}
+	p.header()
+	return p.pdf.Error()
+}
+
+func (p *pdfTables) Row(values ...any) error {
+	if p.pdf.GetY() > 195 {
+		p.pdf.AddPage()
+		p.header()
+	}
+	for i, v := range values {
+		if i >= len(p.widths) {
+			break
+		}
+		align := "L"
+		switch v.(type) {
+		case int, int64, float64, *float64, *int64:
+			align = "R"
+		}
+		p.pdf.CellFormat(p.widths[i], 4.2, p.tr(fitText(p.pdf, text(v), p.widths[i])), "", 0, align, false, 0, "")
+	}
+	p.pdf.Ln(-1)
+	return p.pdf.Error()
+}
+
+func (p *pdfTables) Close(err error) error {
+	if err != nil {
+		p.pdf.SetTextColor(200, 0, 0)
+		p.pdf.MultiCell(0, 5, p.tr("error: "+err.Error()), "", "L", false)
+	}
+	return p.pdf.Output(p.out)
+}
+
+// fitText shortens s with an ellipsis to fit width w (mm) in the current font.
+func fitText(pdf *fpdf.Fpdf, s string, w float64) string {
+	if pdf.GetStringWidth(s) <= w-1 {
+		return s
+	}
+	r := []rune(s)
+	for len(r) > 1 && pdf.GetStringWidth(string(r)+"...") > w-1 {
+		r = r[:len(r)-1]
+	}
+	return string(r) + "..."
+}

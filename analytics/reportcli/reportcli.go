@@ -1,0 +1,175 @@
+// Package reportcli adds `usagectl report ...`: usage reports, the executive summary, the
+// compliance report and reports from a definition file, in CSV, JSON, PDF or XLSX. It talks to
+// the exporter's HTTP API (the same authorization and audit as any client) and streams the
+// answer to a file or stdout as it arrives.
+package reportcli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/alecthomas/kingpin/v2"
+)
+
+// Register adds the `report` command to app, writing to stdout unless --output is given.
+func Register(app *kingpin.Application) { RegisterTo(app, os.Stdout) }
+
+// RegisterTo is Register with another default output (tests).
+func RegisterTo(app *kingpin.Application, stdout io.Writer) {
+	c := &client{stdout: stdout}
+	cmd := app.Command("report", "Reports: usage, executive summary, compliance, or a definition file (CSV, JSON, PDF, XLSX).")
+	cmd.Flag("url", "exporter base URL").Envar("USAGEMETER_URL").Default("http://localhost:9477").StringVar(&c.base)
+	cmd.Flag("token", "API token (sent as a bearer token)").Envar("USAGEMETER_TOKEN").StringVar(&c.token)
+	cmd.Flag("output", "file to write (default stdout)").Short('o').StringVar(&c.output)
+
+	var format, tenant, from, to, month, last, window string
+	var meters, groupBy, filters []string
+	period := func(cc *kingpin.CmdClause) {
+		cc.Flag("from", "period start, RFC 3339 on an hour").StringVar(&from)
+		cc.Flag("to", "period end, RFC 3339 on an hour").StringVar(&to)
+		cc.Flag("month", "a calendar month, YYYY-MM").StringVar(&month)
+		cc.Flag("last", "a trailing period: 24h, 7d, 30d, month (the last complete month), mtd, ytd").StringVar(&last)
+	}
+	query := func() url.Values {
+		q := url.Values{}
+		for k, v := range map[string]string{"format": format, "tenant": tenant, "from": from, "to": to, "month": month, "last": last, "window": window} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		for _, m := range meters {
+			q.Add("meter", m)
+		}
+		if len(groupBy) > 0 {
+			q.Set("group_by", strings.Join(groupBy, ","))
+		}
+		for _, f := range filters {
+			dim, vals, ok := strings.Cut(f, "=")
+			if !ok {
+				dim, vals, _ = strings.Cut(f, ":")
+			}
+			q.Add("filter", dim+":"+strings.ReplaceAll(vals, ",", "|"))
+		}
+		return q
+	}
+
+	usage := cmd.Command("usage", "Usage report: every meter (or --meter), every tenant (or --tenant), by window and groups.")
+	usage.Flag("format", "csv, json, pdf or xlsx").Default("csv").EnumVar(&format, "csv", "json", "pdf", "xlsx")
+	usage.Flag("tenant", "one tenant (default: all)").StringVar(&tenant)
+	usage.Flag("meter", "a meter (repeatable; default: all)").StringsVar(&meters)
+	usage.Flag("group-by", "dimensions to group by (repeatable or comma list), e.g. model,user").StringsVar(&groupBy)
+	usage.Flag("window", "hour, day, month or none").Default("month").EnumVar(&window, "hour", "day", "month", "none")
+	usage.Flag("filter", "keep rows whose dimension has one of the values: model=gpt-large,gpt-small (repeatable)").StringsVar(&filters)
+	period(usage)
+	usage.Action(func(*kingpin.ParseContext) error {
+		return c.fetch(http.MethodGet, "/v1/reports/usage", query(), nil, "")
+	})
+
+	exec := cmd.Command("executive", "Executive summary of the last 30 days: KPIs, trends, top movers, forecast, insights (one PDF page).")
+	exec.Flag("format", "pdf, csv, json or xlsx").Default("pdf").EnumVar(&format, "csv", "json", "pdf", "xlsx")
+	exec.Flag("tenant", "one tenant (default: all)").StringVar(&tenant)
+	exec.Action(func(*kingpin.ParseContext) error {
+		return c.fetch(http.MethodGet, "/v1/reports/executive", query(), nil, "")
+	})
+
+	comp := cmd.Command("compliance", "Compliance report: data held, retention, the access audit of the period and the audit chain's verification.")
+	comp.Flag("format", "pdf, csv, json or xlsx").Default("pdf").EnumVar(&format, "csv", "json", "pdf", "xlsx")
+	comp.Flag("tenant", "one tenant (default: all)").StringVar(&tenant)
+	period(comp)
+	comp.Action(func(*kingpin.ParseContext) error {
+		return c.fetch(http.MethodGet, "/v1/reports/compliance", query(), nil, "")
+	})
+
+	var file string
+	run := cmd.Command("run", "Run a report definition file (YAML or JSON: kind, meters, group_by, window, period, filters, tenants, format).")
+	run.Arg("definition", "the definition file, - for stdin").Required().StringVar(&file)
+	run.Flag("format", "override the definition's format").EnumVar(&format, "csv", "json", "pdf", "xlsx")
+	run.Flag("tenant", "the definition's single tenant (needed by tenant-scoped tokens)").StringVar(&tenant)
+	run.Action(func(*kingpin.ParseContext) error {
+		var body []byte
+		var err error
+		if file == "-" {
+			body, err = io.ReadAll(os.Stdin)
+		} else {
+			body, err = os.ReadFile(file)
+		}
+		if err != nil {
+			return fmt.Errorf("reading the definition: %w", err)
+		}
+		q := url.Values{}
+		if format != "" {
+			q.Set("format", format)
+		}
+		if tenant != "" {
+			q.Set("tenant", tenant)
+		}
+		return c.fetch(http.MethodPost, "/v1/reports", q, body, "application/yaml")
+	})
+}
+
+type client struct {
+	base, token, output string
+	stdout              io.Writer
+}
+
+// fetch sends the request and streams a successful answer to the output.
+func (c *client) fetch(method, path string, q url.Values, body []byte, contentType string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	u := strings.TrimRight(c.base, "/") + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var p struct {
+			Detail string `json:"detail"`
+		}
+		if json.Unmarshal(b, &p) == nil && p.Detail != "" {
+			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, p.Detail)
+		}
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	out := c.stdout
+	if c.output != "" && c.output != "-" {
+		f, err := os.Create(c.output)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = f
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	if f, ok := out.(*os.File); ok && f != os.Stdout {
+		return f.Close()
+	}
+	return nil
+}
