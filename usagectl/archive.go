@@ -11,6 +11,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
 
+	"github.com/usagemeter/usagemeter/billing"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/auth"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
@@ -24,6 +25,7 @@ func registerArchive(app *kingpin.Application) {
 	path := ar.Flag("storage.path", "The exporter's store directory.").Default("./data").String()
 	cfgFile := ar.Flag("config.file", "The exporter's config file (retention section: archive_dir, key_file or key_env).").String()
 	var auditKey []byte
+	var bill *billing.Service
 	open := func() (*ledger.Store, retention.Policy, []byte, error) {
 		cfg, err := config.Load(*cfgFile)
 		if err != nil {
@@ -51,6 +53,10 @@ func registerArchive(app *kingpin.Application) {
 		if err != nil {
 			return nil, p, nil, fmt.Errorf("%w (is an exporter still running on this store?)", err)
 		}
+		if bill, err = billing.NewFromConfig(cfg, s.DB(), s, promslog.New(&promslog.Config{Writer: os.Stderr})); err != nil {
+			s.Close()
+			return nil, p, nil, err
+		}
 		return s, p, key, nil
 	}
 
@@ -60,7 +66,7 @@ func registerArchive(app *kingpin.Application) {
 			return err
 		}
 		defer s.Close()
-		for _, class := range []string{ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit} {
+		for _, class := range []string{ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit, retention.ClassInvoices} {
 			months, err := s.ArchivedMonths(context.Background(), class)
 			if err != nil {
 				return err
@@ -87,7 +93,7 @@ func registerArchive(app *kingpin.Application) {
 		if !p.Enabled() {
 			return fmt.Errorf("no retention is configured in %s", *cfgFile)
 		}
-		job := &retention.Job{Store: s, Policy: p, Key: key, AuditKey: auditKey, Log: promslog.New(&promslog.Config{Writer: os.Stderr})}
+		job := &retention.Job{Store: s, Policy: p, Key: key, AuditKey: auditKey, Invoices: bill, Log: promslog.New(&promslog.Config{Writer: os.Stderr})}
 		n, err := job.RunOnce(context.Background())
 		fmt.Printf("archived %d month(s)\n", n)
 		return err
@@ -95,7 +101,7 @@ func registerArchive(app *kingpin.Application) {
 
 	restore := ar.Command("restore", "Bring an archived month back into the store; its usage answers are then what they were.")
 	period := restore.Flag("period", "Month to restore, YYYY-MM.").Required().String()
-	class := restore.Flag("class", "raw_events, rollups, audit or all (audit months restore newest first).").Default("all").Enum("all", ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit)
+	class := restore.Flag("class", "raw_events, rollups, audit, invoices or all (audit months restore newest first).").Default("all").Enum("all", ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit, retention.ClassInvoices)
 	restore.Action(func(*kingpin.ParseContext) error {
 		m, err := time.Parse("2006-01", *period)
 		if err != nil {
@@ -106,7 +112,7 @@ func registerArchive(app *kingpin.Application) {
 			return err
 		}
 		defer s.Close()
-		classes := []string{ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit}
+		classes := []string{ledger.ClassRawEvents, ledger.ClassRollups, retention.ClassAudit, retention.ClassInvoices}
 		if *class != "all" {
 			classes = []string{*class}
 		}
@@ -118,9 +124,12 @@ func registerArchive(app *kingpin.Application) {
 				continue // that class was not archived for this month
 			}
 			var n int
-			if c == retention.ClassAudit {
+			switch c {
+			case retention.ClassInvoices:
+				n, err = retention.RestoreInvoiceMonth(context.Background(), s, bill, m, p.ArchiveDir, key)
+			case retention.ClassAudit:
 				n, err = retention.RestoreAuditMonth(context.Background(), s, m, p.ArchiveDir, key, auditKey)
-			} else {
+			default:
 				n, err = retention.RestoreMonth(context.Background(), s, c, m, p.ArchiveDir, key)
 			}
 			if err != nil {

@@ -361,6 +361,18 @@ func (s *Service) Statement(ctx context.Context, tenant string) (Statement, erro
 			Description: "Credit note " + cn.Number + " on " + cn.Invoice + ": " + cn.Reason, Credit: cn.Amount})
 	}
 	sort.SliceStable(st.Entries, func(i, j int) bool { return st.Entries[i].Time.Before(st.Entries[j].Time) })
+	// Documents archived by retention leave their net as an opening balance (archive.go).
+	if opening, err := getInt(s.db, key(pOpening, tenant)); err != nil {
+		return st, err
+	} else if opening != 0 {
+		e := Entry{Kind: "opening", Description: "Opening balance: archived documents"}
+		if opening > 0 {
+			e.Debit = money.Amount(opening)
+		} else {
+			e.Credit = money.Amount(-opening)
+		}
+		st.Entries = append([]Entry{e}, st.Entries...)
+	}
 	var run money.Amount
 	for i := range st.Entries {
 		run += st.Entries[i].Debit - st.Entries[i].Credit

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
+	"github.com/usagemeter/usagemeter/billing/invoice"
+	"github.com/usagemeter/usagemeter/billing/rating"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/event"
@@ -21,19 +23,36 @@ import (
 
 // Policy is the retention: section of the config file.
 type Policy struct {
-	// RawEvents, Rollups and Audit are how long each class is kept in the store; 0 keeps it
-	// forever.
-	RawEvents, Rollups, Audit time.Duration
-	ArchiveDir                string
-	KeyFile, KeyEnv           string
-	Interval                  time.Duration
+	// RawEvents, Rollups, Audit and Invoices are how long each class is kept in the store; 0
+	// keeps it forever.
+	RawEvents, Rollups, Audit, Invoices time.Duration
+	ArchiveDir                          string
+	KeyFile, KeyEnv                     string
+	Interval                            time.Duration
 }
 
 // Enabled reports whether anything is ever archived.
-func (p Policy) Enabled() bool { return p.RawEvents > 0 || p.Rollups > 0 || p.Audit > 0 }
+func (p Policy) Enabled() bool {
+	return p.RawEvents > 0 || p.Rollups > 0 || p.Audit > 0 || p.Invoices > 0
+}
 
-// ClassAudit is the audit trail's data class.
-const ClassAudit = "audit"
+// Data classes owned by other packages.
+const (
+	ClassAudit    = "audit"
+	ClassInvoices = "invoices"
+)
+
+// minInvoiceRetention keeps invoices past every late-event adjustment (billing re-rates the two
+// closed months before each run) with a wide margin: finance keeps them for years anyway.
+const minInvoiceRetention = 400 * 24 * time.Hour
+
+// Invoices is what retention needs of billing (billing.Service has it).
+type Invoices interface {
+	OldestPeriod(ctx context.Context) (rating.Period, bool, error)
+	ExportPeriod(ctx context.Context, p rating.Period, fn func(k, v []byte) error) (int, error)
+	DeleteArchived(ctx context.Context, p rating.Period, next func() ([]byte, error)) (int, error)
+	RestorePeriod(ctx context.Context, p rating.Period, next func() ([]byte, []byte, error)) (int, error)
+}
 
 // minRetention: a month can be archived only once no event can still land in it.
 const minRetention = event.LateWindow + 24*time.Hour
@@ -91,10 +110,8 @@ func ParseConfig(n *yaml.Node) (Policy, error) {
 	if p.Audit, err = dur("audit", raw.Audit, minRetention); err != nil {
 		return p, err
 	}
-	// Invoices are records finance keeps, and balances and statements are computed from them:
-	// this build keeps them in the store forever.
-	if raw.Invoices != "" && raw.Invoices != "forever" {
-		return p, &config.FieldError{Line: line("invoices"), Field: "retention.invoices", Msg: "only forever is supported: invoices stay in the store"}
+	if p.Invoices, err = dur("invoices", raw.Invoices, minInvoiceRetention); err != nil {
+		return p, err
 	}
 	if raw.ArchiveDir != "" {
 		p.ArchiveDir = raw.ArchiveDir
@@ -236,6 +253,80 @@ func ArchiveAuditMonth(ctx context.Context, s *ledger.Store, month time.Time, di
 	return path, deleted, s.MarkArchived(ClassAudit, month, true)
 }
 
+// ArchiveInvoiceMonth archives a settled billing month's documents, reads the archive back, then
+// deletes exactly what it holds (billing carries their net into the statements' opening balance).
+func ArchiveInvoiceMonth(ctx context.Context, s *ledger.Store, inv Invoices, month time.Time, dir string, key []byte) (string, int, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", 0, fmt.Errorf("archive directory: %w", err)
+	}
+	p := rating.Period{Year: month.Year(), Month: month.Month()}
+	// Check the period is settled before writing anything.
+	if _, err := inv.ExportPeriod(ctx, p, func(_, _ []byte) error { return nil }); err != nil {
+		return "", 0, err
+	}
+	path := filepath.Join(dir, FileName(ClassInvoices, month))
+	if _, err := os.Stat(path); err == nil {
+		return "", 0, fmt.Errorf("%s exists already: restore or move it before archiving %s again", path, month.Format("2006-01"))
+	}
+	w, err := Create(path, key, ClassInvoices, month, 0)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := inv.ExportPeriod(ctx, p, w.Add)
+	if err != nil {
+		w.Abort()
+		return "", 0, err
+	}
+	if err := w.Close(); err != nil {
+		return "", 0, err
+	}
+	r, err := Open(path, key)
+	if err != nil {
+		return path, 0, fmt.Errorf("reading back %s: %w", path, err)
+	}
+	count := 0
+	if err := checkAll(r, &count); err != nil || count != n {
+		r.Close()
+		return path, 0, fmt.Errorf("archive %s holds %d of %d documents (%v): nothing deleted", path, count, n, err)
+	}
+	r.Close()
+	if r, err = Open(path, key); err != nil {
+		return path, 0, err
+	}
+	defer r.Close()
+	deleted, err := inv.DeleteArchived(ctx, p, func() ([]byte, error) {
+		k, _, err := r.Next()
+		if err == io.EOF {
+			return nil, invoice.ErrArchiveEnd
+		}
+		return k, err
+	})
+	if err != nil {
+		return path, deleted, err
+	}
+	return path, deleted, s.MarkArchived(ClassInvoices, month, true)
+}
+
+// RestoreInvoiceMonth brings an archived billing month back.
+func RestoreInvoiceMonth(ctx context.Context, s *ledger.Store, inv Invoices, month time.Time, dir string, key []byte) (int, error) {
+	r, err := Open(filepath.Join(dir, FileName(ClassInvoices, month)), key)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	n, err := inv.RestorePeriod(ctx, rating.Period{Year: month.Year(), Month: month.Month()}, func() ([]byte, []byte, error) {
+		k, v, err := r.Next()
+		if err == io.EOF {
+			return nil, nil, invoice.ErrArchiveEnd
+		}
+		return k, v, err
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, s.MarkArchived(ClassInvoices, month, false)
+}
+
 // RestoreAuditMonth brings an archived month of the audit trail back (newest archive first).
 func RestoreAuditMonth(ctx context.Context, s *ledger.Store, month time.Time, dir string, key, auditKey []byte) (int, error) {
 	r, err := Open(filepath.Join(dir, FileName(ClassAudit, month)), key)
@@ -268,6 +359,8 @@ type Job struct {
 	Key    []byte
 	// AuditKey is the audit trail's HMAC key (auth.audit_key_file), nil for a plain chain.
 	AuditKey []byte
+	// Invoices archives billing documents; nil leaves them in the store.
+	Invoices Invoices
 	Log      *slog.Logger
 	Now      func() time.Time
 }
@@ -283,7 +376,7 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 	for _, c := range []struct {
 		class string
 		keep  time.Duration
-	}{{ledger.ClassRawEvents, j.Policy.RawEvents}, {ledger.ClassRollups, j.Policy.Rollups}, {ClassAudit, j.Policy.Audit}} {
+	}{{ledger.ClassRawEvents, j.Policy.RawEvents}, {ledger.ClassRollups, j.Policy.Rollups}, {ClassAudit, j.Policy.Audit}, {ClassInvoices, j.Policy.Invoices}} {
 		if c.keep <= 0 {
 			continue
 		}
@@ -297,7 +390,19 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 		}
 		cutoff := now().Add(-c.keep)
 		var first time.Time
-		if c.class == ClassAudit {
+		if c.class == ClassInvoices {
+			if j.Invoices == nil {
+				continue
+			}
+			p, ok, err := j.Invoices.OldestPeriod(ctx)
+			if err != nil || !ok {
+				if err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			first = time.Date(p.Year, p.Month, 1, 0, 0, 0, 0, time.UTC)
+		} else if c.class == ClassAudit {
 			oldest, ok, err := audit.Oldest(ctx, j.Store.DB())
 			if err != nil || !ok {
 				if err != nil {
@@ -319,9 +424,16 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			var path string
 			var n int
 			var err error
-			if c.class == ClassAudit {
+			switch c.class {
+			case ClassInvoices:
+				path, n, err = ArchiveInvoiceMonth(ctx, j.Store, j.Invoices, m, j.Policy.ArchiveDir, j.Key)
+				if errors.Is(err, invoice.ErrUnsettled) {
+					j.Log.Info("invoices past retention kept: money is still owed", "month", m.Format("2006-01"), "err", err)
+					continue // a later month may be settled; this one is tried again next time
+				}
+			case ClassAudit:
 				path, n, err = ArchiveAuditMonth(ctx, j.Store, m, j.Policy.ArchiveDir, j.Key, j.AuditKey)
-			} else {
+			default:
 				path, n, err = ArchiveMonth(ctx, j.Store, c.class, m, j.Policy.ArchiveDir, j.Key)
 			}
 			if err != nil {

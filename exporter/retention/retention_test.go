@@ -15,6 +15,10 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/usagemeter/usagemeter/billing"
+	"github.com/usagemeter/usagemeter/billing/invoice"
+	"github.com/usagemeter/usagemeter/billing/rating"
+	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
@@ -197,7 +201,7 @@ func TestParseConfig(t *testing.T) {
 		"retention:\n  raw_events: 10d\n  key_env: K\n",                   // inside the late window
 		"retention:\n  raw_events: 400d\n",                                // no key
 		"retention:\n  raw_events: 400d\n  rollups: 100d\n  key_env: K\n", // rollups shorter than raw
-		"retention:\n  invoices: 7y\n",
+		"retention:\n  invoices: 100d\n  key_env: K\n",
 		"retention:\n  audit: 7d\n  key_env: K\n",
 		"retention:\n  raw_events: soon\n  key_env: K\n",
 	} {
@@ -265,4 +269,83 @@ func TestAuditTrailRetention(t *testing.T) {
 	if months, _ := s.ArchivedMonths(ctx, ClassAudit); len(months) != 0 {
 		t.Errorf("still marked archived: %v", months)
 	}
+}
+
+func TestInvoiceRetention(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := config.Parse([]byte("plans:\n  - {name: pro}\ndefault_plan: pro\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ledger.Open(ctx, ledger.Options{Path: t.TempDir(), Meters: cfg.Meters})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Usage in June and July 2025, more than 400 days before the job's clock.
+	for i, m := range []time.Month{time.June, time.July} {
+		at := time.Date(2025, m, 10, 12, 0, 0, 0, time.UTC)
+		body := fmt.Sprintf(`{"specversion":"1.0","id":"%d","source":"t","type":"ai.tokens","time":%q,"data":{"tenant":"acme","user":"u","feature":"chat","model":"m","input_tokens":1000000,"output_tokens":500000}}`, i, at.Format(time.RFC3339))
+		evs, err := (&event.Decoder{Now: func() time.Time { return at }}).Decode("application/json", []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Commit(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bill, err := billing.New(billingOptions(t, cfg, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var numbers []string
+	for _, m := range []time.Month{time.June, time.July} {
+		res, err := bill.Run(ctx, rating.Period{Year: 2025, Month: m})
+		if err != nil || res.Finalized != 1 {
+			t.Fatalf("run %s: %+v %v", m, res, err)
+		}
+		numbers = append(numbers, res.Invoices[0])
+	}
+	// June is paid; July still owes money.
+	june, _ := bill.Get(ctx, numbers[0])
+	if _, err := bill.RecordPayment(ctx, invoice.PaymentInput{Invoice: june.Number, Amount: june.AmountRemaining, Method: "bank_transfer"}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := bill.Balance(ctx, "acme")
+	dir := t.TempDir()
+	job := &Job{Store: s, Key: key, Invoices: bill, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return month(2026, 11).AddDate(0, 0, 25) },
+		Policy: Policy{Invoices: 400 * 24 * time.Hour, ArchiveDir: dir}}
+	// June (paid), and August and September (no invoices) are past retention; July owes money.
+	if n, err := job.RunOnce(ctx); err != nil || n != 3 {
+		t.Fatalf("archived %d months (%v), want June, August and September", n, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "invoices-2025-07.umarc")); err == nil {
+		t.Error("July, unpaid, was archived")
+	}
+	if _, err := bill.Get(ctx, june.Number); err == nil {
+		t.Error("June's invoice is still in the store")
+	}
+	if _, err := bill.Get(ctx, numbers[1]); err != nil {
+		t.Errorf("July's unpaid invoice was archived: %v", err)
+	}
+	if after, _ := bill.Balance(ctx, "acme"); after != before {
+		t.Errorf("balance changed by archiving: %+v → %+v", before, after)
+	}
+	if _, err := RestoreInvoiceMonth(ctx, s, bill, time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), dir, key); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bill.Get(ctx, june.Number); err != nil || got.Status != invoice.Paid {
+		t.Fatalf("restored June: %+v %v", got, err)
+	}
+}
+
+func billingOptions(t *testing.T, cfg *config.Config, s *ledger.Store) billing.Options {
+	t.Helper()
+	cat, err := billing.Catalogue(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return billing.Options{DB: s.DB(), Catalogue: cat, Usage: s, Stock: billing.StockFunc(cfg.Meters),
+		DefaultPlan: func(string) string { return "pro" },
+		Now:         func() time.Time { return time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC) }}
 }

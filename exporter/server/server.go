@@ -212,6 +212,9 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server,
 	if err != nil {
 		return nil, fmt.Errorf("billing: %w", err)
 	}
+	if srv.retention != nil {
+		srv.retention.Invoices = bill
+	}
 	// Plan changes made through the billing API take precedence over the config's mapping.
 	quotas := quota.New(store, current.Load, bill)
 	usage := collector.NewUsage(store, pseudonymize)
