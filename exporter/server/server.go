@@ -126,13 +126,14 @@ func loadConfig(path string) (*config.Config, auth.Config, error) {
 }
 
 // Build opens the store and assembles the handler.
-func Build(ctx context.Context, opts Options, logger *slog.Logger) (srv *Server, err error) {
+func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, err error) {
 	cfg, authCfg, err := loadConfig(opts.ConfigFile)
 	if err != nil {
 		return nil, err
 	}
 	logger.Info("starting usage-exporter", "version", version.Info(), "config", cfg.File, "storage", opts.StoragePath)
-	srv = &Server{AuthEnabled: authCfg.Enabled()}
+	// A local, not the named result: `return nil, err` must not hide what is to be closed.
+	srv := &Server{AuthEnabled: authCfg.Enabled()}
 	defer func() {
 		if err != nil {
 			srv.Close()
