@@ -133,6 +133,25 @@ func ParseConfig(n *yaml.Node) (Policy, error) {
 // ArchiveMonth writes a class's data of a month to an encrypted archive in dir, reads the
 // archive back to check it holds every key, and only then deletes the data from the store.
 func ArchiveMonth(ctx context.Context, s *ledger.Store, class string, month time.Time, dir string, key []byte) (string, int, error) {
+	return archiveThenDelete(dir, key, class, month,
+		func(add func(k, v []byte) error) (int, error) { return s.ExportMonth(ctx, class, month, add) },
+		func(r *Reader) (int, error) {
+			return s.DeleteArchived(ctx, class, month, func() ([]byte, error) {
+				k, _, err := r.Next()
+				if err == io.EOF {
+					return nil, ledger.ErrEnd
+				}
+				return k, err
+			})
+		})
+}
+
+// archiveThenDelete is the one way data leaves the store: export writes the records to a new
+// archive; the archive is closed (fsynced, renamed into place), read back through its
+// authentication and counted; only then does del get a reader over it, to delete exactly the
+// records it holds.
+func archiveThenDelete(dir string, key []byte, class string, month time.Time,
+	export func(add func(k, v []byte) error) (int, error), del func(r *Reader) (int, error)) (string, int, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", 0, fmt.Errorf("archive directory: %w", err)
 	}
@@ -144,7 +163,7 @@ func ArchiveMonth(ctx context.Context, s *ledger.Store, class string, month time
 	if err != nil {
 		return "", 0, err
 	}
-	n, err := s.ExportMonth(ctx, class, month, w.Add)
+	n, err := export(w.Add)
 	if err != nil {
 		w.Abort()
 		return "", 0, err
@@ -152,7 +171,6 @@ func ArchiveMonth(ctx context.Context, s *ledger.Store, class string, month time
 	if err := w.Close(); err != nil {
 		return "", 0, err
 	}
-	// Delete exactly what the archive holds, read back through its authentication.
 	r, err := Open(path, key)
 	if err != nil {
 		return path, 0, fmt.Errorf("reading back %s: %w", path, err)
@@ -160,20 +178,14 @@ func ArchiveMonth(ctx context.Context, s *ledger.Store, class string, month time
 	count := 0
 	if err := checkAll(r, &count); err != nil || count != n {
 		r.Close()
-		return path, 0, fmt.Errorf("archive %s holds %d of %d keys (%v): nothing deleted", path, count, n, err)
+		return path, 0, fmt.Errorf("archive %s holds %d of %d records (%v): nothing deleted", path, count, n, err)
 	}
 	r.Close()
 	if r, err = Open(path, key); err != nil {
 		return path, 0, err
 	}
 	defer r.Close()
-	deleted, err := s.DeleteArchived(ctx, class, month, func() ([]byte, error) {
-		k, _, err := r.Next()
-		if err == io.EOF {
-			return nil, ledger.ErrEnd
-		}
-		return k, err
-	})
+	deleted, err := del(r)
 	return path, deleted, err
 }
 
@@ -213,98 +225,40 @@ func RestoreMonth(ctx context.Context, s *ledger.Store, class string, month time
 // ArchiveAuditMonth archives the audit entries up to the end of a month (the oldest kept
 // entries), reads the archive back, then deletes them and moves the chain's anchor.
 func ArchiveAuditMonth(ctx context.Context, s *ledger.Store, month time.Time, dir string, key, auditKey []byte) (string, int, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", 0, fmt.Errorf("archive directory: %w", err)
-	}
-	path := filepath.Join(dir, FileName(ClassAudit, month))
-	if _, err := os.Stat(path); err == nil {
-		return "", 0, fmt.Errorf("%s exists already: restore or move it before archiving %s again", path, month.Format("2006-01"))
-	}
-	w, err := Create(path, key, ClassAudit, month, 0)
+	path, n, err := archiveThenDelete(dir, key, ClassAudit, month,
+		func(add func(k, v []byte) error) (int, error) {
+			return audit.ExportBefore(ctx, s.DB(), month.AddDate(0, 1, 0), add)
+		},
+		func(r *Reader) (int, error) { return audit.DeleteArchived(ctx, s.DB(), auditKey, records(r)) })
 	if err != nil {
-		return "", 0, err
+		return path, n, err
 	}
-	n, err := audit.ExportBefore(ctx, s.DB(), month.AddDate(0, 1, 0), w.Add)
-	if err != nil {
-		w.Abort()
-		return "", 0, err
-	}
-	if err := w.Close(); err != nil {
-		return "", 0, err
-	}
-	r, err := Open(path, key)
-	if err != nil {
-		return path, 0, fmt.Errorf("reading back %s: %w", path, err)
-	}
-	count := 0
-	if err := checkAll(r, &count); err != nil || count != n {
-		r.Close()
-		return path, 0, fmt.Errorf("archive %s holds %d of %d entries (%v): nothing deleted", path, count, n, err)
-	}
-	r.Close()
-	if r, err = Open(path, key); err != nil {
-		return path, 0, err
-	}
-	defer r.Close()
-	deleted, err := audit.DeleteArchived(ctx, s.DB(), auditKey, records(r))
-	if err != nil {
-		return path, deleted, err
-	}
-	return path, deleted, s.MarkArchived(ClassAudit, month, true)
+	return path, n, s.MarkArchived(ClassAudit, month, true)
 }
 
 // ArchiveInvoiceMonth archives a settled billing month's documents, reads the archive back, then
 // deletes exactly what it holds (billing carries their net into the statements' opening balance).
 func ArchiveInvoiceMonth(ctx context.Context, s *ledger.Store, inv Invoices, month time.Time, dir string, key []byte) (string, int, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", 0, fmt.Errorf("archive directory: %w", err)
-	}
 	p := rating.Period{Year: month.Year(), Month: month.Month()}
-	// Check the period is settled before writing anything.
+	// Refuse an unsettled period before writing anything.
 	if _, err := inv.ExportPeriod(ctx, p, func(_, _ []byte) error { return nil }); err != nil {
 		return "", 0, err
 	}
-	path := filepath.Join(dir, FileName(ClassInvoices, month))
-	if _, err := os.Stat(path); err == nil {
-		return "", 0, fmt.Errorf("%s exists already: restore or move it before archiving %s again", path, month.Format("2006-01"))
-	}
-	w, err := Create(path, key, ClassInvoices, month, 0)
+	path, n, err := archiveThenDelete(dir, key, ClassInvoices, month,
+		func(add func(k, v []byte) error) (int, error) { return inv.ExportPeriod(ctx, p, add) },
+		func(r *Reader) (int, error) {
+			return inv.DeleteArchived(ctx, p, func() ([]byte, error) {
+				k, _, err := r.Next()
+				if err == io.EOF {
+					return nil, invoice.ErrArchiveEnd
+				}
+				return k, err
+			})
+		})
 	if err != nil {
-		return "", 0, err
+		return path, n, err
 	}
-	n, err := inv.ExportPeriod(ctx, p, w.Add)
-	if err != nil {
-		w.Abort()
-		return "", 0, err
-	}
-	if err := w.Close(); err != nil {
-		return "", 0, err
-	}
-	r, err := Open(path, key)
-	if err != nil {
-		return path, 0, fmt.Errorf("reading back %s: %w", path, err)
-	}
-	count := 0
-	if err := checkAll(r, &count); err != nil || count != n {
-		r.Close()
-		return path, 0, fmt.Errorf("archive %s holds %d of %d documents (%v): nothing deleted", path, count, n, err)
-	}
-	r.Close()
-	if r, err = Open(path, key); err != nil {
-		return path, 0, err
-	}
-	defer r.Close()
-	deleted, err := inv.DeleteArchived(ctx, p, func() ([]byte, error) {
-		k, _, err := r.Next()
-		if err == io.EOF {
-			return nil, invoice.ErrArchiveEnd
-		}
-		return k, err
-	})
-	if err != nil {
-		return path, deleted, err
-	}
-	return path, deleted, s.MarkArchived(ClassInvoices, month, true)
+	return path, n, s.MarkArchived(ClassInvoices, month, true)
 }
 
 // RestoreInvoiceMonth brings an archived billing month back.
