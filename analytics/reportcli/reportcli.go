@@ -5,14 +5,13 @@
 package reportcli
 
 import (
-	"context"
-	"encoding/json"
+	"bytes"
 	"fmt"
+	apiclient "github.com/usagemeter/usagemeter/exporter/api/client"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -23,10 +22,9 @@ func Register(app *kingpin.Application) { RegisterTo(app, os.Stdout) }
 
 // RegisterTo is Register with another default output (tests).
 func RegisterTo(app *kingpin.Application, stdout io.Writer) {
-	c := &client{stdout: stdout}
+	c := &client{Client: apiclient.Client{Out: stdout}}
 	cmd := app.Command("report", "Reports: usage, executive summary, compliance, or a definition file (CSV, JSON, PDF, XLSX).")
-	cmd.Flag("url", "exporter base URL").Envar("USAGEMETER_URL").Default("http://localhost:9477").StringVar(&c.base)
-	cmd.Flag("token", "API token (sent as a bearer token)").Envar("USAGEMETER_TOKEN").StringVar(&c.token)
+	c.AddFlags(cmd)
 	cmd.Flag("output", "file to write (default stdout)").Short('o').StringVar(&c.output)
 
 	var format, tenant, from, to, month, last, window string
@@ -114,62 +112,16 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 	})
 }
 
+// client streams reports through the shared API client, to --output or standard output.
 type client struct {
-	base, token, output string
-	stdout              io.Writer
+	apiclient.Client
+	output string
 }
 
-// fetch sends the request and streams a successful answer to the output.
 func (c *client) fetch(method, path string, q url.Values, body []byte, contentType string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	u := strings.TrimRight(c.base, "/") + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
 	var rd io.Reader
 	if body != nil {
-		rd = strings.NewReader(string(body))
+		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
-	if err != nil {
-		return err
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var p struct {
-			Detail string `json:"detail"`
-		}
-		if json.Unmarshal(b, &p) == nil && p.Detail != "" {
-			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, p.Detail)
-		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	out := c.stdout
-	if c.output != "" && c.output != "-" {
-		f, err := os.Create(c.output)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		out = f
-	}
-	if _, err := io.Copy(out, resp.Body); err != nil {
-		return fmt.Errorf("writing the report: %w", err)
-	}
-	if f, ok := out.(*os.File); ok && f != os.Stdout {
-		return f.Close()
-	}
-	return nil
+	return c.Do(method, path, q, rd, contentType, c.output)
 }

@@ -5,15 +5,12 @@ package billingcli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
+	apiclient "github.com/usagemeter/usagemeter/exporter/api/client"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
-	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -24,10 +21,9 @@ func Register(app *kingpin.Application) { RegisterTo(app, os.Stdout) }
 
 // RegisterTo is Register with another output (tests).
 func RegisterTo(app *kingpin.Application, out io.Writer) {
-	c := &client{out: out}
+	c := &client{Client: apiclient.Client{Out: out}}
 	flags := func(cmd *kingpin.CmdClause) {
-		cmd.Flag("url", "exporter base URL").Envar("USAGEMETER_URL").Default("http://localhost:9477").StringVar(&c.base)
-		cmd.Flag("token", "API token (sent as a bearer token)").Envar("USAGEMETER_TOKEN").StringVar(&c.token)
+		c.AddFlags(cmd)
 	}
 
 	inv := app.Command("invoices", "Invoices: run a month, show, export, finalize, void, credit.")
@@ -180,71 +176,16 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
 }
 
-type client struct {
-	base, token string
-	out         io.Writer
-	http        http.Client
-}
+// client sends JSON bodies through the shared API client.
+type client struct{ apiclient.Client }
 
-// do sends one request and copies a successful response to the output (or to file dest).
-// A problem document becomes the command's error.
 func (c *client) do(method, path string, q url.Values, body any, dest string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	u := strings.TrimRight(c.base, "/") + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
+	if body == nil {
+		return c.Do(method, path, q, nil, "", dest)
 	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	b, err := json.Marshal(body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return fmt.Errorf("encode request: %w", err)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var p struct {
-			Title, Detail string
-		}
-		if json.Unmarshal(msg, &p) == nil && (p.Detail != "" || p.Title != "") {
-			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, p.Detail)
-		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(msg)))
-	}
-	if dest != "" && dest != "-" {
-		f, err := os.Create(dest)
-		if err != nil {
-			return fmt.Errorf("write %s: %w", dest, err)
-		}
-		n, err := io.Copy(f, resp.Body)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("write %s: %w", dest, err)
-		}
-		_, err = fmt.Fprintf(c.out, "wrote %s (%d bytes)\n", dest, n)
-		return err
-	}
-	if _, err := io.Copy(c.out, resp.Body); err != nil {
-		return fmt.Errorf("%s %s: read response: %w", method, path, err)
-	}
-	return nil
+	return c.Do(method, path, q, bytes.NewReader(b), "application/json", dest)
 }
