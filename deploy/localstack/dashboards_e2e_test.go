@@ -17,13 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grafana/grafana-plugin-sdk-go/backend"
+
 	"github.com/usagemeter/usagemeter/deploy/localstack"
+	"github.com/usagemeter/usagemeter/plugin/pkg/pluginhost"
 )
 
 // TestDashboardPanelsReturnData runs the local stack with simulated traffic, gives
 // VictoriaMetrics eight days of history (the scraped series, back-dated, and the recording rules
 // replayed over them by vmalert), and checks that the query of every metric panel of every
-// dashboard in dashboards/json returns data.
+// dashboard in dashboards/json returns data, and that the plugin, launched over go-plugin as
+// Grafana does, answers every plugin panel's query with frames.
 func TestDashboardPanelsReturnData(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test skipped in -short mode")
@@ -71,6 +75,12 @@ plans:
 		}
 	})
 	vm := stack.URLs.VictoriaMetrics
+	// Three days of history in the ledger (hourly rollups for forecasts, activity, insights).
+	backfillEvents := exec.Command(filepath.Join(root, "bin", "usagectl"), "simulate", "--url", stack.URLs.Exporter,
+		"--events", "20000", "--tenants", "8", "--backfill", "72h", "--seed", "9")
+	if out, err := backfillEvents.CombinedOutput(); err != nil {
+		t.Fatalf("backfilling events: %v\n%s", err, tail(string(out), 2000))
+	}
 	// A rejected event, so that rejection panels have a reason to show.
 	http.Post(stack.URLs.Exporter+"/v1/events", "application/json", strings.NewReader(`{"specversion":"1.0","id":"x","source":"e2e","type":"ai.tokens","data":{"tenant":"bad tenant"}}`))
 	// Let traffic flow long enough for rate windows and quota alerts.
@@ -107,6 +117,104 @@ plans:
 		t.Fatalf("only %d metric panel queries found", checked)
 	}
 	t.Logf("%d metric panel queries checked against VictoriaMetrics, %d without data", checked, failed)
+
+	checkPluginPanels(t, root, stack, dashboards, tenant)
+}
+
+// checkPluginPanels builds the plugin, launches it over go-plugin as Grafana does, and sends the
+// query of every plugin panel through QueryData: each must answer with frames and no error.
+func checkPluginPanels(t *testing.T, root string, stack *localstack.Stack, dashboards []string, tenant string) {
+	bin := filepath.Join(t.TempDir(), "gpx_usagemeter")
+	build := exec.Command("go", "build", "-o", bin, "./plugin/pkg")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the plugin: %v\n%s", err, out)
+	}
+	// Draft invoices of the month, so invoice and revenue panels have documents to show.
+	resp, err := http.Post(stack.URLs.Exporter+"/v1/invoices/run?period="+time.Now().UTC().Format("2006-01"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	c, _ := pluginhost.Launch(t, bin)
+	settings, _ := json.Marshal(map[string]any{"exporterUrl": stack.URLs.Exporter, "victoriaMetricsUrl": stack.URLs.VictoriaMetrics,
+		"roleMappings": []map[string]any{{"orgRole": "Admin", "roles": []string{"platform_admin"}}}})
+	pc := backend.ToProto().PluginContext(backend.PluginContext{PluginID: localstack.PluginID,
+		User:                       &backend.User{Login: "admin", Role: "Admin"},
+		DataSourceInstanceSettings: &backend.DataSourceInstanceSettings{ID: 1, UID: "usagemeter", Name: "usagemeter", JSONData: settings, Updated: time.Unix(1, 0)}})
+	vars := strings.NewReplacer("$tenant", tenant, "${tenant}", tenant, "$meter", "ai_tokens", "${meter}", "ai_tokens", "$period", "day", "${period}", "day")
+	end := time.Now().UTC()
+	checked := 0
+	for _, path := range dashboards {
+		for _, p := range pluginPanels(t, path) {
+			q := []byte(vars.Replace(string(p.target)))
+			var model struct{ QueryType string }
+			json.Unmarshal(q, &model)
+			req := backend.ToProto().QueryDataRequest(&backend.QueryDataRequest{Queries: []backend.DataQuery{{
+				RefID: "A", QueryType: model.QueryType, JSON: q, Interval: time.Hour, MaxDataPoints: 1000,
+				TimeRange: backend.TimeRange{From: end.Add(-7 * 24 * time.Hour), To: end}}}})
+			req.PluginContext = pc
+			presp, err := c.Data.QueryData(t.Context(), req)
+			if err != nil {
+				t.Fatalf("QueryData: %v", err)
+			}
+			r, err := backend.FromProto().QueryDataResponse(presp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dr := r.Responses["A"]
+			checked++
+			if dr.Error != nil || len(dr.Frames) == 0 {
+				t.Errorf("%s: plugin panel %q (%s) answered %d frames, error %v", filepath.Base(path), p.title, model.QueryType, len(dr.Frames), dr.Error)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("only %d plugin panel queries found", checked)
+	}
+	t.Logf("%d plugin panel queries answered by the plugin over go-plugin", checked)
+}
+
+type pluginQuery struct {
+	title  string
+	target json.RawMessage
+}
+
+func pluginPanels(t *testing.T, path string) []pluginQuery {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Dashboard *json.RawMessage `json:"dashboard"`
+		Panels    []json.RawMessage
+	}
+	json.Unmarshal(b, &d)
+	if d.Dashboard != nil {
+		json.Unmarshal(*d.Dashboard, &d)
+	}
+	var out []pluginQuery
+	var walk func([]json.RawMessage)
+	walk = func(ps []json.RawMessage) {
+		for _, raw := range ps {
+			var p struct {
+				Title   string
+				Panels  []json.RawMessage
+				Targets []json.RawMessage
+			}
+			json.Unmarshal(raw, &p)
+			for _, tg := range p.Targets {
+				var probe struct{ QueryType string }
+				if json.Unmarshal(tg, &probe) == nil && probe.QueryType != "" {
+					out = append(out, pluginQuery{p.Title, tg})
+				}
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	return out
 }
 
 type panelQuery struct{ title, expr string }

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package usagemeter
+
+import "os/exec"
+
+func dieWithTest(*exec.Cmd) {}
