@@ -180,7 +180,34 @@ type pluginQuery struct {
 	target json.RawMessage
 }
 
+// pluginPanels are the targets of the usagemeter plugin (they carry a queryType).
 func pluginPanels(t *testing.T, path string) []pluginQuery {
+	var out []pluginQuery
+	for _, p := range panelTargets(t, path) {
+		var probe struct{ QueryType string }
+		if json.Unmarshal(p.target, &probe) == nil && probe.QueryType != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+type panelQuery struct{ title, expr string }
+
+// metricPanels are the PromQL/MetricsQL targets.
+func metricPanels(t *testing.T, path string) []panelQuery {
+	var out []panelQuery
+	for _, p := range panelTargets(t, path) {
+		var tg struct{ Expr string }
+		if json.Unmarshal(p.target, &tg) == nil && tg.Expr != "" {
+			out = append(out, panelQuery{p.title, tg.Expr})
+		}
+	}
+	return out
+}
+
+// panelTargets returns every target of every panel (rows included) of a dashboard file.
+func panelTargets(t *testing.T, path string) []pluginQuery {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -205,48 +232,7 @@ func pluginPanels(t *testing.T, path string) []pluginQuery {
 			}
 			json.Unmarshal(raw, &p)
 			for _, tg := range p.Targets {
-				var probe struct{ QueryType string }
-				if json.Unmarshal(tg, &probe) == nil && probe.QueryType != "" {
-					out = append(out, pluginQuery{p.Title, tg})
-				}
-			}
-			walk(p.Panels)
-		}
-	}
-	walk(d.Panels)
-	return out
-}
-
-type panelQuery struct{ title, expr string }
-
-func metricPanels(t *testing.T, path string) []panelQuery {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d struct {
-		Dashboard *json.RawMessage `json:"dashboard"`
-		Panels    []json.RawMessage
-	}
-	json.Unmarshal(b, &d)
-	if d.Dashboard != nil {
-		json.Unmarshal(*d.Dashboard, &d)
-	}
-	var out []panelQuery
-	var walk func([]json.RawMessage)
-	walk = func(ps []json.RawMessage) {
-		for _, raw := range ps {
-			var p struct {
-				Title   string
-				Panels  []json.RawMessage
-				Targets []struct{ Expr string }
-			}
-			json.Unmarshal(raw, &p)
-			for _, tg := range p.Targets {
-				if tg.Expr != "" {
-					out = append(out, panelQuery{p.Title, tg.Expr})
-				}
+				out = append(out, pluginQuery{p.Title, tg})
 			}
 			walk(p.Panels)
 		}
