@@ -132,41 +132,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	lat := make([]time.Duration, nb)
-	work := make(chan int)
-	var wg sync.WaitGroup
-	var failed error
-	var mu sync.Mutex
 	start := time.Now()
-	for range *clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{}
-			for i := range work {
-				t0 := time.Now()
-				resp, err := client.Post(p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]))
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusAccepted {
-						err = fmt.Errorf("status %s", resp.Status)
-					}
-				}
-				lat[i] = time.Since(t0)
-				if err != nil {
-					mu.Lock()
-					failed = err
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range nb {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	lat, failed := load(nb, func(client *http.Client, i int) error {
+		return post(client, p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]), http.StatusAccepted)
+	})
 	elapsed := time.Since(start)
 	if failed != nil {
 		return failed
@@ -210,28 +179,39 @@ func run() error {
 // from concurrent clients against the exporter loaded above.
 func benchQuotaCheck(url string) error {
 	const n = 20000
+	start := time.Now()
+	lat, failed := load(n, func(client *http.Client, i int) error {
+		body := fmt.Sprintf(`{"tenant":"tenant-%04d","meter":"ai_tokens","amount":%d,"feature":"chat"}`, 1+i%200, 100+i%5000)
+		return post(client, url+"/v1/quota/check", "application/json", strings.NewReader(body), http.StatusOK)
+	})
+	if failed != nil {
+		return failed
+	}
+	elapsed := time.Since(start)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	note := fmt.Sprintf("%d clients, %d checks", *clients, n)
+	record("quota check (HTTP) requests/s", fmt.Sprintf("%.0f", float64(n)/elapsed.Seconds()), "req/s", note)
+	record("quota check (HTTP) latency p50", fmt.Sprintf("%.2f", float64(lat[n/2].Microseconds())/1000), "ms", note)
+	record("quota check (HTTP) latency p99", fmt.Sprintf("%.2f", float64(lat[n*99/100].Microseconds())/1000), "ms", note)
+	return nil
+}
+
+// load runs n requests from *clients concurrent clients and returns each one's latency, and
+// the last error seen.
+func load(n int, request func(client *http.Client, i int) error) ([]time.Duration, error) {
 	lat := make([]time.Duration, n)
 	work := make(chan int)
 	var wg sync.WaitGroup
-	var failed error
 	var mu sync.Mutex
-	start := time.Now()
+	var failed error
 	for range *clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			client := &http.Client{}
 			for i := range work {
-				body := fmt.Sprintf(`{"tenant":"tenant-%04d","meter":"ai_tokens","amount":%d,"feature":"chat"}`, 1+i%200, 100+i%5000)
 				t0 := time.Now()
-				resp, err := client.Post(url+"/v1/quota/check", "application/json", strings.NewReader(body))
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("quota check: %s", resp.Status)
-					}
-				}
+				err := request(client, i)
 				lat[i] = time.Since(t0)
 				if err != nil {
 					mu.Lock()
@@ -246,15 +226,19 @@ func benchQuotaCheck(url string) error {
 	}
 	close(work)
 	wg.Wait()
-	if failed != nil {
-		return failed
+	return lat, failed
+}
+
+func post(client *http.Client, url, contentType string, body io.Reader, want int) error {
+	resp, err := client.Post(url, contentType, body)
+	if err != nil {
+		return err
 	}
-	elapsed := time.Since(start)
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	note := fmt.Sprintf("%d clients, %d checks", *clients, n)
-	record("quota check (HTTP) requests/s", fmt.Sprintf("%.0f", float64(n)/elapsed.Seconds()), "req/s", note)
-	record("quota check (HTTP) latency p50", fmt.Sprintf("%.2f", float64(lat[n/2].Microseconds())/1000), "ms", note)
-	record("quota check (HTTP) latency p99", fmt.Sprintf("%.2f", float64(lat[n*99/100].Microseconds())/1000), "ms", note)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		return fmt.Errorf("POST %s: %s", url, resp.Status)
+	}
 	return nil
 }
 
