@@ -231,16 +231,7 @@ func (s *Service) seasonality(w http.ResponseWriter, r *http.Request) {
 	m := p.required("meter")
 	to := p.time("to", stats.DayFloor(s.now()))
 	from := p.time("from", to.Add(-28*stats.Day))
-	if p.err != nil {
-		s.fail(w, r, p.err)
-		return
-	}
-	prof, err := stats.Seasonality(r.Context(), s.Store, tenant, m, from, to)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, prof)
+	s.respond(w, r, p, func() (any, error) { return stats.Seasonality(r.Context(), s.Store, tenant, m, from, to) })
 }
 
 func (s *Service) forecast(w http.ResponseWriter, r *http.Request) {
@@ -250,16 +241,7 @@ func (s *Service) forecast(w http.ResponseWriter, r *http.Request) {
 	o := stats.ForecastOptions{Season: p.str("season"), At: p.time("at", s.now())}
 	o.History = p.int("history", 0, 0, 400*24)
 	o.Horizon = p.int("horizon", 0, 0, 240)
-	if p.err != nil {
-		s.fail(w, r, p.err)
-		return
-	}
-	f, err := stats.Predict(r.Context(), s.Store, tenant, m, o)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, f)
+	s.respond(w, r, p, func() (any, error) { return stats.Predict(r.Context(), s.Store, tenant, m, o) })
 }
 
 func (s *Service) adoption(w http.ResponseWriter, r *http.Request) {
@@ -267,16 +249,21 @@ func (s *Service) adoption(w http.ResponseWriter, r *http.Request) {
 	tenant := p.required("tenant")
 	to := p.time("to", stats.DayFloor(s.now()))
 	from := p.time("from", to.Add(-56*stats.Day))
+	s.respond(w, r, p, func() (any, error) { return stats.Adopt(r.Context(), s.Store, tenant, from, to) })
+}
+
+// respond answers with what compute returns, or with the first parameter or compute error.
+func (s *Service) respond(w http.ResponseWriter, r *http.Request, p *params, compute func() (any, error)) {
 	if p.err != nil {
 		s.fail(w, r, p.err)
 		return
 	}
-	a, err := stats.Adopt(r.Context(), s.Store, tenant, from, to)
+	v, err := compute()
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, a)
+	writeJSON(w, v)
 }
 
 // authorizeUsers checks the per-user permission for a tenant ("" = all).
@@ -319,16 +306,7 @@ func (s *Service) ingestion(w http.ResponseWriter, r *http.Request) {
 	tenant := p.required("tenant")
 	to := p.time("to", stats.HourFloor(s.now()))
 	from := p.time("from", to.Add(-7*stats.Day))
-	if p.err != nil {
-		s.fail(w, r, p.err)
-		return
-	}
-	in, err := stats.Ingest(r.Context(), s.Store, tenant, from, to)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, in)
+	s.respond(w, r, p, func() (any, error) { return stats.Ingest(r.Context(), s.Store, tenant, from, to) })
 }
 
 // InsightsResponse is the body of /v1/analytics/insights.
