@@ -431,14 +431,4 @@ func (c *Config) Meter(name string) (*meter.Def, bool) {
 }
 
 // CustomEventTypes returns the event types that meters consume beyond the contract's.
-func (c *Config) CustomEventTypes() map[string]bool {
-	out := map[string]bool{}
-	for _, d := range c.Meters {
-		for _, b := range d.Events {
-			if _, ok := event.Schemas[b.Type]; !ok {
-				out[b.Type] = true
-			}
-		}
-	}
-	return out
-}
+func (c *Config) CustomEventTypes() map[string]bool { return meter.CustomEventTypes(c.Meters) }

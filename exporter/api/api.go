@@ -275,7 +275,8 @@ func (a *API) quotas(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, http.StatusBadRequest, "tenant: not a valid tenant id")
 		return
 	}
-	writeJSON(w, http.StatusOK, QuotasResponse{Tenant: tenant, Plan: a.Quotas.Plan(r.Context(), tenant).Name, Quotas: a.Quotas.Tenant(r.Context(), tenant)})
+	plan, quotas := a.Quotas.Tenant(r.Context(), tenant)
+	writeJSON(w, http.StatusOK, QuotasResponse{Tenant: tenant, Plan: plan.Name, Quotas: quotas})
 }
 
 func (a *API) reload(w http.ResponseWriter, r *http.Request) {

@@ -20,7 +20,7 @@ import (
 // RawEvents calls fn with every stored raw event whose time lies in [from, to), in time order.
 // A zero from means the beginning of time; a zero to means the end of time. fn must not keep ev.
 func (s *Store) RawEvents(ctx context.Context, from, to time.Time, fn func(ev *event.Event) error) error {
-	dec := &event.Decoder{Custom: customTypes(s.opts.Meters)}
+	dec := s.decoder
 	return s.scanRange(ctx, rawBound(from, pEvent), rawUpper(to), func(k, v []byte) error {
 		if len(k) < 10 {
 			return nil
@@ -44,7 +44,7 @@ func (s *Store) RawEventsOfTypes(ctx context.Context, from, to time.Time, types 
 		names[i] = []byte(t)
 	}
 	escape := []byte(`\u`)
-	dec := &event.Decoder{Custom: customTypes(s.opts.Meters)}
+	dec := s.decoder
 	return s.scanRange(ctx, rawBound(from, pEvent), rawUpper(to), func(k, v []byte) error {
 		if len(k) < 10 {
 			return nil

@@ -155,23 +155,10 @@ func (s *Store) Rebuild(ctx context.Context) (int, error) {
 	return n, s.loadMirror(ctx)
 }
 
-func customTypes(defs []meter.Def) map[string]bool {
-	out := map[string]bool{}
-	for _, d := range defs {
-		for _, b := range d.Events {
-			if _, ok := event.Schemas[b.Type]; !ok {
-				out[b.Type] = true
-			}
-		}
-	}
-	return out
-}
-
 // forEachRaw decodes every stored raw event in key order.
 func (s *Store) forEachRaw(ctx context.Context, fn func(key, raw []byte, ev *event.Event) error) error {
-	dec := &event.Decoder{Custom: customTypes(s.opts.Meters)}
 	return s.scan(ctx, []byte(pEvent), func(k, v []byte) error {
-		ev, err := dec.DecodeStored(v, eventTime(k))
+		ev, err := s.decoder.DecodeStored(v, eventTime(k))
 		if err != nil {
 			return fmt.Errorf("stored event %x: %w", k, err)
 		}

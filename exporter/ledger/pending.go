@@ -145,7 +145,7 @@ func (s *Store) replayJournal(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("journal entry %d names event %x: %w", seq, evKey, err)
 			}
-			ev, err := s.replayDecoder().DecodeStored(raw, eventTime(evKey))
+			ev, err := s.decoder.DecodeStored(raw, eventTime(evKey))
 			closer.Close()
 			if err != nil {
 				return fmt.Errorf("journaled event %x: %w", evKey, err)

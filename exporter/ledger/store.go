@@ -83,8 +83,8 @@ type Store struct {
 	pending   pendingState
 	groupSeq  uint64 // the last journal entry written; owned by the writer goroutine
 	flushReqs chan chan error
-	decoder   *event.Decoder
-	crashed   bool // tests: stop as a crash would, without the final flush
+	decoder   *event.Decoder // decodes stored events; shared: its parsers come from a pool
+	crashed   bool           // tests: stop as a crash would, without the final flush
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
@@ -143,6 +143,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		stopped:   make(chan struct{}),
 	}
 	s.meters, s.byType = compile(opts.Meters, opts.PerUserLabels)
+	s.decoder = &event.Decoder{Custom: meter.CustomEventTypes(opts.Meters)}
 	s.byName = map[string]*cmeter{}
 	for _, m := range s.meters {
 		s.byName[m.Name] = m
@@ -406,13 +407,6 @@ func (s *Store) writeDerived(g *groupState, b *pebble.Batch, opt *pebble.WriteOp
 	}
 	s.applyMirror(g)
 	return nil
-}
-
-func (s *Store) replayDecoder() *event.Decoder {
-	if s.decoder == nil {
-		s.decoder = &event.Decoder{Custom: customTypes(s.opts.Meters)}
-	}
-	return s.decoder
 }
 
 func dedupeHash(source, id string) [16]byte {

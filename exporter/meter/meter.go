@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+
+	"github.com/usagemeter/usagemeter/exporter/event"
 )
 
 // Aggregation says how the values of a meter's events combine.
@@ -178,3 +180,17 @@ func (d *Def) Uses(t string) bool {
 
 // ValidName reports whether s is a valid meter, dimension or plan name.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// CustomEventTypes returns the event types the meters consume beyond the contract's: the
+// decoder accepts them with any string and non-negative integer data fields.
+func CustomEventTypes(defs []Def) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range defs {
+		for _, b := range d.Events {
+			if _, ok := event.Schemas[b.Type]; !ok {
+				out[b.Type] = true
+			}
+		}
+	}
+	return out
+}

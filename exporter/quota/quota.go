@@ -69,9 +69,15 @@ func (e *Evaluator) Plan(ctx context.Context, tenant string) config.Plan {
 	return c.PlanOf(tenant)
 }
 
-// Tenant returns the quota of every limited meter of a tenant's plan, sorted by meter.
-func (e *Evaluator) Tenant(ctx context.Context, tenant string) []Status {
+// Tenant returns a tenant's plan in force and the quota of every limited meter of it, sorted
+// by meter.
+func (e *Evaluator) Tenant(ctx context.Context, tenant string) (config.Plan, []Status) {
 	plan := e.Plan(ctx, tenant)
+	return plan, e.statuses(tenant, plan)
+}
+
+// statuses evaluates a tenant's quotas under a plan already resolved.
+func (e *Evaluator) statuses(tenant string, plan config.Plan) []Status {
 	now := e.now().UTC()
 	out := make([]Status, 0, len(plan.Limits))
 	for name, limit := range plan.Limits {
@@ -165,7 +171,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if plan.Enforcement == config.Hard {
 			hard = 1
 		}
-		for _, st := range c.e.Tenant(ctx, tenant) {
+		for _, st := range c.e.statuses(tenant, plan) {
 			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(st.Limit), tenant, st.Meter)
 			ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(st.Used), tenant, st.Meter)
 			ch <- prometheus.MustNewConstMetric(c.ratio, prometheus.GaugeValue, st.WarningRatio, tenant, st.Meter)

@@ -61,7 +61,8 @@ func TestQuotaStatesAndMetrics(t *testing.T) {
 	}
 	e := New(s, func() *config.Config { return cfg }, nil)
 	states := map[string]Status{}
-	for _, st := range e.Tenant(ctx, "aa") {
+	_, aa := e.Tenant(ctx, "aa")
+	for _, st := range aa {
 		states[st.Meter] = st
 	}
 	for meter, want := range map[string]string{"ai_tokens": StateWarning, "documents": StateExceeded, "active_users": StateExceeded} {
@@ -72,7 +73,10 @@ func TestQuotaStatesAndMetrics(t *testing.T) {
 	if st := states["ai_tokens"]; st.Used != 60 || st.Limit != 100 || st.PeriodEnd == nil {
 		t.Errorf("small ai_tokens = %+v", st)
 	}
-	big := e.Tenant(ctx, "zz")
+	plan, big := e.Tenant(ctx, "zz")
+	if plan.Name != "pro" {
+		t.Errorf("zz is on %q, want pro", plan.Name)
+	}
 	if len(big) != 1 || big[0].Limit != 10 || big[0].State != StateWarning || big[0].Enforcement != "soft" {
 		t.Errorf("big = %+v", big)
 	}
