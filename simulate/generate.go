@@ -200,3 +200,13 @@ func (g *Generator) Next(buf []byte, at time.Time) []byte {
 	buf = append(buf, data...)
 	return append(buf, '}')
 }
+
+// Batch returns n events at time at as NDJSON, one request's body.
+func (g *Generator) Batch(n int, at time.Time) []byte {
+	var body []byte
+	for range n {
+		body = g.Next(body, at)
+		body = append(body, '\n')
+	}
+	return body
+}

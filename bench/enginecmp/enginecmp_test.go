@@ -29,12 +29,7 @@ func batches(b *testing.B, n int) [][]event.Event {
 	now := time.Now()
 	out := make([][]event.Event, n)
 	for i := range out {
-		var body []byte
-		for range batch {
-			body = g.Next(body, now)
-			body = append(body, '\n')
-		}
-		evs, err := dec.Decode("application/x-ndjson", body)
+		evs, err := dec.Decode("application/x-ndjson", g.Batch(batch, now))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -119,12 +119,7 @@ func run() error {
 	nb := *events / *batchSize
 	bodies := make([][]byte, nb)
 	for i := range bodies {
-		var b []byte
-		for range *batchSize {
-			b = g.Next(b, now)
-			b = append(b, '\n')
-		}
-		bodies[i] = b
+		bodies[i] = g.Batch(*batchSize, now)
 	}
 
 	// usage-exporter: durable, deduplicated, exact.

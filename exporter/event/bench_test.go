@@ -10,12 +10,7 @@ import (
 
 func BenchmarkDecode(b *testing.B) {
 	g := simulate.NewGenerator(200, 1)
-	var body []byte
-	now := time.Now()
-	for range 1000 {
-		body = g.Next(body, now)
-		body = append(body, '\n')
-	}
+	body := g.Batch(1000, time.Now())
 	d := &event.Decoder{}
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {

@@ -27,12 +27,7 @@ func BenchmarkCommit(b *testing.B) {
 	batches := make([][]event.Event, 64)
 	now := time.Now()
 	for i := range batches {
-		var body []byte
-		for range batch {
-			body = g.Next(body, now)
-			body = append(body, '\n')
-		}
-		evs, err := dec.Decode("application/x-ndjson", body)
+		evs, err := dec.Decode("application/x-ndjson", g.Batch(batch, now))
 		if err != nil {
 			b.Fatal(err)
 		}
