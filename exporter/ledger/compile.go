@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/meter"
@@ -57,8 +58,22 @@ func compile(defs []meter.Def, perUser bool) ([]*cmeter, map[string][]cbinding) 
 type op struct {
 	key   string
 	state meter.State // merge operand; for unique presence (u/) unused
-	set   bool        // a plain Set of an empty value (u/ presence)
+	kind  opKind
+	set   bool    // a plain Set of an empty value (u/ presence)
+	ser   *Series // opTotal: the mirror's series, resolved by the writer before the commit
 }
+
+// opKind tells the writer where an op goes without looking at its key: rollups, presence and
+// activity are folded into the pending flush; totals and period totals live in the mirror.
+type opKind uint8
+
+const (
+	opRollup opKind = iota
+	opUnique
+	opActive
+	opTotal
+	opPeriod
+)
 
 // prepared is an event turned into ledger changes, computed by the request goroutine so that
 // the single writer only dedupes and appends.
@@ -70,17 +85,28 @@ type prepared struct {
 	tenant string
 }
 
-// prepare computes the changes an event makes to every meter it feeds.
-func (s *Store) prepare(ev *event.Event, seq uint64) prepared {
+// prepare computes the changes an event makes to every meter it feeds. With an arena (the write
+// path), its keys and ops are carved from the arena's shared chunks rather than allocated one by
+// one; without (replay, rebuild, verify), they are allocated.
+func (s *Store) prepare(ev *event.Event, seq uint64, a *arena) prepared {
+	if a == nil {
+		a = &arena{}
+	}
 	p := prepared{hash: dedupeHash(ev.Source, ev.ID), raw: ev.Raw, tenant: ev.Tenant}
 	copy(p.evKey[:], pEvent)
 	putU64(p.evKey[2:], uint64(ev.Time.UnixNano()))
 	putU64(p.evKey[10:], seq)
+	bindings := s.byType[ev.Type]
+	if len(bindings) == 0 {
+		return p
+	}
+	p.ops = a.opSlice(3 * len(bindings))
 	hour := hourOf(ev.Time)
 	month := monthOf(ev.Time)
 	nanos := ev.Time.UnixNano()
-	dims := make([]string, 0, 8)
-	for _, cb := range s.byType[ev.Type] {
+	var dimsBuf [8]string
+	dims := dimsBuf[:0]
+	for _, cb := range bindings {
 		m := cb.m
 		var value int64 = 1
 		var ident string
@@ -115,47 +141,109 @@ func (s *Store) prepare(ev *event.Event, seq uint64) prepared {
 		}
 		st := meter.State{Agg: m.tag, Value: value, Time: nanos}
 
-		cell := make([]byte, 0, 64)
-		cell = append(cell, cellPrefix(pRollup, m.Name, ev.Tenant)...)
-		cell = appendU32(cell, hour)
+		// r/<meter>\0<tenant>\0<hour><dim>\0...
+		k := a.begin()
+		k = append(k, pRollup...)
+		k = appendCell(k, m.Name, ev.Tenant)
+		k = appendU32(k, hour)
 		for _, d := range dims {
-			cell = append(cell, d...)
-			cell = append(cell, 0)
+			k = append(k, d...)
+			k = append(k, 0)
 		}
 		if m.Aggregation == meter.UniqueCount {
 			// Presence of the identity in the hour (exact distinct counts over any window) and
-			// its last activity (trailing-window gauges without a scan).
-			u := append([]byte(pUnique), cell[len(pRollup):]...)
-			u = append(u, ident...)
-			p.ops = append(p.ops, op{key: string(u), set: true})
-			a := string(cellPrefix(pActive, m.Name, ev.Tenant)) + ident
-			p.ops = append(p.ops, op{key: a, state: meter.State{Agg: 'M', Value: nanos}})
+			// its last activity (trailing-window gauges without a scan): u/ + the cell + identity,
+			// and a/<meter>\0<tenant>\0<identity>.
+			cellLen := len(k)
+			k = append(k, pUnique...)
+			k = append(k, k[len(pRollup):cellLen]...)
+			k = append(k, ident...)
+			p.ops = append(p.ops, op{key: a.end(k, cellLen), set: true, kind: opUnique})
+			k = a.begin()
+			k = append(k, pActive...)
+			k = appendCell(k, m.Name, ev.Tenant)
+			k = append(k, ident...)
+			p.ops = append(p.ops, op{key: a.end(k, 0), state: meter.State{Agg: 'M', Value: nanos}, kind: opActive})
 			continue
 		}
-		p.ops = append(p.ops, op{key: string(cell), state: st})
+		p.ops = append(p.ops, op{key: a.end(k, 0), state: st, kind: opRollup})
 
-		tot := make([]byte, 0, 48)
-		tot = append(tot, cellPrefix(pTotal, m.Name, ev.Tenant)...)
+		// t/<meter>\0<tenant>\0<label>\0...
+		k = a.begin()
+		k = append(k, pTotal...)
+		k = appendCell(k, m.Name, ev.Tenant)
 		for _, i := range m.labelIdx {
-			tot = append(tot, dims[i]...)
-			tot = append(tot, 0)
+			k = append(k, dims[i]...)
+			k = append(k, 0)
 		}
-		p.ops = append(p.ops, op{key: string(tot), state: st})
+		p.ops = append(p.ops, op{key: a.end(k, 0), state: st, kind: opTotal})
 		if m.Kind == meter.Flow {
-			p.ops = append(p.ops, op{key: periodKey(month, m.Name, ev.Tenant), state: st})
+			k = appendPeriodKey(a.begin(), month, m.Name, ev.Tenant)
+			p.ops = append(p.ops, op{key: a.end(k, 0), state: st, kind: opPeriod})
 		}
 	}
+	a.used(len(p.ops))
 	return p
 }
 
+// appendCell appends <meter>\0<tenant>\0.
+func appendCell(b []byte, meterName, tenant string) []byte {
+	b = append(b, meterName...)
+	b = append(b, 0)
+	b = append(b, tenant...)
+	return append(b, 0)
+}
+
+// arena hands out the keys and ops of a request's events from shared chunks: preparing an event
+// then allocates once per chunk instead of once per key. Keys reference their chunk, so whatever
+// keeps a key beyond the pending flush (the mirror) clones it.
+type arena struct {
+	chunk []byte // keys are appended here; earlier chunks stay alive through their keys
+	ops   []op
+}
+
+const arenaChunk = 64 << 10
+
+// begin returns the free tail of the chunk to build a key in, by appending.
+func (a *arena) begin() []byte { return a.chunk[len(a.chunk):] }
+
+// end turns a key built from begin into a string, dropping its first skip bytes. If the key
+// outgrew the chunk, append moved it to a fresh array that becomes the chunk.
+func (a *arena) end(k []byte, skip int) string {
+	if len(k) == skip {
+		return ""
+	}
+	if tail := a.chunk[len(a.chunk):cap(a.chunk)]; len(tail) > 0 && unsafe.SliceData(k) == unsafe.SliceData(tail) {
+		a.chunk = a.chunk[:len(a.chunk)+len(k)]
+	} else {
+		a.chunk = make([]byte, len(k), max(arenaChunk, 2*len(k)))
+		copy(a.chunk, k)
+		k = a.chunk
+	}
+	return unsafe.String(&k[skip], len(k)-skip)
+}
+
+// opSlice returns an empty slice with room for n ops; used then records how many were taken.
+func (a *arena) opSlice(n int) []op {
+	if cap(a.ops)-len(a.ops) < n {
+		a.ops = make([]op, 0, max(1024, n))
+	}
+	return a.ops[len(a.ops) : len(a.ops) : len(a.ops)+n]
+}
+
+func (a *arena) used(n int) { a.ops = a.ops[:len(a.ops)+n] }
+
 func periodKey(month uint32, meterName, tenant string) string {
-	b := make([]byte, 0, 2+4+len(meterName)+len(tenant)+1)
+	return string(appendPeriodKey(make([]byte, 0, 2+4+len(meterName)+len(tenant)+1), month, meterName, tenant))
+}
+
+// appendPeriodKey appends p/<month><meter>\0<tenant>.
+func appendPeriodKey(b []byte, month uint32, meterName, tenant string) []byte {
 	b = append(b, pPeriod...)
 	b = appendU32(b, month)
 	b = append(b, meterName...)
 	b = append(b, 0)
-	b = append(b, tenant...)
-	return string(b)
+	return append(b, tenant...)
 }
 
 func putU64(b []byte, v uint64) {

@@ -132,7 +132,7 @@ func (s *Store) Rebuild(ctx context.Context) (int, error) {
 	}
 	last := time.Now()
 	err := s.forEachRaw(ctx, func(key, raw []byte, ev *event.Event) error {
-		p := s.prepare(ev, 0)
+		p := s.prepare(ev, 0, nil)
 		copy(p.evKey[:], key)
 		batch = append(batch, p)
 		n++

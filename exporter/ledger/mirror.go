@@ -21,8 +21,23 @@ type mirror struct {
 	byTenant map[string][]*Series // by meter\0tenant
 	admitted map[string]int       // metric → series admitted under the cap
 	folded   map[string]int       // metric → series folded into __overflow__
-	periods  map[string]meter.State
+	periods  map[string]*periodTotal
 	active   map[string]map[string]int64 // meter\0tenant → identity → last activity (unix nanos)
+
+	// Totals and period totals changed since the last flush. The flush writes their values from
+	// here, so the pending state never holds them (see pending.go). Writer goroutine only.
+	dirtySeries  []*Series
+	dirtyPeriods []*periodTotal
+	// periodsFrom is the oldest month whose period totals were loaded: older ones (beyond the
+	// late window, so only reachable by a clock jump) are merged in the store, not held here.
+	periodsFrom uint32
+}
+
+// periodTotal is a meter's calendar-month total for one tenant (a p/ key).
+type periodTotal struct {
+	key   string
+	state meter.State
+	dirty bool
 }
 
 // Series is one metric series' all-time total.
@@ -33,6 +48,9 @@ type Series struct {
 	User     string   // with per-user labels: the user (to be pseudonymised before exposure)
 	State    meter.State
 	Admitted bool // false: folded into the metric's __overflow__ series
+
+	key   string // the t/ key
+	dirty bool   // changed since the last flush; see mirror.dirtySeries
 }
 
 // activeHorizon is how far back last-activity entries are kept in memory: the longest trailing
@@ -46,7 +64,7 @@ func (s *Store) newMirror() mirror {
 		byTenant: map[string][]*Series{},
 		admitted: map[string]int{},
 		folded:   map[string]int{},
-		periods:  map[string]meter.State{},
+		periods:  map[string]*periodTotal{},
 		active:   map[string]map[string]int64{},
 	}
 }
@@ -77,15 +95,16 @@ func (s *Store) loadMirror(ctx context.Context) error {
 		return err
 	}
 	oldest := monthOf(time.Now()) - 2
+	m.periodsFrom = oldest
 	if err := s.scan(ctx, []byte(pPeriod), func(k, v []byte) error {
-		if len(k) < 6 || uint32(k[2])<<24|uint32(k[3])<<16|uint32(k[4])<<8|uint32(k[5]) < oldest {
+		if len(k) < 6 || periodMonth(string(k)) < oldest {
 			return nil
 		}
 		st, err := meter.Decode(v)
 		if err != nil {
 			return fmt.Errorf("period total %q: %w", k, err)
 		}
-		m.periods[string(k)] = st
+		m.periods[string(k)] = &periodTotal{key: string(k), state: st}
 		return nil
 	}); err != nil {
 		return err
@@ -110,6 +129,7 @@ func (s *Store) loadMirror(ctx context.Context) error {
 }
 
 func (m *mirror) add(key string, ser *Series) {
+	ser.key = key
 	m.series[key] = ser
 	mt := ser.Meter.Name + sep + ser.Tenant
 	m.byTenant[mt] = append(m.byTenant[mt], ser)
@@ -133,9 +153,11 @@ func (m *mirror) touch(rest string, nanos int64) {
 	users := m.active[mt]
 	if users == nil {
 		users = map[string]int64{}
-		m.active[mt] = users
+		m.active[strings.Clone(mt)] = users // rest may be carved from a request's arena
 	}
-	if nanos > users[ident] {
+	if last, ok := users[ident]; !ok {
+		users[strings.Clone(ident)] = nanos
+	} else if nanos > last {
 		users[ident] = nanos
 	}
 }
@@ -222,19 +244,30 @@ func (s *Store) applyMirror(g *groupState) {
 				}
 			}
 		case strings.HasPrefix(k, pPeriod):
-			cur, ok := s.mirror.periods[k]
-			if !ok {
-				cur = meter.State{Agg: st.Agg}
-				if st.Agg == 'L' {
-					cur = *st
-				}
-			}
-			cur.Merge(*st)
-			s.mirror.periods[k] = cur
+			s.mirror.period(k, st.Agg).state.Merge(*st)
 		case strings.HasPrefix(k, pActive):
 			s.mirror.touch(k[len(pActive):], st.Value)
 		}
 	}
+}
+
+// periodMonth is the month of a p/ key.
+func periodMonth(key string) uint32 {
+	if len(key) < 6 {
+		return 0
+	}
+	return uint32(key[2])<<24 | uint32(key[3])<<16 | uint32(key[4])<<8 | uint32(key[5])
+}
+
+// period returns the period total of a p/ key, creating it empty.
+func (m *mirror) period(key string, agg byte) *periodTotal {
+	pt := m.periods[key]
+	if pt == nil {
+		key = strings.Clone(key) // it may be carved from a request's arena
+		pt = &periodTotal{key: key, state: meter.State{Agg: agg}}
+		m.periods[key] = pt
+	}
+	return pt
 }
 
 // PruneActivity drops in-memory activity older than the longest window; call it now and then.

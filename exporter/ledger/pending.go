@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -16,8 +18,9 @@ import (
 // per user and hour, so they barely fold within one group, and compaction pays for each operand
 // again. So a group commit durably writes only the raw events, their dedupe keys and a journal
 // entry listing them; the derived changes are applied to the in-memory mirror at once (metrics
-// and quotas stay immediate), folded in memory across groups, and flushed every FlushInterval
-// in one batch together with a checkpoint naming the last journal entry they include. After a
+// and quotas stay immediate), and rollups, presence and activity are folded in memory across
+// groups. Every FlushInterval one batch writes them, the totals and period totals that changed
+// (whole, from the mirror), and a checkpoint naming the last journal entry they include. After a
 // crash, Open replays the journal entries past the checkpoint from the raw events; the
 // checkpoint and the flushed changes are written atomically, so nothing is applied twice.
 // Every read of the derived keys (usage queries, month totals) flushes first, so answers stay
@@ -37,50 +40,76 @@ func newPending() pendingState {
 	return pendingState{merges: map[string]*meter.State{}, sets: map[string]struct{}{}}
 }
 
+// flushEntry is one key of a flush: a merge operand, a Set of a whole state, or (st nil) an empty
+// Set for presence.
+type flushEntry struct {
+	key   string
+	st    *meter.State
+	merge bool
+}
+
+func (p *pendingState) merge(key string, st meter.State) {
+	if cur, ok := p.merges[key]; ok {
+		cur.Merge(st)
+	} else {
+		p.merges[key] = &st
+	}
+}
+
 func (p *pendingState) size() int { return len(p.merges) + len(p.sets) }
 
 func journalKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(pJournal), seq)
 }
 
-// foldPending adds a committed group's derived changes to the pending state.
-func (s *Store) foldPending(g *groupState, seq uint64) {
-	for k, st := range g.merges {
-		if cur, ok := s.pending.merges[k]; ok {
-			cur.Merge(*st)
-		} else {
-			c := *st
-			s.pending.merges[k] = &c
-		}
-	}
-	for k := range g.sets {
-		s.pending.sets[k] = struct{}{}
-	}
-	s.pending.lastGroup = seq
-}
-
 // flushPending writes the pending derived changes with their checkpoint and drops the journal
 // entries they cover. Writer goroutine only. It need not fsync: if the batch is lost, so is the
 // journal's deletion, and the replay covers it; the next synced commit makes it durable.
 func (s *Store) flushPending(sync bool) error {
-	if s.pending.size() == 0 {
+	m := &s.mirror
+	if s.pending.size() == 0 && len(m.dirtySeries) == 0 && len(m.dirtyPeriods) == 0 {
 		return nil
 	}
 	start := time.Now()
-	b := s.db.NewBatch()
-	defer b.Close()
-	var buf []byte
+	// Totals are written whole from the mirror, which holds exactly what the groups through
+	// lastGroup made of them: a Set rather than one more merge operand to compact away.
+	entries := s.flushBuf[:0]
 	for k, st := range s.pending.merges {
-		buf = st.Append(buf[:0])
-		if err := b.Merge([]byte(k), buf, nil); err != nil {
-			return err
-		}
+		entries = append(entries, flushEntry{key: k, st: st, merge: true})
 	}
 	for k := range s.pending.sets {
-		if err := b.Set([]byte(k), nil, nil); err != nil {
+		entries = append(entries, flushEntry{key: k})
+	}
+	for _, ser := range m.dirtySeries {
+		entries = append(entries, flushEntry{key: ser.key, st: &ser.State})
+	}
+	for _, pt := range m.dirtyPeriods {
+		entries = append(entries, flushEntry{key: pt.key, st: &pt.state})
+	}
+	// In key order, as in commitAccepted: the memtable inserts them several times faster.
+	slices.SortFunc(entries, func(a, b flushEntry) int { return strings.Compare(a.key, b.key) })
+	b := s.db.NewBatchWithSize(len(entries) * 64)
+	defer b.Close()
+	var buf []byte
+	for _, e := range entries {
+		buf = buf[:0]
+		if e.st != nil {
+			buf = e.st.Append(buf)
+		}
+		var op *pebble.DeferredBatchOp
+		if e.merge {
+			op = b.MergeDeferred(len(e.key), len(buf))
+		} else {
+			op = b.SetDeferred(len(e.key), len(buf))
+		}
+		copy(op.Key, e.key)
+		copy(op.Value, buf)
+		if err := op.Finish(); err != nil {
 			return err
 		}
 	}
+	clear(entries)
+	s.flushBuf = entries[:0]
 	seq := s.pending.lastGroup
 	if err := b.Set(keyCheckpoint, binary.BigEndian.AppendUint64(nil, seq), nil); err != nil {
 		return err
@@ -95,7 +124,15 @@ func (s *Store) flushPending(sync bool) error {
 	if err := b.Commit(opt); err != nil {
 		return fmt.Errorf("flushing derived usage: %w", err)
 	}
-	s.log.Debug("flushed derived usage", "keys", s.pending.size(), "through_group", seq, "took", time.Since(start))
+	s.log.Debug("flushed derived usage", "keys", s.pending.size()+len(m.dirtySeries)+len(m.dirtyPeriods), "through_group", seq, "took", time.Since(start))
+	// The dirty flags are the writer's own; readers never look at them.
+	for _, ser := range m.dirtySeries {
+		ser.dirty = false
+	}
+	for _, pt := range m.dirtyPeriods {
+		pt.dirty = false
+	}
+	m.dirtySeries, m.dirtyPeriods = m.dirtySeries[:0], m.dirtyPeriods[:0]
 	s.pending = newPending()
 	s.pending.lastGroup = seq
 	return nil
@@ -150,7 +187,7 @@ func (s *Store) replayJournal(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("journaled event %x: %w", evKey, err)
 			}
-			p := s.prepare(&ev, 0)
+			p := s.prepare(&ev, 0, nil)
 			g.fold(&p)
 			events++
 		}

@@ -405,7 +405,10 @@ func (s *Store) Current(meterName, tenant string, now time.Time) (int64, bool) {
 		}
 		return n, true
 	case cm.Kind == meter.Flow:
-		return s.mirror.periods[periodKey(monthOf(now), cm.Name, tenant)].Value, true
+		if pt := s.mirror.periods[periodKey(monthOf(now), cm.Name, tenant)]; pt != nil {
+			return pt.state.Value, true
+		}
+		return 0, true
 	default:
 		var sum int64
 		for _, ser := range s.mirror.byTenant[cm.Name+sep+tenant] {

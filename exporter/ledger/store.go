@@ -82,6 +82,8 @@ type Store struct {
 	seen      *seenFilter // owned by the writer goroutine
 	pending   pendingState
 	groupSeq  uint64 // the last journal entry written; owned by the writer goroutine
+	gbuf      groupBuffers
+	flushBuf  []flushEntry // reused by flushPending
 	flushReqs chan chan error
 	decoder   *event.Decoder // decodes stored events; shared: its parsers come from a pool
 	crashed   bool           // tests: stop as a crash would, without the final flush
@@ -200,8 +202,9 @@ func (s *Store) Commit(ctx context.Context, events []event.Event) (Result, error
 	}
 	req := &commitReq{events: make([]prepared, len(events)), done: make(chan commitDone, 1)}
 	base := s.seq.Add(uint64(len(events))) - uint64(len(events))
+	a := &arena{}
 	for i := range events {
-		req.events[i] = s.prepare(&events[i], base+uint64(i))
+		req.events[i] = s.prepare(&events[i], base+uint64(i), a)
 	}
 	select {
 	case s.reqs <- req:
@@ -269,20 +272,19 @@ func (s *Store) logFlush(err error) {
 	}
 }
 
-// groupState accumulates one group's changes: merge operands folded per key, so that a thousand
-// events of one tenant-hour become one write.
+// groupState accumulates derived changes folded per key, for the paths that write them directly
+// (journal replay, rebuild): a thousand events of one tenant-hour become one write.
 type groupState struct {
 	merges  map[string]*meter.State
 	sets    map[string]struct{}
-	seen    map[[16]byte]struct{}
 	newKeys []string
 }
 
 func newGroupState() groupState {
-	return groupState{merges: map[string]*meter.State{}, sets: map[string]struct{}{}, seen: map[[16]byte]struct{}{}}
+	return groupState{merges: map[string]*meter.State{}, sets: map[string]struct{}{}}
 }
 
-// fold adds an accepted event's changes to the group.
+// fold adds an event's changes to the group.
 func (g *groupState) fold(p *prepared) {
 	for _, o := range p.ops {
 		if o.set {
@@ -296,93 +298,6 @@ func (g *groupState) fold(p *prepared) {
 			g.merges[o.key] = &st
 		}
 	}
-}
-
-func (s *Store) commitGroup(group []*commitReq) {
-	start := time.Now()
-	g := newGroupState()
-	b := s.db.NewBatch()
-	results := make([]Result, len(group))
-	var dk [18]byte
-	copy(dk[:], pDedupe)
-	total := 0
-	var journal []byte
-	err := func() error {
-		for ri, r := range group {
-			for i := range r.events {
-				p := &r.events[i]
-				if _, dup := g.seen[p.hash]; dup {
-					results[ri].Duplicates++
-					continue
-				}
-				g.seen[p.hash] = struct{}{}
-				copy(dk[2:], p.hash[:])
-				if s.seen.mayContain(&p.hash) {
-					_, closer, err := s.db.Get(dk[:])
-					if err == nil {
-						closer.Close()
-						results[ri].Duplicates++
-						continue
-					}
-					if !errors.Is(err, pebble.ErrNotFound) {
-						return fmt.Errorf("dedupe lookup: %w", err)
-					}
-				}
-				results[ri].Accepted++
-				total++
-				if err := b.Set(dk[:], p.evKey[:], nil); err != nil {
-					return err
-				}
-				if err := b.Set(p.evKey[:], p.raw, nil); err != nil {
-					return err
-				}
-				journal = append(journal, p.evKey[:]...)
-				g.fold(p)
-			}
-		}
-		if total == 0 {
-			b.Close()
-			return nil
-		}
-		return s.commitJournaled(&g, b, journal)
-	}()
-	if err != nil {
-		s.log.Error("ledger commit failed; the group is refused", "err", err, "events", total)
-		for _, r := range group {
-			r.done <- commitDone{err: fmt.Errorf("storing %d events: %w", total, err)}
-		}
-		return
-	}
-	for _, r := range group {
-		for i := range r.events {
-			s.seen.add(&r.events[i].hash)
-		}
-	}
-	if s.opts.OnCommit != nil {
-		s.opts.OnCommit(time.Since(start), total)
-	}
-	for i, r := range group {
-		r.done <- commitDone{res: results[i]}
-	}
-}
-
-// commitJournaled commits a group's raw events with its journal entry (and any series
-// admissions) with an fsync; only then are its derived changes applied to the mirror and folded
-// into the pending state. It closes b.
-func (s *Store) commitJournaled(g *groupState, b *pebble.Batch, journal []byte) error {
-	defer b.Close()
-	s.admitSeries(g, b)
-	seq := s.groupSeq + 1
-	if err := b.Set(journalKey(seq), journal, nil); err != nil {
-		return err
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return err
-	}
-	s.groupSeq = seq
-	s.applyMirror(g)
-	s.foldPending(g, seq)
-	return nil
 }
 
 // writeDerived writes derived changes directly (rebuild, journal replay) and applies them to the

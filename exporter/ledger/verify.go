@@ -25,7 +25,7 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 	want := map[string]meter.State{}
 	wantSets := map[string]bool{}
 	err := s.forEachRaw(ctx, func(key, _ []byte, ev *event.Event) error {
-		p := s.prepare(ev, 0)
+		p := s.prepare(ev, 0, nil)
 		for _, o := range p.ops {
 			if o.set {
 				wantSets[o.key] = true

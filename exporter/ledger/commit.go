@@ -1,0 +1,241 @@
+package ledger
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/usagemeter/usagemeter/exporter/meter"
+)
+
+// The group commit. One writer goroutine takes every request queued at that moment and, in one
+// pass each:
+//  1. dedupes their events (within the group, then the Bloom filter, then the store);
+//  2. resolves the metric series the accepted events change, admitting new ones under the cap;
+//  3. writes raw events, dedupe keys, admissions and a journal entry in one batch, fsynced;
+//  4. only then applies the derived changes: totals and period totals to the mirror, rollups,
+//     presence and activity to the pending state flushed every FlushInterval (pending.go).
+// Each op is routed by its kind, once: there is no per-group map to fold first.
+
+// groupBuffers are reused from one group to the next; writer goroutine only.
+type groupBuffers struct {
+	accepted []*prepared
+	inGroup  map[[16]byte]struct{}
+	journal  []byte
+	newSer   map[string]*Series
+	admitted map[string]int
+}
+
+func (s *Store) commitGroup(group []*commitReq) {
+	start := time.Now()
+	gb := &s.gbuf
+	if gb.inGroup == nil {
+		gb.inGroup = map[[16]byte]struct{}{}
+		gb.newSer = map[string]*Series{}
+		gb.admitted = map[string]int{}
+	}
+	clear(gb.inGroup)
+	acc := gb.accepted[:0]
+	results := make([]Result, len(group))
+	err := func() error {
+		var dk [18]byte
+		copy(dk[:], pDedupe)
+		for ri, r := range group {
+			for i := range r.events {
+				p := &r.events[i]
+				if _, dup := gb.inGroup[p.hash]; dup {
+					results[ri].Duplicates++
+					continue
+				}
+				gb.inGroup[p.hash] = struct{}{}
+				if s.seen.mayContain(&p.hash) {
+					copy(dk[2:], p.hash[:])
+					_, closer, err := s.db.Get(dk[:])
+					if err == nil {
+						closer.Close()
+						results[ri].Duplicates++
+						continue
+					}
+					if !errors.Is(err, pebble.ErrNotFound) {
+						return fmt.Errorf("dedupe lookup: %w", err)
+					}
+				}
+				results[ri].Accepted++
+				acc = append(acc, p)
+			}
+		}
+		if len(acc) == 0 {
+			return nil
+		}
+		return s.commitAccepted(acc)
+	}()
+	gb.accepted = acc[:0]
+	if err != nil {
+		s.log.Error("ledger commit failed; the group is refused", "err", err, "events", len(acc))
+		for _, r := range group {
+			r.done <- commitDone{err: fmt.Errorf("storing %d events: %w", len(acc), err)}
+		}
+		return
+	}
+	for _, p := range acc {
+		s.seen.add(&p.hash)
+	}
+	if s.opts.OnCommit != nil {
+		s.opts.OnCommit(time.Since(start), len(acc))
+	}
+	for i, r := range group {
+		r.done <- commitDone{res: results[i]}
+	}
+}
+
+// commitAccepted durably writes the accepted events of a group, then applies their derived
+// changes. Nothing is applied if the commit fails.
+func (s *Store) commitAccepted(acc []*prepared) error {
+	b := s.db.NewBatchWithSize(len(acc) * 256)
+	defer b.Close()
+	s.resolveSeries(acc, b)
+
+	// The memtable is a skiplist: keys inserted in order reuse the previous insert's position
+	// instead of searching from the top, so the batch is written sorted.
+	// The group is left in event-key order (time, then arrival), the order in which a rebuild
+	// derives events again: a "latest" of two events at the same instant must agree.
+	gb := &s.gbuf
+	slices.SortFunc(acc, func(a, b *prepared) int { return bytes.Compare(a.hash[:], b.hash[:]) })
+	var dk [18]byte
+	copy(dk[:], pDedupe)
+	for _, p := range acc {
+		copy(dk[2:], p.hash[:])
+		if err := b.Set(dk[:], p.evKey[:], nil); err != nil {
+			return err
+		}
+	}
+	journal := gb.journal[:0]
+	slices.SortFunc(acc, func(a, b *prepared) int { return bytes.Compare(a.evKey[:], b.evKey[:]) })
+	for _, p := range acc {
+		if err := b.Set(p.evKey[:], p.raw, nil); err != nil {
+			return err
+		}
+		journal = append(journal, p.evKey[:]...)
+	}
+	gb.journal = journal
+	seq := s.groupSeq + 1
+	if err := b.Set(journalKey(seq), journal, nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.groupSeq = seq
+	s.applyCommitted(acc, seq)
+	return nil
+}
+
+// resolveSeries points every total op at its mirror series. Series seen for the first time are
+// admitted under the metric's cap or folded into __overflow__, and the decision is written in
+// the same batch, so that it survives restarts and counters never move between a series and
+// __overflow__. The new series enter the mirror only after the commit (applyCommitted). Only the
+// writer changes the mirror, so it reads it here without the lock.
+func (s *Store) resolveSeries(acc []*prepared, b *pebble.Batch) {
+	gb := &s.gbuf
+	clear(gb.newSer)
+	clear(gb.admitted)
+	for _, p := range acc {
+		for i := range p.ops {
+			o := &p.ops[i]
+			if o.kind != opTotal {
+				continue
+			}
+			if ser := s.mirror.series[o.key]; ser != nil {
+				o.ser = ser
+				continue
+			}
+			if ser := gb.newSer[o.key]; ser != nil {
+				o.ser = ser
+				continue
+			}
+			key := strings.Clone(o.key) // the mirror outlives the request's arena
+			ser := s.parseSeries(key)
+			if ser == nil {
+				continue // not reachable: prepare only builds keys of configured meters
+			}
+			ser.Admitted = true
+			ser.State = meter.State{Agg: s.byName[ser.Meter.Name].tag}
+			if ser.Meter.Metric != nil {
+				name := ser.Meter.Metric.Name
+				if s.mirror.admitted[name]+gb.admitted[name] < s.opts.SeriesLimit {
+					gb.admitted[name]++
+					_ = b.Set([]byte(pAdmit+name+sep+o.key), []byte(o.key), nil)
+				} else {
+					ser.Admitted = false
+				}
+			}
+			gb.newSer[key] = ser
+			o.ser = ser
+		}
+	}
+}
+
+// applyCommitted applies a committed group's derived changes: to the mirror under its lock
+// (scrapes and quota checks see them at once), then to the pending state.
+func (s *Store) applyCommitted(acc []*prepared, seq uint64) {
+	gb := &s.gbuf
+	m := &s.mirror
+	s.mu.Lock()
+	for k, ser := range gb.newSer {
+		m.add(k, ser)
+	}
+	for _, p := range acc {
+		for i := range p.ops {
+			o := &p.ops[i]
+			switch o.kind {
+			case opTotal:
+				ser := o.ser
+				if ser == nil {
+					continue
+				}
+				ser.State.Merge(o.state)
+				if !ser.dirty {
+					ser.dirty = true
+					m.dirtySeries = append(m.dirtySeries, ser)
+				}
+				o.ser = nil // the request's events may outlive the mirror (Rebuild)
+			case opPeriod:
+				if periodMonth(o.key) < m.periodsFrom {
+					continue // merged in the store below
+				}
+				pt := m.period(o.key, o.state.Agg)
+				pt.state.Merge(o.state)
+				if !pt.dirty {
+					pt.dirty = true
+					m.dirtyPeriods = append(m.dirtyPeriods, pt)
+				}
+			case opActive:
+				m.touch(o.key[len(pActive):], o.state.Value)
+			}
+		}
+	}
+	s.mu.Unlock()
+
+	pd := &s.pending
+	for _, p := range acc {
+		for i := range p.ops {
+			o := &p.ops[i]
+			switch o.kind {
+			case opRollup, opActive:
+				pd.merge(o.key, o.state)
+			case opUnique:
+				pd.sets[o.key] = struct{}{}
+			case opPeriod:
+				if periodMonth(o.key) < s.mirror.periodsFrom {
+					pd.merge(o.key, o.state)
+				}
+			}
+		}
+	}
+	pd.lastGroup = seq
+}
