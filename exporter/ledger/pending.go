@@ -31,9 +31,10 @@ const pJournal = "j/"
 var keyCheckpoint = []byte(pMeta + "checkpoint")
 
 type pendingState struct {
-	merges    map[string]*meter.State
+	merges    map[string]*meter.State // pointing into states
 	sets      map[string]struct{}
-	lastGroup uint64 // the last journal entry folded in
+	states    []meter.State // a slab: one allocation per 4,096 new keys, not one per key
+	lastGroup uint64        // the last journal entry folded in
 }
 
 func newPending() pendingState {
@@ -51,9 +52,21 @@ type flushEntry struct {
 func (p *pendingState) merge(key string, st meter.State) {
 	if cur, ok := p.merges[key]; ok {
 		cur.Merge(st)
-	} else {
-		p.merges[key] = &st
+		return
 	}
+	if len(p.states) == cap(p.states) {
+		p.states = make([]meter.State, 0, 4096)
+	}
+	p.states = append(p.states, st)
+	p.merges[key] = &p.states[len(p.states)-1]
+}
+
+// reset empties the state after a flush. The maps keep their buckets: refilling them from empty
+// every interval would rehash them over and over as they grow.
+func (p *pendingState) reset() {
+	clear(p.merges)
+	clear(p.sets)
+	p.states = nil
 }
 
 func (p *pendingState) size() int { return len(p.merges) + len(p.sets) }
@@ -133,7 +146,7 @@ func (s *Store) flushPending(sync bool) error {
 		pt.dirty = false
 	}
 	m.dirtySeries, m.dirtyPeriods = m.dirtySeries[:0], m.dirtyPeriods[:0]
-	s.pending = newPending()
+	s.pending.reset()
 	s.pending.lastGroup = seq
 	return nil
 }
