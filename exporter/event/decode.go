@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/valyala/fastjson"
 
@@ -116,7 +117,7 @@ func (d *Decoder) Decode(contentType string, body []byte) ([]Event, error) {
 	events := make([]Event, len(values))
 	var verr Error
 	for i, v := range values {
-		d.decodeOne(v, i, now, &events[i], &verr)
+		d.decodeOne(v, i, now, &events[i], &verr, nil)
 	}
 	if len(verr.Errors) > 0 {
 		return nil, verr.finish()
@@ -154,7 +155,9 @@ func (d *Decoder) decodeLines(body []byte, now time.Time) ([]Event, error) {
 			verr.add(i, "", ReasonMalformed, "line is not valid JSON: "+err.Error())
 			continue
 		}
-		d.decodeOne(v, i, now, &events[i], &verr)
+		// The line is the event as received: kept as it is rather than encoded again. The
+		// body is the request's own buffer, so the event may point into it.
+		d.decodeOne(v, i, now, &events[i], &verr, line)
 	}
 	if len(verr.Errors) > 0 {
 		return nil, verr.finish()
@@ -187,29 +190,43 @@ func (e *Error) finish() *Error {
 	return e
 }
 
-func (d *Decoder) decodeOne(v *fastjson.Value, i int, now time.Time, ev *Event, verr *Error) {
+// typeNames maps each contract event type to itself: decoded events share these strings.
+var typeNames = func() map[string]string {
+	m := make(map[string]string, len(Schemas))
+	for t := range Schemas {
+		m[t] = t
+	}
+	return m
+}()
+
+// decodeOne decodes and validates one event. raw, when not nil, is the event's JSON text as
+// received; otherwise the parsed value is encoded again.
+func (d *Decoder) decodeOne(v *fastjson.Value, i int, now time.Time, ev *Event, verr *Error, raw []byte) {
 	o, err := v.Object()
 	if err != nil {
 		verr.add(i, "", ReasonMalformed, "an event must be a JSON object")
 		return
 	}
 	before := len(verr.Errors)
-	str := func(name string, required bool) string {
+	// bytesOf returns a string attribute's bytes, valid until the parser is reused: most
+	// attributes are only compared or parsed, and need no string of their own.
+	bytesOf := func(name string, required bool) []byte {
 		x := o.Get(name)
 		if x == nil {
 			if required {
 				verr.add(i, name, ReasonInvalid, "required")
 			}
-			return ""
+			return nil
 		}
 		s, err := x.StringBytes()
 		if err != nil {
 			verr.add(i, name, ReasonInvalid, "must be a string")
-			return ""
+			return nil
 		}
-		return string(s)
+		return s
 	}
-	if sv := str("specversion", true); sv != "" && sv != "1.0" {
+	str := func(name string, required bool) string { return string(bytesOf(name, required)) }
+	if sv := bytesOf("specversion", true); len(sv) > 0 && string(sv) != "1.0" {
 		verr.add(i, "specversion", ReasonInvalid, fmt.Sprintf("%q is not supported; use \"1.0\"", sv))
 	}
 	ev.ID = str("id", true)
@@ -220,17 +237,23 @@ func (d *Decoder) decodeOne(v *fastjson.Value, i int, now time.Time, ev *Event, 
 	if o.Get("source") != nil && (ev.Source == "" || len(ev.Source) > maxIDLen || !utf8.ValidString(ev.Source)) {
 		verr.add(i, "source", ReasonInvalid, fmt.Sprintf("must be a non-empty string of at most %d bytes", maxIDLen))
 	}
-	ev.Type = str("type", true)
-	schema, known := Schemas[ev.Type]
-	custom := d.Custom[ev.Type]
+	typ := bytesOf("type", true)
+	schema, known := Schemas[string(typ)]
+	custom := d.Custom[string(typ)]
+	if name, ok := typeNames[string(typ)]; ok {
+		ev.Type = name // the contract's own string: no allocation per event
+	} else {
+		ev.Type = string(typ)
+	}
 	if ev.Type != "" && !known && !custom {
 		verr.add(i, "type", ReasonInvalid, fmt.Sprintf("unknown event type %q", ev.Type))
 	}
-	if ct := str("datacontenttype", false); ct != "" && ct != "application/json" {
+	if ct := bytesOf("datacontenttype", false); len(ct) > 0 && string(ct) != "application/json" {
 		verr.add(i, "datacontenttype", ReasonInvalid, "only application/json data is supported")
 	}
 	ev.Time = now
-	if ts := str("time", false); ts != "" {
+	if tb := bytesOf("time", false); len(tb) > 0 {
+		ts := unsafe.String(&tb[0], len(tb)) // parsed at once, kept only in an error message below
 		t, err := time.Parse(time.RFC3339Nano, ts)
 		switch {
 		case err != nil:
@@ -254,7 +277,11 @@ func (d *Decoder) decodeOne(v *fastjson.Value, i int, now time.Time, ev *Event, 
 		d.decodeData(data, i, ev, schema, known, custom, verr)
 	}
 	if len(verr.Errors) == before {
-		ev.Raw = v.MarshalTo(make([]byte, 0, 256))
+		if raw != nil {
+			ev.Raw = raw
+		} else {
+			ev.Raw = v.MarshalTo(make([]byte, 0, 256))
+		}
 	}
 }
 
@@ -287,6 +314,12 @@ func (d *Decoder) decodeData(data *fastjson.Value, i int, ev *Event, schema Sche
 			}
 		})
 		return
+	}
+	// Room for every field and quantity of the type at once: appending one by one would grow the
+	// slices two or three times per event.
+	ev.Fields = make([]Field, 0, len(schema.Fields)+len(schema.OptionalFields))
+	if n := len(schema.Quantities) + len(schema.OptionalQuantities); n > 0 {
+		ev.Quantities = make([]Quantity, 0, n)
 	}
 	for _, name := range schema.Fields {
 		if v := o.Get(name); v == nil {
@@ -340,7 +373,8 @@ func (d *Decoder) addQuantity(i int, ev *Event, name string, v *fastjson.Value, 
 		return
 	}
 	// The raw text must be plain digits: 1.5, 1e3 and -1 are refused, not rounded.
-	raw := v.MarshalTo(nil)
+	var buf [32]byte
+	raw := v.MarshalTo(buf[:0])
 	for _, c := range raw {
 		if c < '0' || c > '9' {
 			verr.add(i, "data."+name, ReasonInvalid, msg)
@@ -405,7 +439,7 @@ func (d *Decoder) DecodeStored(raw []byte, t time.Time) (Event, error) {
 	var verr Error
 	// Validate against a clock at the event's own time, then restore the stored time (the
 	// event may have had none and taken its time of receipt).
-	d.decodeOne(v, 0, t, &ev, &verr)
+	d.decodeOne(v, 0, t, &ev, &verr, nil) // raw may be an iterator's buffer: copy
 	if len(verr.Errors) > 0 {
 		return Event{}, verr.finish()
 	}
