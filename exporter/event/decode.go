@@ -116,8 +116,9 @@ func (d *Decoder) Decode(contentType string, body []byte) ([]Event, error) {
 	}
 	events := make([]Event, len(values))
 	var verr Error
+	var sb storedBuf
 	for i, v := range values {
-		d.decodeOne(v, i, now, &events[i], &verr, nil)
+		d.decodeOne(v, i, now, &events[i], &verr, nil, &sb)
 	}
 	if len(verr.Errors) > 0 {
 		return nil, verr.finish()
@@ -149,6 +150,7 @@ func (d *Decoder) decodeLines(body []byte, now time.Time) ([]Event, error) {
 	defer d.pool.Put(p)
 	events := make([]Event, len(lines))
 	var verr Error
+	var sb storedBuf
 	for i, line := range lines {
 		v, err := p.ParseBytes(line)
 		if err != nil {
@@ -157,7 +159,7 @@ func (d *Decoder) decodeLines(body []byte, now time.Time) ([]Event, error) {
 		}
 		// The line is the event as received: kept as it is rather than encoded again. The
 		// body is the request's own buffer, so the event may point into it.
-		d.decodeOne(v, i, now, &events[i], &verr, line)
+		d.decodeOne(v, i, now, &events[i], &verr, line, &sb)
 	}
 	if len(verr.Errors) > 0 {
 		return nil, verr.finish()
@@ -199,9 +201,22 @@ var typeNames = func() map[string]string {
 	return m
 }()
 
-// decodeOne decodes and validates one event. raw, when not nil, is the event's JSON text as
-// received; otherwise the parsed value is encoded again.
-func (d *Decoder) decodeOne(v *fastjson.Value, i int, now time.Time, ev *Event, verr *Error, raw []byte) {
+// storedBuf holds the stored forms of one request's events: one allocation per 64 KiB of them.
+type storedBuf struct{ b []byte }
+
+func (sb *storedBuf) add(ev *Event, flags byte) []byte {
+	if n := storedSize(ev); cap(sb.b)-len(sb.b) < n {
+		sb.b = make([]byte, 0, max(64<<10, n))
+	}
+	start := len(sb.b)
+	sb.b = appendStored(sb.b, ev, flags)
+	return sb.b[start:len(sb.b):len(sb.b)]
+}
+
+// decodeOne decodes and validates one event and sets its stored form (see stored.go): binary
+// when sb is not nil and the event holds only the contract's attributes; else raw, the event's
+// JSON text as received, when not nil; else the parsed value encoded again.
+func (d *Decoder) decodeOne(v *fastjson.Value, i int, now time.Time, ev *Event, verr *Error, raw []byte, sb *storedBuf) {
 	o, err := v.Object()
 	if err != nil {
 		verr.add(i, "", ReasonMalformed, "an event must be a JSON object")
@@ -269,23 +284,42 @@ func (d *Decoder) decodeOne(v *fastjson.Value, i int, now time.Time, ev *Event, 
 		verr.add(i, "time", ReasonInvalid, "must be an RFC 3339 timestamp")
 	}
 	data := o.Get("data")
+	var dataKeys int
 	if data == nil {
 		verr.add(i, "data", ReasonInvalid, "required")
 	} else if data.Type() != fastjson.TypeObject {
 		verr.add(i, "data", ReasonInvalid, "must be a JSON object")
 	} else {
-		d.decodeData(data, i, ev, schema, known, custom, verr)
+		dataKeys = d.decodeData(data, i, ev, schema, known, custom, verr)
 	}
-	if len(verr.Errors) == before {
-		if raw != nil {
-			ev.Raw = raw
-		} else {
-			ev.Raw = v.MarshalTo(make([]byte, 0, 256))
-		}
+	if len(verr.Errors) != before {
+		return
+	}
+	// The binary form holds exactly the attributes read above: specversion, id, source, type and
+	// data always, time and datacontenttype when present, and every data key (tenant, fields,
+	// quantities). Any other key, or a null, keeps the event as JSON.
+	var flags byte
+	keys := 5
+	if o.Get("time") != nil {
+		flags |= storedHadTime
+		keys++
+	}
+	if o.Get("datacontenttype") != nil {
+		flags |= storedHadContentType
+		keys++
+	}
+	switch {
+	case sb != nil && o.Len() == keys && dataKeys == 1+len(ev.Fields)+len(ev.Quantities):
+		ev.Raw = sb.add(ev, flags)
+	case raw != nil:
+		ev.Raw = raw
+	default:
+		ev.Raw = v.MarshalTo(make([]byte, 0, 256))
 	}
 }
 
-func (d *Decoder) decodeData(data *fastjson.Value, i int, ev *Event, schema Schema, known, custom bool, verr *Error) {
+// decodeData decodes the data object and returns how many keys it has.
+func (d *Decoder) decodeData(data *fastjson.Value, i int, ev *Event, schema Schema, known, custom bool, verr *Error) int {
 	o, _ := data.Object()
 	tenant := o.Get("tenant")
 	if tenant == nil {
@@ -296,7 +330,7 @@ func (d *Decoder) decodeData(data *fastjson.Value, i int, ev *Event, schema Sche
 		ev.Tenant = string(s)
 	}
 	if !known && !custom {
-		return
+		return o.Len()
 	}
 	if custom && !known {
 		o.Visit(func(k []byte, v *fastjson.Value) {
@@ -313,7 +347,7 @@ func (d *Decoder) decodeData(data *fastjson.Value, i int, ev *Event, schema Sche
 				verr.add(i, "data."+name, ReasonInvalid, "must be a string or a non-negative integer")
 			}
 		})
-		return
+		return o.Len()
 	}
 	// Room for every field and quantity of the type at once: appending one by one would grow the
 	// slices two or three times per event.
@@ -345,6 +379,7 @@ func (d *Decoder) decodeData(data *fastjson.Value, i int, ev *Event, schema Sche
 			d.addQuantity(i, ev, name, v, verr)
 		}
 	}
+	return o.Len()
 }
 
 func (d *Decoder) addField(i int, ev *Event, name string, v *fastjson.Value, verr *Error) {
@@ -426,9 +461,19 @@ func checkLabel(s string) string {
 	return ""
 }
 
-// DecodeStored decodes an event kept in the ledger, with the time it was stored under. It skips
-// the checks that depend on the time of receipt (late window, future skew).
+// DecodeStored decodes an event kept in the ledger (either stored form, see stored.go), with the
+// time it was stored under. For JSON it skips the checks that depend on the time of receipt (late
+// window, future skew); the binary form was validated when it was received. ev.Raw is a copy of
+// raw.
 func (d *Decoder) DecodeStored(raw []byte, t time.Time) (Event, error) {
+	if len(raw) > 0 && raw[0] == storedV1 {
+		ev, _, err := decodeStoredBinary(raw, t)
+		if err != nil {
+			return Event{}, err
+		}
+		ev.Raw = bytes.Clone(raw)
+		return ev, nil
+	}
 	p := d.pool.Get()
 	defer d.pool.Put(p)
 	v, err := p.ParseBytes(raw)
@@ -439,7 +484,7 @@ func (d *Decoder) DecodeStored(raw []byte, t time.Time) (Event, error) {
 	var verr Error
 	// Validate against a clock at the event's own time, then restore the stored time (the
 	// event may have had none and taken its time of receipt).
-	d.decodeOne(v, 0, t, &ev, &verr, nil) // raw may be an iterator's buffer: copy
+	d.decodeOne(v, 0, t, &ev, &verr, bytes.Clone(raw), nil)
 	if len(verr.Errors) > 0 {
 		return Event{}, verr.finish()
 	}

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/valyala/fastjson"
+
+	"github.com/usagemeter/usagemeter/exporter/event"
 )
 
 // Data classes that retention archives and deletes by calendar month.
@@ -61,7 +62,6 @@ func (s *Store) ExportMonth(ctx context.Context, class string, month time.Time, 
 	emit := func(k, v []byte) error { n++; return fn(k, v) }
 	switch class {
 	case ClassRawEvents:
-		var p fastjson.Parser
 		lo := binary.BigEndian.AppendUint64([]byte(pEvent), uint64(from.UnixNano()))
 		hi := binary.BigEndian.AppendUint64([]byte(pEvent), uint64(to.UnixNano()))
 		err = s.scanRange(ctx, lo, hi, func(k, v []byte) error {
@@ -69,11 +69,11 @@ func (s *Store) ExportMonth(ctx context.Context, class string, month time.Time, 
 				return err
 			}
 			// The dedupe key goes with its event: restoring brings both back.
-			ev, err := p.ParseBytes(v)
+			source, id, err := event.StoredIdentity(v)
 			if err != nil {
 				return fmt.Errorf("stored event %x: %w", k, err)
 			}
-			h := dedupeHash(string(ev.GetStringBytes("source")), string(ev.GetStringBytes("id")))
+			h := dedupeHash(source, id)
 			return emit(append([]byte(pDedupe), h[:]...), k)
 		})
 	case ClassRollups:
