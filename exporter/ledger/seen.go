@@ -9,41 +9,48 @@ import (
 // seenFilter is a Bloom filter over every stored dedupe hash. Almost every ingested event is
 // new, and the filter proves it without a store lookup; only a "maybe" (a duplicate or a false
 // positive, about 1 %) pays for a Pebble Get. It has no false negatives, so dedupe stays exact.
-// Only the writer goroutine touches it (and Open, before the writer starts).
+// It is blocked: the bits of one hash all fall in one 64-byte cache line, so a check or an add
+// costs one cache miss instead of seven across a filter of tens of megabytes. Only the writer
+// goroutine touches it (and Open, before the writer starts).
 type seenFilter struct {
-	bits []uint64
-	m    uint64 // number of bits
-	n    uint64 // keys added
+	blocks [][8]uint64 // 512 bits each
+	n      uint64      // keys added
 }
 
-const seenHashes = 7 // ~1 % false positives at 10 bits per key
+const seenHashes = 7 // ~1.2 % false positives at 10 bits per key, blocked; 7 × 9 bits of the hash
 
 func newSeenFilter(expected uint64) *seenFilter {
 	expected = max(expected, 1<<24) // room for 16M events before the false-positive rate rises
-	m := (expected*10 + 63) &^ 63
-	return &seenFilter{bits: make([]uint64, m/64), m: m}
+	return &seenFilter{blocks: make([][8]uint64, (expected*10+511)/512)}
 }
 
-// The dedupe hash is uniformly random (SHA-256), so its halves serve as the two base hashes.
-func (f *seenFilter) positions(h *[16]byte, fn func(word uint64, bit uint64) bool) bool {
-	h1 := binary.LittleEndian.Uint64(h[0:8])
-	h2 := binary.LittleEndian.Uint64(h[8:16]) | 1
-	for i := uint64(0); i < seenHashes; i++ {
-		p := (h1 + i*h2) % f.m
-		if !fn(p/64, p%64) {
-			return false
-		}
-	}
-	return true
+// The dedupe hash is uniformly random (SHA-256): its first half picks the block, its second the
+// bits within it, nine bits at a time.
+func (f *seenFilter) block(h *[16]byte) (*[8]uint64, uint64) {
+	b := &f.blocks[binary.LittleEndian.Uint64(h[0:8])%uint64(len(f.blocks))]
+	return b, binary.LittleEndian.Uint64(h[8:16])
 }
 
 func (f *seenFilter) add(h *[16]byte) {
-	f.positions(h, func(w, b uint64) bool { f.bits[w] |= 1 << b; return true })
+	b, bits := f.block(h)
+	for range seenHashes {
+		p := bits & 511
+		b[p/64] |= 1 << (p % 64)
+		bits >>= 9
+	}
 	f.n++
 }
 
 func (f *seenFilter) mayContain(h *[16]byte) bool {
-	return f.positions(h, func(w, b uint64) bool { return f.bits[w]&(1<<b) != 0 })
+	b, bits := f.block(h)
+	for range seenHashes {
+		p := bits & 511
+		if b[p/64]&(1<<(p%64)) == 0 {
+			return false
+		}
+		bits >>= 9
+	}
+	return true
 }
 
 // loadSeen builds the filter from the stored dedupe keys.
