@@ -44,9 +44,33 @@ func newPending() pendingState {
 // flushEntry is one key of a flush: a merge operand, a Set of a whole state, or (st nil) an empty
 // Set for presence.
 type flushEntry struct {
+	pre   [3]uint64 // the key's first 24 bytes, big-endian, zero-padded (see sortFlush)
 	key   string
 	st    *meter.State
 	merge bool
+}
+
+// sortFlush sorts a flush's entries by key. The keys lie all over the heap, and comparing them
+// directly costs two cache misses per comparison; their first bytes, copied next to each entry
+// once, decide many comparisons without reading the keys. Zero padding can tie a short key with a
+// longer one, so ties compare the keys themselves.
+func sortFlush(es []flushEntry) {
+	for i := range es {
+		var b [24]byte
+		copy(b[:], es[i].key)
+		es[i].pre = [3]uint64{binary.BigEndian.Uint64(b[0:]), binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint64(b[16:])}
+	}
+	slices.SortFunc(es, func(a, b flushEntry) int {
+		for i := range a.pre {
+			if a.pre[i] != b.pre[i] {
+				if a.pre[i] < b.pre[i] {
+					return -1
+				}
+				return 1
+			}
+		}
+		return strings.Compare(a.key, b.key)
+	})
 }
 
 func (p *pendingState) merge(key string, st meter.State) {
@@ -100,7 +124,7 @@ func (s *Store) flushPending(sync bool) error {
 		entries = append(entries, flushEntry{key: pt.key, st: &pt.state})
 	}
 	// In key order, as in commitAccepted: the memtable inserts them several times faster.
-	slices.SortFunc(entries, func(a, b flushEntry) int { return strings.Compare(a.key, b.key) })
+	sortFlush(entries)
 	b := s.db.NewBatchWithSize(len(entries) * 64)
 	defer b.Close()
 	var buf []byte

@@ -56,3 +56,29 @@ func TestSeenFilter(t *testing.T) {
 		t.Logf("false positives at 10 bits per key: %.2f%%", 100*rate)
 	}
 }
+
+// sortFlush orders keys exactly as bytes.Compare does, including keys that tie on their padded
+// prefix.
+func TestSortFlush(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var keys []string
+	for range 5000 {
+		n := r.IntN(80)
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = "r/\x00\x00ab"[r.IntN(6)]
+		}
+		keys = append(keys, string(b))
+	}
+	keys = append(keys, "r/a", "r/a\x00", "r/a\x00\x00", "")
+	var entries []flushEntry
+	for _, k := range keys {
+		entries = append(entries, flushEntry{key: k})
+	}
+	sortFlush(entries)
+	for i := 1; i < len(entries); i++ {
+		if entries[i-1].key > entries[i].key {
+			t.Fatalf("%q sorted before %q", entries[i-1].key, entries[i].key)
+		}
+	}
+}
