@@ -1,7 +1,11 @@
 package ledger
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -80,5 +84,20 @@ func TestSortFlush(t *testing.T) {
 		if entries[i-1].key > entries[i].key {
 			t.Fatalf("%q sorted before %q", entries[i-1].key, entries[i].key)
 		}
+	}
+}
+
+// The dedupe hash is on disk (d/ keys): it must stay SHA-256(source, NUL, id), first 16 bytes,
+// however it is computed.
+func TestDedupeHashIsStable(t *testing.T) {
+	long := strings.Repeat("x", 300) // past the stack buffer
+	for _, c := range [][2]string{{"svc", "e1"}, {"", ""}, {"a\x00b", "c"}, {long, long}} {
+		sum := sha256.Sum256([]byte(c[0] + "\x00" + c[1]))
+		if got := dedupeHash(c[0], c[1]); !bytes.Equal(got[:], sum[:16]) {
+			t.Errorf("dedupeHash(%q, %q) = %x, want %x", c[0], c[1], got, sum[:16])
+		}
+	}
+	if got := fmt.Sprintf("%x", dedupeHash("svc", "e1")); got != fmt.Sprintf("%x", sha256.Sum256([]byte("svc\x00e1")))[:32] {
+		t.Errorf("got %s", got)
 	}
 }

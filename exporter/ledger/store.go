@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -325,13 +324,13 @@ func (s *Store) writeDerived(g *groupState, b *pebble.Batch, opt *pebble.WriteOp
 }
 
 func dedupeHash(source, id string) [16]byte {
-	h := sha256.New()
-	io.WriteString(h, source)
-	h.Write([]byte{0})
-	io.WriteString(h, id)
-	var out [16]byte
-	copy(out[:], h.Sum(nil))
-	return out
+	// SHA-256 of source, NUL, id, in one call on a stack buffer (hash.Hash would allocate).
+	var buf [256]byte
+	b := append(buf[:0], source...)
+	b = append(b, 0)
+	b = append(b, id...)
+	sum := sha256.Sum256(b)
+	return [16]byte(sum[:16])
 }
 
 // SizeBytes is the on-disk size of the store.
