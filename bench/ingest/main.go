@@ -127,11 +127,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	cpu0 := procCPU(p.cmd.Process.Pid)
 	start := time.Now()
 	lat, failed := load(nb, func(client *http.Client, i int) error {
 		return post(client, p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]), http.StatusAccepted)
 	})
 	elapsed := time.Since(start)
+	cpu := procCPU(p.cmd.Process.Pid) - cpu0
 	if failed != nil {
 		return failed
 	}
@@ -150,6 +152,11 @@ func run() error {
 	record("usage-exporter counted", fmt.Sprintf("%.2f", 100*accepted/float64(sent)), "%", fmt.Sprintf("%d of %d events", int(accepted), sent))
 	record("usage-exporter ack latency p50 (batch)", ms(lat[len(lat)/2]), "ms", "")
 	record("usage-exporter ack latency p99 (batch)", ms(lat[len(lat)*99/100]), "ms", "")
+	if cpu > 0 {
+		// CPU time per event moves much less than events/s when other work shares the machine.
+		record("usage-exporter CPU per event (ingest)", fmt.Sprintf("%.1f", float64(cpu.Nanoseconds())/1000/float64(sent)), "us",
+			fmt.Sprintf("%.2f CPU-s over %.2f s; %.0f events/s per CPU-second", cpu.Seconds(), elapsed.Seconds(), float64(sent)/cpu.Seconds()))
+	}
 
 	// statsd_exporter: the same events as DogStatsD lines over UDP, unpaced.
 	if _, err := os.Stat(*statsdBin); err != nil {
@@ -238,6 +245,22 @@ func post(client *http.Client, url, contentType string, body io.Reader, want int
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+
+// procCPU is a process's user and system CPU time so far (Linux /proc; zero elsewhere).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+}
 
 func numCPU() int {
 	out, _ := exec.Command("nproc").Output()

@@ -74,7 +74,10 @@ func (s *Store) commitGroup(group []*commitReq) {
 		}
 		return s.commitAccepted(acc)
 	}()
-	gb.accepted = acc[:0]
+	defer func() {
+		clear(acc) // do not keep the requests alive until the next group
+		gb.accepted = acc[:0]
+	}()
 	if err != nil {
 		s.log.Error("ledger commit failed; the group is refused", "err", err, "events", len(acc))
 		for _, r := range group {
