@@ -275,3 +275,17 @@ func StoredIdentity(raw []byte) (source, id string, err error) {
 	}
 	return string(v.GetStringBytes("source")), string(v.GetStringBytes("id")), nil
 }
+
+// StoredType returns the type of an event in the binary stored form without decoding it; ok is
+// false for the JSON form (or a damaged event), which must be decoded to know.
+func StoredType(raw []byte) (typ string, ok bool) {
+	if len(raw) < 2 || raw[0] != storedV1 {
+		return "", false
+	}
+	if i := int(raw[1]); i != 0 && i < len(storedTypes) {
+		return storedTypes[i], true
+	}
+	r := storedReader{b: raw[1:]}
+	typ = r.name(storedTypes)
+	return typ, r.err == nil
+}

@@ -164,3 +164,19 @@ func FuzzDecodeStored(f *testing.F) {
 		}
 	})
 }
+
+func TestStoredType(t *testing.T) {
+	d := &Decoder{Now: func() time.Time { return now }, Custom: map[string]bool{"com.example.api_call": true}}
+	for _, body := range []string{good, `{"specversion":"1.0","id":"x","source":"s","type":"com.example.api_call","data":{"tenant":"t","calls":1}}`} {
+		evs, err := d.Decode("application/x-ndjson", []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ, ok := StoredType(evs[0].Raw); !ok || typ != evs[0].Type {
+			t.Errorf("StoredType = %q, %v; want %q", typ, ok, evs[0].Type)
+		}
+	}
+	if _, ok := StoredType([]byte(good)); ok {
+		t.Error("JSON form reported a type without decoding")
+	}
+}
