@@ -42,6 +42,9 @@ type Service struct {
 	Pricing insights.Pricing
 	// ModelCosts overrides insights.DefaultModelCosts (minor units per million tokens).
 	ModelCosts map[string]int64
+	// Insights keeps what insight detection reads of raw events and token rollups up to date
+	// between requests (its Changes attached to the store); nil: every request scans.
+	Insights *insights.Index
 	// Audit is the access audit log, listed and verified by the compliance report.
 	Audit *audit.Log
 	// Authorize checks an extra action inside a handler (per-user detail: usage.read_users).
@@ -67,7 +70,7 @@ func (s *Service) log() *slog.Logger {
 
 // Engine returns the insight engine over the service's store, configuration and pricing.
 func (s *Service) Engine() *insights.Engine {
-	return &insights.Engine{Store: s.Store, Config: s.Config, Pricing: s.Pricing, ModelCosts: s.ModelCosts, Log: s.Log}
+	return &insights.Engine{Store: s.Store, Config: s.Config, Pricing: s.Pricing, ModelCosts: s.ModelCosts, Index: s.Insights, Log: s.Log}
 }
 
 // Routes are the analytics and report endpoints.
@@ -81,6 +84,7 @@ func (s *Service) Routes() []route.Route {
 		get("/v1/analytics/forecast", route.ActionAnalyticsRead, s.forecast),
 		get("/v1/analytics/adoption", route.ActionAnalyticsRead, s.adoption),
 		get("/v1/analytics/engagement", route.ActionAnalyticsRead, s.engagement),
+		get("/v1/analytics/new-users", route.ActionAnalyticsRead, s.newUsers),
 		get("/v1/analytics/ingestion", route.ActionAnalyticsRead, s.ingestion),
 		get("/v1/analytics/insights", route.ActionAnalyticsRead, s.insights),
 		get("/v1/analytics/insights/applied", route.ActionAnalyticsRead, s.applied),

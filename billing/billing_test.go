@@ -84,6 +84,7 @@ func TestRoutesActions(t *testing.T) {
 	svc, _, _, _ := server(t)
 	want := map[string]string{
 		"GET /v1/invoices":                 route.ActionBillingRead,
+		"GET /v1/billing/kpis":             route.ActionBillingRead,
 		"POST /v1/invoices/run":            route.ActionBillingWrite,
 		"GET /v1/tenants/{tenant}/balance": route.ActionBillingRead,
 		"POST /v1/payments":                route.ActionBillingWrite,

@@ -26,6 +26,9 @@ func (s *Service) Routes() []route.Route {
 	return []route.Route{
 		{Method: "GET", Pattern: "/v1/invoices", Action: route.ActionBillingRead, Audit: true, Handler: s.listInvoices},
 		{Method: "GET", Pattern: "/v1/invoices/{id}", Action: route.ActionBillingRead, Audit: true, Handler: s.getInvoice},
+		// Key figures of a period, aggregated here from the invoices: what a dashboard would
+		// otherwise compute by fetching every invoice. Same action as reading the invoices.
+		{Method: "GET", Pattern: "/v1/billing/kpis", Action: route.ActionBillingRead, Audit: true, Handler: s.kpis},
 		{Method: "POST", Pattern: "/v1/invoices/run", Action: route.ActionBillingWrite, Audit: true, Handler: s.run},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/finalize", Action: route.ActionBillingWrite, Audit: true, Handler: s.finalize},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/void", Action: route.ActionBillingWrite, Audit: true, Handler: s.void},

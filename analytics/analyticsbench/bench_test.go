@@ -48,6 +48,12 @@ func TestMain(m *testing.M) {
 	if dir != "" {
 		os.RemoveAll(dir)
 	}
+	if insStore != nil {
+		insStore.Close()
+	}
+	if insDir != "" {
+		os.RemoveAll(insDir)
+	}
 	os.Exit(code)
 }
 

@@ -3,6 +3,7 @@ package insights
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ type rawData struct {
 	ingest map[string]map[string]*ingestHash // source → content_hash → jobs, in the lookback
 }
 
+// rawTypes are the event types the raw detectors read.
+var rawTypes = []string{"document.created", "document.deleted", "ingest.completed"}
+
 // scanRaw reads every raw event up to at once for all tenants: the live documents need the whole
 // history (a document created a year ago is still held), the ingest repeats only the lookback.
 func (e *Engine) scanRaw(ctx context.Context, tenants []string, at time.Time) (map[string]*rawData, error) {
@@ -40,8 +44,7 @@ func (e *Engine) scanRaw(ctx context.Context, tenants []string, at time.Time) (m
 		want[t] = &rawData{docs: map[string]liveDoc{}, ingest: map[string]map[string]*ingestHash{}}
 	}
 	since := at.Add(-e.lookback())
-	types := []string{"document.created", "document.deleted", "ingest.completed"}
-	err := e.Store.RawEventsOfTypes(ctx, time.Time{}, at, types, func(ev *event.Event) error {
+	err := e.Store.RawEventsOfTypes(ctx, time.Time{}, at, rawTypes, func(ev *event.Event) error {
 		rd := want[ev.Tenant]
 		if rd == nil {
 			return nil
@@ -86,45 +89,216 @@ func (e *Engine) scanRaw(ctx context.Context, tenants []string, at time.Time) (m
 	return want, nil
 }
 
+// rawSummary is what the detectors use of a tenant's raw events: figures about its live
+// documents and its ingest jobs. The scan path computes it from rawData; the index keeps the same
+// figures up to date as events arrive (index.go).
+type rawSummary struct {
+	docs   docSummary
+	ingest map[string]sourceIngest // by source, sources with a hashed job in the lookback
+}
+
+// docSummary describes a tenant's live documents.
+type docSummary struct {
+	live, liveBytes           int64
+	dupGroups, copies, wasted int64                // live documents sharing a content hash
+	owners                    map[string]ownerDocs // live documents by owner (users with one at least)
+}
+
+type ownerDocs struct{ docs, bytes int64 }
+
+// sourceIngest describes the jobs of one source that carried a content hash, in the lookback.
+type sourceIngest struct {
+	jobs, hashes, repeats, wastedBytes, wastedRecords int64
+}
+
+// summarize computes the raw summary of a scan.
+func summarize(rd *rawData) *rawSummary {
+	s := &rawSummary{docs: docSummary{owners: map[string]ownerDocs{}}, ingest: map[string]sourceIngest{}}
+	type grp struct {
+		n          int
+		sum, large int64
+	}
+	groups := map[string]*grp{}
+	for _, d := range rd.docs {
+		s.docs.live++
+		s.docs.liveBytes += d.bytes
+		o := s.docs.owners[d.user]
+		o.docs++
+		o.bytes += d.bytes
+		s.docs.owners[d.user] = o
+		if d.hash == "" {
+			continue
+		}
+		g := groups[d.hash]
+		if g == nil {
+			g = &grp{}
+			groups[d.hash] = g
+		}
+		g.n++
+		g.sum += d.bytes
+		g.large = max(g.large, d.bytes)
+	}
+	for _, g := range groups {
+		if g.n > 1 {
+			s.docs.dupGroups++
+			s.docs.copies += int64(g.n - 1)
+			s.docs.wasted += g.sum - g.large
+		}
+	}
+	for src, hashes := range rd.ingest {
+		var si sourceIngest
+		for _, ih := range hashes {
+			si.jobs += ih.jobs
+			si.hashes++
+			if ih.jobs > 1 {
+				si.repeats += ih.jobs - 1
+				si.wastedBytes += ih.bytes - ih.firstBytes
+				si.wastedRecords += ih.records - ih.firstRecords
+			}
+		}
+		s.ingest[src] = si
+	}
+	return s
+}
+
 // modelRows are ai_tokens by feature and model per tenant over the lookback.
 type modelRows struct {
 	byTenant map[string]map[[2]string]int64 // tenant → (feature, model) → tokens
 	served   map[string]map[string]bool     // feature → models serving it, across the tenants
 }
 
+func newModelRows() *modelRows {
+	return &modelRows{byTenant: map[string]map[[2]string]int64{}, served: map[string]map[string]bool{}}
+}
+
+// add records a tenant's tokens of a feature and model over the lookback (the value of the usage
+// row of the group); a group whose value is not positive is left out.
+func (mr *modelRows) add(tenant, feature, model string, tokens int64) {
+	m := mr.byTenant[tenant]
+	if m == nil {
+		m = map[[2]string]int64{}
+		mr.byTenant[tenant] = m
+	}
+	if tokens <= 0 {
+		return
+	}
+	m[[2]string{feature, model}] += tokens
+	if mr.served[feature] == nil {
+		mr.served[feature] = map[string]bool{}
+	}
+	mr.served[feature][model] = true
+}
+
+// modelUse reads the ai_tokens rollups of the lookback for all the tenants in one pass
+// (ledger.FlowCells), merging each (feature, model) group's cells in the order Usage does.
 func (e *Engine) modelUse(ctx context.Context, tenants []string, at time.Time) (*modelRows, error) {
-	mr := &modelRows{byTenant: map[string]map[[2]string]int64{}, served: map[string]map[string]bool{}}
-	if _, ok := e.Store.Meter("ai_tokens"); !ok {
+	mr := newModelRows()
+	d, ok := e.Store.Meter("ai_tokens")
+	if !ok {
 		return mr, nil
 	}
+	if d.Kind != meter.Flow || d.Aggregation == meter.UniqueCount {
+		return e.modelUseByTenant(ctx, tenants, at)
+	}
+	sorted := slices.Clone(tenants)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	type groupKey struct{ tenant, group string }
+	acc := map[groupKey]*meter.State{}
+	tag := meter.Tag(d.Aggregation)
+	err := e.Store.FlowCells(ctx, "ai_tokens", sorted, at.Add(-e.lookback()), at, []string{"feature", "model"},
+		func(tenant string, _ time.Time, group []byte, st meter.State) {
+			a := acc[groupKey{tenant, string(group)}]
+			if a == nil {
+				a = &meter.State{Agg: tag}
+				acc[groupKey{tenant, string(group)}] = a
+			}
+			a.Merge(st)
+		})
+	if err != nil {
+		return nil, fmt.Errorf("reading AI token usage: %w", err)
+	}
+	for _, t := range sorted {
+		mr.byTenant[t] = map[[2]string]int64{}
+	}
+	for k, st := range acc {
+		f, m, _ := strings.Cut(k.group, "\x00")
+		mr.add(k.tenant, f, m, st.Value)
+	}
+	return mr, nil
+}
+
+// modelUseByTenant asks Usage tenant by tenant: for an ai_tokens meter configured as a level or
+// a distinct count, which FlowCells does not read.
+func (e *Engine) modelUseByTenant(ctx context.Context, tenants []string, at time.Time) (*modelRows, error) {
+	mr := newModelRows()
 	for _, t := range tenants {
 		rows, err := e.Store.Usage(ctx, ledger.Query{Meter: "ai_tokens", Tenant: t, From: at.Add(-e.lookback()), To: at, GroupBy: []string{"feature", "model"}})
 		if err != nil {
 			return nil, err
 		}
-		m := map[[2]string]int64{}
+		mr.byTenant[t] = map[[2]string]int64{}
 		for _, r := range rows {
-			if r.Value <= 0 {
-				continue
-			}
-			f, md := r.Group["feature"], r.Group["model"]
-			m[[2]string{f, md}] += r.Value
-			if mr.served[f] == nil {
-				mr.served[f] = map[string]bool{}
-			}
-			mr.served[f][md] = true
+			mr.add(t, r.Group["feature"], r.Group["model"], r.Value)
 		}
-		mr.byTenant[t] = m
 	}
 	return mr, nil
 }
 
-// level is a stock meter's level at at.
-func (e *Engine) level(ctx context.Context, tenant, meterName string, at time.Time) (int64, error) {
-	if _, ok := e.Store.Meter(meterName); !ok {
-		return 0, nil
+// lookups are the per-tenant figures several detectors use, read for all the tenants at once:
+// one pass over the store each rather than a query (and a flush) per tenant and detector.
+type lookups struct {
+	storage, docBytes map[string]int64                // levels at at (0 without the meter)
+	seen              map[string]map[string]time.Time // last activity per user; nil: not read
+}
+
+func (e *Engine) lookup(ctx context.Context, tenants []string, at time.Time) (*lookups, error) {
+	var l lookups
+	var err error
+	if l.storage, err = e.levels(ctx, "storage_bytes", tenants, at); err != nil {
+		return nil, err
 	}
-	return e.Store.Total(ctx, tenant, meterName, at.Add(-time.Hour), at)
+	if l.docBytes, err = e.levels(ctx, "document_bytes", tenants, at); err != nil {
+		return nil, err
+	}
+	if d, ok := e.Store.Meter("active_users"); ok && d.Aggregation == meter.UniqueCount {
+		l.seen = make(map[string]map[string]time.Time, len(tenants))
+		if err := e.Store.LastSeenAll(ctx, "active_users", tenants, func(t string, seen map[string]time.Time) { l.seen[t] = seen }); err != nil {
+			return nil, err
+		}
+	}
+	return &l, nil
+}
+
+// levels are a meter's levels at at (Total over the hour before at) per tenant; 0 without the
+// meter.
+func (e *Engine) levels(ctx context.Context, meterName string, tenants []string, at time.Time) (map[string]int64, error) {
+	out := make(map[string]int64, len(tenants))
+	d, ok := e.Store.Meter(meterName)
+	if !ok {
+		return out, nil
+	}
+	if d.Kind != meter.Flow && d.Aggregation != meter.UniqueCount {
+		err := e.Store.StockLevels(ctx, meterName, tenants, at, func(t string, v int64) { out[t] = v })
+		return out, err
+	}
+	for _, t := range tenants {
+		v, err := e.Store.Total(ctx, t, meterName, at.Add(-time.Hour), at)
+		if err != nil {
+			return nil, err
+		}
+		out[t] = v
+	}
+	return out, nil
+}
+
+// lastSeen is the tenant's last activity per user, as read by lookup or else from the store
+// (which then says why active_users has none).
+func (e *Engine) lastSeen(ctx context.Context, l *lookups, tenant string) (map[string]time.Time, error) {
+	if seen, ok := l.seen[tenant]; ok {
+		return seen, nil
+	}
+	return e.Store.LastSeen(ctx, "active_users", tenant)
 }
 
 func (e *Engine) planRightSizing(ctx context.Context, tenant string, at time.Time) ([]Insight, error) {
@@ -284,45 +458,16 @@ func (e *Engine) costCurrency() string {
 
 func durationDays(d time.Duration) string { return fmt.Sprintf("%dd", int(d/(24*time.Hour))) }
 
-func (e *Engine) duplicateDocs(ctx context.Context, tenant string, at time.Time, rd *rawData) ([]Insight, error) {
-	if rd == nil {
+func (e *Engine) duplicateDocs(ctx context.Context, tenant string, at time.Time, rs *rawSummary, l *lookups) ([]Insight, error) {
+	if rs == nil {
 		return nil, nil
 	}
-	type grp struct {
-		n          int
-		sum, large int64
-	}
-	groups := map[string]*grp{}
-	var liveBytes int64
-	for _, d := range rd.docs {
-		liveBytes += d.bytes
-		if d.hash == "" {
-			continue
-		}
-		g := groups[d.hash]
-		if g == nil {
-			g = &grp{}
-			groups[d.hash] = g
-		}
-		g.n++
-		g.sum += d.bytes
-		g.large = max(g.large, d.bytes)
-	}
-	var dupGroups, copies, wasted int64
-	for _, g := range groups {
-		if g.n > 1 {
-			dupGroups++
-			copies += int64(g.n - 1)
-			wasted += g.sum - g.large
-		}
-	}
+	d := &rs.docs
+	dupGroups, copies, wasted, liveBytes := d.dupGroups, d.copies, d.wasted, d.liveBytes
 	if wasted <= 0 {
 		return nil, nil
 	}
-	storage, err := e.level(ctx, tenant, "storage_bytes", at)
-	if err != nil {
-		return nil, err
-	}
+	storage := l.storage[tenant]
 	s := Saving{Units: wasted, Unit: "bytes", Meter: "document_bytes", Period: "level"}
 	if storage > 0 {
 		s.Amount, s.Currency, s.Pricing = e.priceDelta(ctx, tenant, "storage_bytes", at, storage, storage-wasted)
@@ -334,19 +479,12 @@ func (e *Engine) duplicateDocs(ctx context.Context, tenant string, at time.Time,
 		Detail: fmt.Sprintf("%d live documents share their content_hash with another live document in %d groups; keeping one of each frees %d bytes.", copies+dupGroups, dupGroups, wasted),
 		Saving: s,
 		Evidence: []Evidence{{Query: fmt.Sprintf("raw events document.created/document.deleted of %s up to %s, live documents grouped by content_hash", tenant, at.Format(time.RFC3339)),
-			Numbers: []Number{{"live_documents", int64(len(rd.docs))}, {"live_document_bytes", liveBytes}, {"duplicate_groups", dupGroups}, {"redundant_copies", copies}, {"wasted_bytes", wasted}, {"storage_bytes", storage}}}}}}, nil
+			Numbers: []Number{{"live_documents", d.live}, {"live_document_bytes", liveBytes}, {"duplicate_groups", dupGroups}, {"redundant_copies", copies}, {"wasted_bytes", wasted}, {"storage_bytes", storage}}}}}}, nil
 }
 
-func (e *Engine) storage(ctx context.Context, tenant string, at time.Time, rd *rawData) ([]Insight, error) {
+func (e *Engine) storage(ctx context.Context, tenant string, at time.Time, rs *rawSummary, l *lookups) ([]Insight, error) {
 	var out []Insight
-	storage, err := e.level(ctx, tenant, "storage_bytes", at)
-	if err != nil {
-		return nil, err
-	}
-	docBytes, err := e.level(ctx, tenant, "document_bytes", at)
-	if err != nil {
-		return nil, err
-	}
+	storage, docBytes := l.storage[tenant], l.docBytes[tenant]
 	if storage > docBytes && docBytes >= 0 {
 		waste := storage - docBytes
 		s := Saving{Units: waste, Unit: "bytes", Meter: "storage_bytes", Period: "level"}
@@ -358,21 +496,21 @@ func (e *Engine) storage(ctx context.Context, tenant string, at time.Time, rd *r
 			Evidence: []Evidence{{Query: usageQuery("storage_bytes", tenant, at.Add(-time.Hour), at, "") + " ; " + usageQuery("document_bytes", tenant, at.Add(-time.Hour), at, ""),
 				Numbers: []Number{{"storage_bytes", storage}, {"document_bytes", docBytes}, {"unbacked_bytes", waste}}}}})
 	}
-	if rd == nil || len(rd.docs) == 0 {
+	if rs == nil || rs.docs.live == 0 {
 		return out, nil
 	}
-	seen, err := e.Store.LastSeen(ctx, "active_users", tenant)
+	seen, err := e.lastSeen(ctx, l, tenant)
 	if err != nil {
 		return nil, err
 	}
 	cut := at.Add(-time.Duration(e.idleDays()) * 24 * time.Hour)
 	var idleBytes, idleDocs int64
 	owners := map[string]bool{}
-	for _, d := range rd.docs {
-		if last, ok := seen[d.user]; ok && last.Before(cut) {
-			idleBytes += d.bytes
-			idleDocs++
-			owners[d.user] = true
+	for user, o := range rs.docs.owners {
+		if last, ok := seen[user]; ok && last.Before(cut) {
+			idleBytes += o.bytes
+			idleDocs += o.docs
+			owners[user] = true
 		}
 	}
 	if idleBytes == 0 {
@@ -393,11 +531,11 @@ func (e *Engine) storage(ctx context.Context, tenant string, at time.Time, rd *r
 	return out, nil
 }
 
-func (e *Engine) inactiveSeats(ctx context.Context, tenant string, at time.Time) ([]Insight, error) {
+func (e *Engine) inactiveSeats(ctx context.Context, tenant string, at time.Time, l *lookups) ([]Insight, error) {
 	if d, ok := e.Store.Meter("active_users"); !ok || d.Aggregation != meter.UniqueCount {
 		return nil, nil
 	}
-	seen, err := e.Store.LastSeen(ctx, "active_users", tenant)
+	seen, err := e.lastSeen(ctx, l, tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -420,28 +558,20 @@ func (e *Engine) inactiveSeats(ctx context.Context, tenant string, at time.Time)
 			Numbers: []Number{{"known_users", int64(len(seen))}, {"inactive_users", n}, {"inactive_days", int64(e.inactiveDays())}}}}}}, nil
 }
 
-func (e *Engine) duplicateIngest(ctx context.Context, tenant string, at time.Time, rd *rawData) ([]Insight, error) {
-	if rd == nil {
+func (e *Engine) duplicateIngest(ctx context.Context, tenant string, at time.Time, rs *rawSummary) ([]Insight, error) {
+	if rs == nil {
 		return nil, nil
 	}
 	from := at.Add(-e.lookback())
-	sources := make([]string, 0, len(rd.ingest))
-	for s := range rd.ingest {
+	sources := make([]string, 0, len(rs.ingest))
+	for s := range rs.ingest {
 		sources = append(sources, s)
 	}
 	sort.Strings(sources)
 	var out []Insight
 	for _, src := range sources {
-		var jobs, hashes, repeats, wBytes, wRecords int64
-		for _, ih := range rd.ingest[src] {
-			jobs += ih.jobs
-			hashes++
-			if ih.jobs > 1 {
-				repeats += ih.jobs - 1
-				wBytes += ih.bytes - ih.firstBytes
-				wRecords += ih.records - ih.firstRecords
-			}
-		}
+		si := rs.ingest[src]
+		jobs, hashes, repeats, wBytes, wRecords := si.jobs, si.hashes, si.repeats, si.wastedBytes, si.wastedRecords
 		if repeats == 0 {
 			continue
 		}

@@ -126,7 +126,10 @@ type Engine struct {
 	InactiveDays int
 	// IdleDays: documents of users inactive for that long are idle data (default 90).
 	IdleDays int
-	Log      *slog.Logger
+	// Index, when set, keeps the raw-event figures and the AI token usage up to date between
+	// calls, so that Detect need not scan them (index.go); nil: every call scans.
+	Index *Index
+	Log   *slog.Logger
 }
 
 // DefaultModelCosts are illustrative provider costs (minor units per million tokens) for the
@@ -209,11 +212,11 @@ func (e *Engine) priceDelta(ctx context.Context, tenant, meterName string, at ti
 func (e *Engine) Detect(ctx context.Context, tenants []string, at time.Time) ([]Insight, error) {
 	at = at.UTC().Truncate(time.Hour)
 	var out []Insight
-	raw, err := e.scanRaw(ctx, tenants, at)
+	raw, models, err := e.inputs(ctx, tenants, at)
 	if err != nil {
 		return nil, err
 	}
-	models, err := e.modelUse(ctx, tenants, at)
+	l, err := e.lookup(ctx, tenants, at)
 	if err != nil {
 		return nil, err
 	}
@@ -224,12 +227,14 @@ func (e *Engine) Detect(ctx context.Context, tenants []string, at time.Time) ([]
 				return e.cheaperModel(ctx, t, at, models)
 			},
 			func(ctx context.Context, t string, at time.Time) ([]Insight, error) {
-				return e.duplicateDocs(ctx, t, at, raw[t])
+				return e.duplicateDocs(ctx, t, at, raw[t], l)
 			},
 			func(ctx context.Context, t string, at time.Time) ([]Insight, error) {
-				return e.storage(ctx, t, at, raw[t])
+				return e.storage(ctx, t, at, raw[t], l)
 			},
-			e.inactiveSeats,
+			func(ctx context.Context, t string, at time.Time) ([]Insight, error) {
+				return e.inactiveSeats(ctx, t, at, l)
+			},
 			func(ctx context.Context, t string, at time.Time) ([]Insight, error) {
 				return e.duplicateIngest(ctx, t, at, raw[t])
 			},
@@ -247,6 +252,38 @@ func (e *Engine) Detect(ctx context.Context, tenants []string, at time.Time) ([]
 	}
 	Sort(out)
 	return out, nil
+}
+
+// inputs are what the detectors read beyond point lookups: the raw-event summaries and the AI
+// token usage by feature and model of the tenants. The index answers when it can (an at at or
+// after its frontier, the lookback it keeps); otherwise the raw events and rollups are scanned.
+func (e *Engine) inputs(ctx context.Context, tenants []string, at time.Time) (map[string]*rawSummary, *modelRows, error) {
+	if e.Index != nil {
+		raw, models, ok, err := e.Index.inputs(ctx, tenants, at, e.lookback())
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok && models == nil {
+			// ai_tokens is not a meter the index keeps (not configured, or not a flow).
+			models, err = e.modelUse(ctx, tenants, at)
+		}
+		if ok || err != nil {
+			return raw, models, err
+		}
+	}
+	scanned, err := e.scanRaw(ctx, tenants, at)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw := make(map[string]*rawSummary, len(scanned))
+	for t, rd := range scanned {
+		raw[t] = summarize(rd)
+	}
+	models, err := e.modelUse(ctx, tenants, at)
+	if err != nil {
+		return nil, nil, err
+	}
+	return raw, models, nil
 }
 
 // Sort orders insights by money saved, then units saved, then id.

@@ -37,37 +37,66 @@ func (s *Store) RawEvents(ctx context.Context, from, to time.Time, fn func(ev *e
 // of raw events, so an event is decoded only when its stored JSON contains one of the type
 // names (or a \u escape, which could spell one); its decoded type is then checked exactly.
 func (s *Store) RawEventsOfTypes(ctx context.Context, from, to time.Time, types []string, fn func(ev *event.Event) error) error {
-	want := make(map[string]bool, len(types))
-	names := make([][]byte, len(types))
-	for i, t := range types {
-		want[t] = true
-		names[i] = []byte(t)
-	}
-	escape := []byte(`\u`)
+	return s.RawEventsOfTypesKeyed(ctx, from, to, types, func(_ EventKey, ev *event.Event) error { return fn(ev) })
+}
+
+// RawEventsOfTypesKeyed is RawEventsOfTypes telling each event's key: readers that keep state
+// derived from raw events order the events they learn of later (Changes) among those scanned.
+func (s *Store) RawEventsOfTypesKeyed(ctx context.Context, from, to time.Time, types []string, fn func(k EventKey, ev *event.Event) error) error {
+	f := newTypeFilter(types)
 	dec := s.decoder
 	return s.scanRange(ctx, rawBound(from, pEvent), rawUpper(to), func(k, v []byte) error {
-		if len(k) < 10 {
-			return nil
-		}
-		hit := bytes.Contains(v, escape)
-		for _, n := range names {
-			if hit {
-				break
-			}
-			hit = bytes.Contains(v, n)
-		}
-		if !hit {
+		ek, ok := eventKeyOf(k)
+		if !ok || !f.mayMatch(v) {
 			return nil
 		}
 		ev, err := dec.DecodeStored(v, eventTime(k))
 		if err != nil {
 			return fmt.Errorf("stored event %x: %w", k, err)
 		}
-		if !want[ev.Type] {
+		if !f.want[ev.Type] {
 			return nil
 		}
-		return fn(&ev)
+		return fn(ek, &ev)
 	})
+}
+
+// typeFilter tells from a stored event, without decoding it, whether it may be of one of some
+// types.
+type typeFilter struct {
+	want  map[string]bool
+	names [][]byte
+}
+
+func newTypeFilter(types []string) typeFilter {
+	f := typeFilter{want: make(map[string]bool, len(types)), names: make([][]byte, len(types))}
+	for i, t := range types {
+		f.want[t] = true
+		f.names[i] = []byte(t)
+	}
+	return f
+}
+
+var unicodeEscape = []byte(`\u`)
+
+func (f typeFilter) mayMatch(raw []byte) bool {
+	if typ, ok := event.StoredType(raw); ok {
+		return f.want[typ]
+	}
+	// JSON text is searched for the names; anything else (a damaged event) is decoded, which
+	// says what is wrong with it.
+	if len(raw) > 0 && !strings.ContainsRune(" \t\r\n{", rune(raw[0])) {
+		return true
+	}
+	if bytes.Contains(raw, unicodeEscape) {
+		return true
+	}
+	for _, n := range f.names {
+		if bytes.Contains(raw, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // rawBound is the first e/ key at or after from (the prefix itself for a zero from).

@@ -135,6 +135,9 @@ func (s *Store) commitAccepted(acc []*prepared) error {
 	}
 	s.groupSeq = seq
 	s.applyCommitted(acc, seq)
+	if c := s.changes.Load(); c != nil {
+		c.committed(seq, acc)
+	}
 	return nil
 }
 

@@ -83,6 +83,7 @@ type prepared struct {
 	raw    []byte
 	ops    []op
 	tenant string
+	typ    string
 }
 
 // prepare computes the changes an event makes to every meter it feeds. With an arena (the write
@@ -92,7 +93,7 @@ func (s *Store) prepare(ev *event.Event, seq uint64, a *arena) prepared {
 	if a == nil {
 		a = &arena{}
 	}
-	p := prepared{hash: dedupeHash(ev.Source, ev.ID), raw: ev.Raw, tenant: ev.Tenant}
+	p := prepared{hash: dedupeHash(ev.Source, ev.ID), raw: ev.Raw, tenant: ev.Tenant, typ: ev.Type}
 	copy(p.evKey[:], pEvent)
 	putU64(p.evKey[2:], uint64(ev.Time.UnixNano()))
 	putU64(p.evKey[10:], seq)

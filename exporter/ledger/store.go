@@ -84,8 +84,9 @@ type Store struct {
 	gbuf      groupBuffers
 	flushBuf  []flushEntry // reused by flushPending
 	flushReqs chan chan error
-	decoder   *event.Decoder // decodes stored events; shared: its parsers come from a pool
-	crashed   bool           // tests: stop as a crash would, without the final flush
+	decoder   *event.Decoder          // decodes stored events; shared: its parsers come from a pool
+	changes   atomic.Pointer[Changes] // told of every group commit (changes.go)
+	crashed   bool                    // tests: stop as a crash would, without the final flush
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the

@@ -93,6 +93,7 @@ type Server struct {
 	closers   []func()
 	engine    *authz.Engine
 	retention *retention.Job
+	insights  *insights.Index
 }
 
 // Close releases what Build opened, the store last.
@@ -160,13 +161,18 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		}
 		return float64(store.SizeBytes())
 	})
+	// The insight index follows every group commit (the writer hands it each accepted event)
+	// rather than scanning raw events per request.
+	changes := ledger.NewChanges(0, insights.RawTypes()...)
 	store, err = ledger.Open(ctx, ledger.Options{
 		Path: opts.StoragePath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels,
-		Logger: logger.With("component", "ledger"), OnCommit: self.ObserveCommit,
+		Logger:   logger.With("component", "ledger"),
+		OnCommit: self.ObserveCommit,
 	})
 	if err != nil {
 		return nil, err
 	}
+	changes.Attach(store)
 	srv.Store = store
 	ready.Store(true)
 	srv.closers = append(srv.closers, func() {
@@ -261,6 +267,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		return nil
 	}
 
+	srv.insights = &insights.Index{Store: store, Changes: changes, Log: logger.With("component", "insights")}
 	a := &api.API{Store: store, Quotas: quotas, Metrics: self, Log: logger, Config: current.Load, Reload: srv.Reload, Ready: ready.Load,
 		Authorize: func(r *http.Request, action, tenant string) error { return g.Check(r, action, tenant, guard.User(r)) },
 		Admit:     engine.Admit, Audit: auditLog}
@@ -272,6 +279,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 			Stock:     billing.StockFunc(cfg.Meters),
 			PlanAt:    bill.PlanAt,
 		},
+		Insights:  srv.insights,
 		Audit:     auditLog,
 		Authorize: a.Authorize,
 		Log:       logger.With("component", "analytics"),
@@ -321,6 +329,18 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 	if srv.retention != nil {
 		go srv.retention.Run(ctx)
 	}
+	// Built at start and kept current, so that no insights request waits for a scan. It stops
+	// when Run returns, before the store closes.
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		srv.insights.Follow(followCtx, 2*time.Second)
+	}()
+	defer func() {
+		stopFollowing()
+		<-followed
+	}()
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()

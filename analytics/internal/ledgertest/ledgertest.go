@@ -27,6 +27,20 @@ func Open(tb testing.TB) *ledger.Store {
 	return st
 }
 
+// OpenFollowed is Open with the store's commits followed, as the exporter wires them for the
+// insight index.
+func OpenFollowed(tb testing.TB, rawTypes ...string) (*ledger.Store, *ledger.Changes) {
+	tb.Helper()
+	ch := ledger.NewChanges(0, rawTypes...)
+	st, err := ledger.Open(context.Background(), ledger.Options{Path: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ch.Attach(st)
+	tb.Cleanup(func() { st.Close() })
+	return st, ch
+}
+
 // Event is one event to load.
 type Event struct {
 	ID, Type string

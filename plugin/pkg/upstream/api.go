@@ -179,6 +179,39 @@ func (c *Client) Invoice(ctx context.Context, id string) (*Invoice, error) {
 	return &inv, c.GetJSON(ctx, "/v1/invoices/"+url.PathEscape(id), url.Values{"format": {"json"}}, &inv)
 }
 
+// KPIGroup is one group of GET /v1/billing/kpis (amounts in minor units).
+type KPIGroup struct {
+	Group          string `json:"group"`
+	Invoices       int    `json:"invoices"`
+	Tenants        int    `json:"tenants"`
+	Revenue        int64  `json:"revenue"`
+	ARPU           int64  `json:"arpu"`
+	OverageRevenue int64  `json:"overage_revenue"`
+	Outstanding    int64  `json:"outstanding"`
+}
+
+// BillingKPIs is the answer of GET /v1/billing/kpis.
+type BillingKPIs struct {
+	Period   string     `json:"period"`
+	Currency string     `json:"currency"`
+	GroupBy  string     `json:"group_by"`
+	Groups   []KPIGroup `json:"groups"`
+}
+
+// BillingKPIs reads a billing period's key figures, aggregated by the billing service, for a
+// tenant ("" = all), overall or per plan (groupBy "plan").
+func (c *Client) BillingKPIs(ctx context.Context, tenant, period, groupBy string) (*BillingKPIs, error) {
+	v := url.Values{"period": {period}}
+	if tenant != "" {
+		v.Set("tenant", tenant)
+	}
+	if groupBy != "" {
+		v.Set("group_by", groupBy)
+	}
+	var k BillingKPIs
+	return &k, c.GetJSON(ctx, "/v1/billing/kpis", v, &k)
+}
+
 // Balance is GET /v1/tenants/{tenant}/balance.
 type Balance struct {
 	Tenant      string `json:"tenant"`
@@ -222,6 +255,24 @@ type Engagement struct {
 	LoginUsers        int       `json:"login_users"`
 	SessionSeconds    int64     `json:"session_seconds"`
 	AvgSessionSeconds float64   `json:"avg_session_seconds"`
+}
+
+// NewUsersWindow is one window of GET /v1/analytics/new-users.
+type NewUsersWindow struct {
+	WindowStart time.Time `json:"window_start"`
+	WindowEnd   time.Time `json:"window_end"`
+	NewUsers    int64     `json:"new_users"`
+}
+
+// NewUsers is GET /v1/analytics/new-users: users first seen in [From, To), per window.
+type NewUsers struct {
+	Tenant      string           `json:"tenant"`
+	From        time.Time        `json:"from"`
+	To          time.Time        `json:"to"`
+	Window      string           `json:"window"`
+	NewUsers    int64            `json:"new_users"`
+	Windows     []NewUsersWindow `json:"windows"`
+	HistoryFrom *time.Time       `json:"history_from"`
 }
 
 // SourceStats is one ingestion source of GET /v1/analytics/ingestion.
@@ -317,21 +368,6 @@ func (c *Client) QueryRange(ctx context.Context, expr string, from, to time.Time
 // Query runs an instant MetricsQL query.
 func (c *Client) Query(ctx context.Context, expr string, at time.Time) (*PromResult, error) {
 	return c.prom(ctx, "/api/v1/query", url.Values{"query": {expr}, "time": {unix(at)}})
-}
-
-func (c *Client) prom(ctx context.Context, path string, v url.Values) (*PromResult, error) {
-	var r struct {
-		Status string     `json:"status"`
-		Data   PromResult `json:"data"`
-		Error  string     `json:"error"`
-	}
-	if err := c.GetJSON(ctx, path, v, &r); err != nil {
-		return nil, err
-	}
-	if r.Status != "success" {
-		return nil, fmt.Errorf("%s %s: %s", c.Service, path, r.Error)
-	}
-	return &r.Data, nil
 }
 
 func unix(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }

@@ -6,7 +6,9 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -14,9 +16,11 @@ import (
 	"time"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
+	"github.com/grafana/grafana-plugin-sdk-go/data"
 	"github.com/grafana/grafana-plugin-sdk-go/genproto/pluginv2"
 
 	"github.com/usagemeter/usagemeter/plugin/pkg/pluginhost"
+	"github.com/usagemeter/usagemeter/plugin/pkg/upstream"
 )
 
 func urlQueryEscape(s string) string { return url.QueryEscape(s) }
@@ -89,6 +93,14 @@ func TestPluginOverGoPlugin(t *testing.T) {
 		return s.vmHas(ctx, `usage_ai_tokens_total{tenant=~"acme|globex"}`, 2) && s.vmHas(ctx, `usage_quota_used{meter="ai_tokens"}`, 2)
 	})
 
+	// Anomalies: a week and a half of hourly token counters for two tenants only
+	// VictoriaMetrics knows (initech spikes in its last hours, hooli stays flat), and the
+	// recorded z-score backfilled over them by vmalert's replay mode, as the cheap path reads it.
+	histEnd := time.Now().UTC().Truncate(time.Hour)
+	histStart := histEnd.Add(-10 * 24 * time.Hour)
+	s.importText(t, strings.NewReader(anomalyHistory(histStart, histEnd)))
+	t.Logf("vmalert replay of the anomaly rules: %s", s.backfillRules(t, histStart, histEnd, anomalyRecords...).Round(time.Millisecond))
+
 	c, _ := launch(t, bin)
 	settings, _ := json.Marshal(map[string]any{"exporterUrl": s.Exporter, "victoriaMetricsUrl": s.VM,
 		"roleMappings": []map[string]any{{"orgRole": "Admin", "roles": []string{"platform_admin"}}, {"login": "ops", "roles": []string{"sre"}}}})
@@ -156,13 +168,15 @@ func TestPluginOverGoPlugin(t *testing.T) {
 			rows += n
 		}
 		t.Logf("%-18s %d frame(s), %d rows", qt, len(dr.Frames), rows)
-		// Anomalies need a week of history; the audit trail is read before the other
-		// queries' reads are recorded (checked below); insights may rightly find nothing.
-		if rows == 0 && qt != QueryAnomalies && qt != QueryAudit && qt != QueryInsights {
+		// The audit trail is read before the other queries' reads are recorded (checked
+		// below); insights may rightly find nothing.
+		if rows == 0 && qt != QueryAudit && qt != QueryInsights {
 			t.Errorf("%s: no rows from the seeded data", qt)
 		}
 	}
 	checkValues(t, resp)
+	checkAnomalies(t, ctx, s, resp.Responses[QueryAnomalies], end.Add(-73*time.Hour), end)
+	checkNewUsers(t, resp.Responses[QueryUserActivity], now)
 
 	// The reads above are in the audit trail now.
 	auditReq := &backend.QueryDataRequest{Queries: []backend.DataQuery{{RefID: "A", QueryType: QueryAudit, JSON: []byte(`{"queryType":"audit"}`),
@@ -265,6 +279,98 @@ func checkValues(t *testing.T, resp *backend.QueryDataResponse) {
 	ing := resp.Responses[QueryIngestion].Frames[0]
 	if ing.Fields[0].Len() != 1 || ing.Fields[3].At(0).(int64) != 12 {
 		t.Errorf("ingestion: want one source with 12 jobs, got %v", ing.Fields[3])
+	}
+}
+
+// anomalyHistory is Prometheus text of usage_ai_tokens_total for initech and hooli, one sample
+// an hour over [from, to]: 1,000 to 1,040 tokens an hour, except initech's last four hours at
+// 20,000.
+func anomalyHistory(from, to time.Time) string {
+	var sb strings.Builder
+	for _, tenant := range []string{"initech", "hooli"} {
+		var total int64
+		for at := from; !at.After(to); at = at.Add(time.Hour) {
+			h := int64(at.Sub(from) / time.Hour)
+			inc := 1000 + 10*(h%5)
+			if tenant == "initech" && to.Sub(at) < 4*time.Hour {
+				inc = 20_000
+			}
+			total += inc
+			fmt.Fprintf(&sb, "usage_ai_tokens_total{tenant=%q,feature=\"chat\",model=\"gpt-large\",direction=\"input\"} %d %d\n", tenant, total, at.UnixMilli())
+		}
+	}
+	return sb.String()
+}
+
+// checkAnomalies: the panel read the recorded z-score; initech's spike is the anomaly, hooli's
+// flat usage is not; and the recorded score agrees with the rule's expression computed inline
+// from the counters (the fallback path) at initech's peak.
+func checkAnomalies(t *testing.T, ctx context.Context, s *stack, dr backend.DataResponse, from, to time.Time) {
+	t.Helper()
+	if dr.Error != nil || len(dr.Frames) == 0 {
+		t.Fatalf("anomalies: %v", dr.Error)
+	}
+	if src := dr.Frames[0].Meta.Custom.(map[string]any)["zscore_source"]; src != zscoreRecorded {
+		t.Fatalf("anomalies read the %v z-score, want the recorded one", src)
+	}
+	peak := map[string]float64{}
+	for _, f := range dr.Frames {
+		if len(f.Fields) < 2 {
+			continue
+		}
+		for i := 0; i < f.Fields[1].Len(); i++ {
+			peak[f.Fields[1].Labels["tenant"]] = max(peak[f.Fields[1].Labels["tenant"]], f.Fields[1].At(i).(float64))
+		}
+	}
+	if peak["initech"] <= 3 || len(peak) != 1 {
+		t.Fatalf("anomalies: peaks %v, want initech alone above 3", peak)
+	}
+	vm, err := upstream.New("victoriametrics", s.VM, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inline, err := vm.QueryRange(ctx, inlineZScore(meterMetrics["ai_tokens"], "initech"), from, to, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want float64
+	for _, sr := range inline.Result {
+		for _, p := range sr.Values {
+			if _, v, err := upstream.Sample(p); err == nil {
+				want = max(want, v)
+			}
+		}
+	}
+	if d := math.Abs(peak["initech"]-want) / want; d > 0.05 {
+		t.Errorf("initech peak |z|: recorded %.3f, inline %.3f (%.1f %% apart)", peak["initech"], want, 100*d)
+	}
+	t.Logf("anomalies: initech peak |z| recorded %.3f, inline %.3f", peak["initech"], want)
+}
+
+// checkNewUsers: acme's users (alice, bob, carol) were all first seen 72 hours before the
+// seeding's clock, inside the range: three new users, all in that hour's window.
+func checkNewUsers(t *testing.T, dr backend.DataResponse, now time.Time) {
+	t.Helper()
+	var f *data.Frame
+	for _, fr := range dr.Frames {
+		if fr.Name == "new_users" {
+			f = fr
+		}
+	}
+	if f == nil {
+		t.Fatalf("user_activity: no new_users frame")
+	}
+	first := now.Add(-72 * time.Hour).Truncate(time.Hour)
+	var total int64
+	for i := 0; i < f.Fields[0].Len(); i++ {
+		n := f.Fields[1].At(i).(int64)
+		total += n
+		if ts := f.Fields[0].At(i).(time.Time); n != 0 && !ts.Equal(first) {
+			t.Errorf("new users: %d at %s, want them all at %s", n, ts, first)
+		}
+	}
+	if total != 3 {
+		t.Errorf("new users: %d, want 3 (alice, bob, carol)", total)
 	}
 }
 

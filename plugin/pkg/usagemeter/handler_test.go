@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
+	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +30,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 type fixtureServer struct {
 	*httptest.Server
 	t        *testing.T
+	mu       sync.Mutex // guards fixtures: tests may replace one (set) while the server runs
 	fixtures map[string]json.RawMessage
 	requests []string
 	auth     []string
@@ -66,10 +70,13 @@ func (fs *fixtureServer) serve(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(r.URL.Path, "/api/v1/"):
 		key = ""
 		expr := q.Get("query")
-		for _, k := range []string{"zscore", "usage_quota_used", "usage_quota_limit", "usage_quota_warning_ratio", "usage_quota_hard",
+		for _, k := range []string{"zscore recorded", "zscore", "usage_quota_used", "usage_quota_limit", "usage_quota_warning_ratio", "usage_quota_hard",
 			"usage_tenant_info", "increase(usage_ai_tokens_total", "usage_active_users", "vector(1)"} {
 			match := strings.Contains(expr, k)
-			if k == "zscore" {
+			switch k {
+			case "zscore recorded":
+				match = strings.Contains(expr, zscoreRecord)
+			case "zscore":
 				match = strings.Contains(expr, "stddev_over_time")
 			}
 			if match {
@@ -78,7 +85,9 @@ func (fs *fixtureServer) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	fs.mu.Lock()
 	body, ok := fs.fixtures[key]
+	fs.mu.Unlock()
 	if !ok || q.Get("tenant") == "nobody" {
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusNotFound)
@@ -87,6 +96,13 @@ func (fs *fixtureServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(body)
+}
+
+// set replaces the recorded answer for key (as serve computes it).
+func (fs *fixtureServer) set(key, body string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.fixtures[key] = json.RawMessage(body)
 }
 
 // fixedNow is the clock of the golden tests: the end of the panels' time range.
@@ -304,5 +320,119 @@ func serveBulk(w http.ResponseWriter, tenant string) {
 	for i := range bulkRows {
 		ws := start.Add(time.Duration(i) * time.Hour)
 		fmt.Fprintf(bw, "%s,bulk,units,flow,%s,%s,m%d,%d\n", tenant, ws.Format(time.RFC3339), ws.Add(time.Hour).Format(time.RFC3339), i%7, i)
+	}
+}
+
+// TestAnomaliesSource: the recorded z-score is read when VictoriaMetrics has it (one query); when
+// it is absent the rule's expression is computed inline, and the frame says which.
+func TestAnomaliesSource(t *testing.T) {
+	for _, c := range []struct {
+		name, recorded, source, tenant string
+		queries                        int
+		want                           float64
+	}{
+		{"recorded", "", zscoreRecorded, "", 1, 3.8},
+		{"recorded, one tenant", "", zscoreRecorded, "acme", 1, 3.8},
+		{"absent", `{"status": "success", "data": {"resultType": "matrix", "result": []}}`, zscoreInline, "", 2, 4.2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fs := newFixtureServer(t)
+			if c.recorded != "" {
+				fs.set("vm zscore recorded", c.recorded)
+			}
+			d := newTestDatasource(t, fs.URL, settingsJSON(fs.URL))
+			dr := query(d, admin, QueryAnomalies, map[string]string{"meter": "ai_tokens", "tenant": c.tenant})
+			if dr.Error != nil {
+				t.Fatal(dr.Error)
+			}
+			if len(fs.requests) != c.queries {
+				t.Fatalf("%d requests, want %d: %v", len(fs.requests), c.queries, fs.requests)
+			}
+			u, _ := url.Parse(fs.requests[0])
+			first := u.Query().Get("query")
+			wantSel := `tenant_meter:usage_rate1h:zscore_1w{meter="ai_tokens"}`
+			if c.tenant != "" {
+				wantSel = `tenant_meter:usage_rate1h:zscore_1w{meter="ai_tokens",tenant="acme"}`
+			}
+			if !strings.Contains(first, wantSel) {
+				t.Errorf("first query %q does not select %s", first, wantSel)
+			}
+			f := dr.Frames[0]
+			if f.Meta.Custom.(map[string]any)["zscore_source"] != c.source || len(f.Meta.Notices) != 1 || !strings.Contains(f.Meta.Notices[0].Text, c.source) {
+				t.Errorf("meta %+v, want source %s", f.Meta, c.source)
+			}
+			if c.source == zscoreInline && !strings.Contains(f.Meta.ExecutedQueryString, "stddev_over_time") {
+				t.Errorf("inline: executed %q", f.Meta.ExecutedQueryString)
+			}
+			// Only acme passed |z| > 3 (globex peaks below it in both fixtures).
+			if len(dr.Frames) != 1 || f.Fields[1].Labels["tenant"] != "acme" || f.Fields[1].At(1).(float64) != c.want {
+				t.Errorf("frames %d, first %v", len(dr.Frames), f.Fields[1])
+			}
+		})
+	}
+}
+
+// TestUserActivityNewUsers: the new users frame asks the exporter for the panel's range, whole
+// hours, at the panel's period, and says when archived activity limits what "new" means.
+func TestUserActivityNewUsers(t *testing.T) {
+	fs := newFixtureServer(t)
+	d := newTestDatasource(t, fs.URL, settingsJSON(fs.URL))
+	dr := query(d, admin, QueryUserActivity, map[string]string{"tenant": "acme", "period": "hour"})
+	if dr.Error != nil {
+		t.Fatal(dr.Error)
+	}
+	var asked url.Values
+	for _, r := range fs.requests {
+		if u, _ := url.Parse(r); u.Path == "/v1/analytics/new-users" {
+			asked = u.Query()
+		}
+	}
+	want := url.Values{"tenant": {"acme"}, "from": {"2026-11-01T00:00:00Z"}, "to": {"2026-11-08T00:00:00Z"}, "window": {"hour"}}
+	if !reflect.DeepEqual(asked, want) {
+		t.Errorf("asked %v, want %v", asked, want)
+	}
+	f := dr.Frames[len(dr.Frames)-1]
+	if f.Name != "new_users" || f.Meta.Custom.(map[string]any)["new_users_total"] != int64(4) || len(f.Meta.Notices) != 0 {
+		t.Fatalf("frame %s meta %+v", f.Name, f.Meta)
+	}
+	var sum int64
+	for i := 0; i < f.Fields[1].Len(); i++ {
+		sum += f.Fields[1].At(i).(int64)
+	}
+	if sum != 4 {
+		t.Errorf("windows add up to %d, want the total 4", sum)
+	}
+
+	fs.set("/v1/analytics/new-users", `{"tenant":"acme","window":"day","new_users":0,"windows":[],"history_from":"2026-10-01T00:00:00Z"}`)
+	dr = query(d, admin, QueryUserActivity, map[string]string{"tenant": "acme"})
+	if f := dr.Frames[len(dr.Frames)-1]; dr.Error != nil || len(f.Meta.Notices) != 1 || !strings.Contains(f.Meta.Notices[0].Text, "2026-10-01T00:00:00Z") {
+		t.Errorf("history_from: %v %+v", dr.Error, f.Meta)
+	}
+	// All tenants: no per-tenant engagement or new users (as before).
+	dr = query(d, admin, QueryUserActivity, map[string]string{"tenant": "$__all"})
+	for _, f := range dr.Frames {
+		if f.Name == "new_users" || f.Name == "engagement" {
+			t.Errorf("all tenants: frame %s", f.Name)
+		}
+	}
+}
+
+func TestNewUsersWindow(t *testing.T) {
+	for _, c := range []struct {
+		period string
+		span   time.Duration
+		want   string
+	}{
+		{"hour", 72 * time.Hour, "hour"},
+		{"hour", 1000 * time.Hour, "hour"},
+		{"hour", 1001 * time.Hour, "day"},
+		{"", 30 * 24 * time.Hour, "day"},
+		{"day", 1001 * 24 * time.Hour, "month"},
+		{"hour", 5 * 365 * 24 * time.Hour, "month"},
+		{"month", 24 * time.Hour, "month"},
+	} {
+		if got := newUsersWindow(&Query{Period: c.period}, c.span); got != c.want {
+			t.Errorf("period %q over %s: %s, want %s", c.period, c.span, got, c.want)
+		}
 	}
 }

@@ -19,8 +19,9 @@ func init() {
 }
 
 // userActivity: DAU/WAU/MAU over time (the exporter's usage_active_users gauges in
-// VictoriaMetrics), logins and session durations over the range, and for one tenant the known
-// and inactive users from the analytics engagement endpoint.
+// VictoriaMetrics), logins and session durations over the range, and for one tenant the new
+// users per window (users first seen then, from the ledger's presence rollups) and the known and
+// inactive users from the analytics engagement endpoint.
 func userActivity(ctx context.Context, d *Datasource, q *Query) (data.Frames, error) {
 	if err := d.authorize(ctx, q.User, q.Tenant, "", route.ActionUsageRead); err != nil {
 		return nil, err
@@ -131,8 +132,54 @@ func userActivity(ctx context.Context, d *Datasource, q *Query) (data.Frames, er
 				field("inactive_users", fmt.Sprintf("Inactive users (%d days)", e.InactiveDays), "short", []int64{int64(e.InactiveUsers)}),
 				field("stickiness", "Stickiness (DAU/MAU)", "percentunit", []float64{e.Stickiness})))
 		}
+		window := newUsersWindow(q, to.Sub(from))
+		var nu upstream.NewUsers
+		err = d.exporter.Analytics(ctx, "new-users", url.Values{"tenant": {q.Tenant}, "from": {from.Format(time.RFC3339)},
+			"to": {to.Format(time.RFC3339)}, "window": {window}}, &nu)
+		switch {
+		case upstream.IsNotServed(err):
+			sessions.AppendNotices(data.Notice{Severity: data.NoticeSeverityWarning,
+				Text: "new users need /v1/analytics/new-users, which the exporter does not serve"})
+		case err != nil:
+			return nil, err
+		default:
+			frames = append(frames, newUsersFrame(&nu))
+		}
 	}
 	return frames, nil
+}
+
+// newUsersWindow is the panel's period, widened (hour → day → month) while the range would hold
+// more than 1,000 windows: Grafana draws no more points, and the endpoint caps its windows.
+func newUsersWindow(q *Query, span time.Duration) string {
+	window, length := q.window()
+	for window != "month" && span > 1000*length {
+		if window == "hour" {
+			window, length = "day", 24*time.Hour
+		} else {
+			window, length = "month", 30*24*time.Hour
+		}
+	}
+	return window
+}
+
+// newUsersFrame: the users first seen in each window of the range (the windows the exporter
+// answers, aligned on UTC hours, days or months and clipped to the range), their total in meta.
+func newUsersFrame(nu *upstream.NewUsers) *data.Frame {
+	ts, vs := make([]time.Time, len(nu.Windows)), make([]int64, len(nu.Windows))
+	for i, w := range nu.Windows {
+		ts[i], vs[i] = w.WindowStart, w.NewUsers
+	}
+	f := frame("new_users", data.VisTypeGraph,
+		field("time", "Time", "", ts),
+		field("new_users", "New users", "short", vs))
+	f.Meta.Custom = map[string]any{"new_users_total": nu.NewUsers}
+	if nu.HistoryFrom != nil {
+		// Retention deleted older presence: a user whose only earlier activity is gone is new.
+		f.AppendNotices(data.Notice{Severity: data.NoticeSeverityInfo,
+			Text: "activity before " + nu.HistoryFrom.UTC().Format(time.RFC3339) + " was archived: users last seen before then count as new"})
+	}
+	return f
 }
 
 // featureAdoption: users and tenants per feature over the range, and the adoption rate over time

@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/url"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/grafana/grafana-plugin-sdk-go/data"
@@ -100,7 +99,9 @@ func invoices(ctx context.Context, d *Datasource, q *Query) (data.Frames, error)
 }
 
 // billingKPIs: revenue (invoiced subtotal), ARPU, overage revenue (usage-charge lines) and the
-// outstanding balance for the billing period, overall or per plan (groupBy "plan").
+// outstanding balance for the billing period, overall or per plan (groupBy "plan"). The billing
+// service aggregates them from the period's invoices in exact minor units (GET /v1/billing/kpis):
+// one request, whatever the number of invoices.
 func billingKPIs(ctx context.Context, d *Datasource, q *Query) (data.Frames, error) {
 	if err := d.authorize(ctx, q.User, q.Tenant, "", route.ActionBillingRead); err != nil {
 		return nil, err
@@ -108,91 +109,20 @@ func billingKPIs(ctx context.Context, d *Datasource, q *Query) (data.Frames, err
 	if q.GroupBy != "" && q.GroupBy != "plan" {
 		return nil, &QueryError{"groupBy", fmt.Sprintf("%q: billing KPIs group by plan or nothing", q.GroupBy)}
 	}
-	invs, err := d.exporter.Invoices(ctx, q.Tenant, q.billingPeriod())
+	k, err := d.exporter.BillingKPIs(ctx, q.Tenant, q.billingPeriod(), q.GroupBy)
 	if err != nil {
 		return nil, err
 	}
-	// Overage and plans are in the lines: fetch the invoices, 16 at a time.
-	type detail struct {
-		plan    string
-		overage int64
-	}
-	details := make([]detail, len(invs))
-	errs := make([]error, len(invs))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range invs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			inv, err := d.exporter.Invoice(ctx, invs[i].ID)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			for _, l := range inv.Lines {
-				switch l.Kind {
-				case "usage":
-					details[i].overage += l.Amount
-				case "base":
-					details[i].plan = l.Plan
-				}
-				if details[i].plan == "" && l.Plan != "" {
-					details[i].plan = l.Plan
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	type kpi struct {
-		revenue, overage, outstanding int64
-		tenants                       map[string]bool
-	}
-	groups := map[string]*kpi{}
-	cur := ""
-	for i, inv := range invs {
-		g := "all"
-		if q.GroupBy == "plan" {
-			g = details[i].plan
-		}
-		k := groups[g]
-		if k == nil {
-			k = &kpi{tenants: map[string]bool{}}
-			groups[g] = k
-		}
-		if inv.Status == "void" {
-			continue
-		}
-		k.revenue += inv.Subtotal
-		k.overage += details[i].overage
-		if inv.Status != "draft" {
-			k.outstanding += inv.AmountRemaining
-		}
-		k.tenants[inv.Tenant] = true
-		cur = inv.Currency
-	}
-	if len(groups) == 0 {
-		groups["all"] = &kpi{tenants: map[string]bool{}}
-	}
-	names := sortedKeys(groups)
-	n := len(names)
+	n := len(k.Groups)
+	names := make([]string, n)
 	rev, arpu, over, outst := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	cnt := make([]int64, n)
-	for i, g := range names {
-		k := groups[g]
-		rev[i], over[i], outst[i] = major(k.revenue, cur), major(k.overage, cur), major(k.outstanding, cur)
-		cnt[i] = int64(len(k.tenants))
-		if cnt[i] > 0 {
-			arpu[i] = rev[i] / float64(cnt[i])
-		}
+	for i, g := range k.Groups {
+		names[i], cnt[i] = g.Group, int64(g.Tenants)
+		rev[i], arpu[i] = major(g.Revenue, k.Currency), major(g.ARPU, k.Currency)
+		over[i], outst[i] = major(g.OverageRevenue, k.Currency), major(g.Outstanding, k.Currency)
 	}
-	money := currencyUnit(cur)
+	money := currencyUnit(k.Currency)
 	return data.Frames{frame("billing_kpis", data.VisTypeTable,
 		field("group", "Plan", "", names),
 		field("revenue", "Revenue", money, rev),

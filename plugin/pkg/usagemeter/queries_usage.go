@@ -426,9 +426,22 @@ func ingestion(ctx context.Context, d *Datasource, q *Query) (data.Frames, error
 // anomalySeries is how many tenants the anomalies panel shows at most: the most anomalous.
 const anomalySeries = 20
 
-// anomalies: the z-score of a meter's hourly rate against its 7-day mean and deviation (the
-// expression of the tenant_meter:usage_rate1h:zscore_1w rule, computed inline so it needs no
-// vmalert), as |z|, for the tenants (at most 20) whose |z| passed 3 in the range.
+// zscoreRecord is the recording rule of rules/usage.yml (group usage-baselines) holding the
+// z-score of every tenant's and meter's hourly rate against its week, evaluated by vmalert.
+const zscoreRecord = "tenant_meter:usage_rate1h:zscore_1w"
+
+// Where the anomalies panel's z-scores came from (frame meta custom "zscore_source").
+const (
+	zscoreRecorded = "recorded"
+	zscoreInline   = "inline"
+)
+
+// anomalies: the z-score of a meter's hourly rate against its 7-day mean and deviation, as |z|,
+// for the tenants (at most 20) whose |z| passed 3 in the range. The score is read from the
+// recorded series tenant_meter:usage_rate1h:zscore_1w: a lookup of one sample per tenant and
+// step. Only when that series is absent in the range (vmalert does not run rules/usage.yml, or
+// the meter has no rule) is the same expression computed inline over a week of raw counters per
+// step, which costs VictoriaMetrics far more. The frames say which (meta and a notice).
 func anomalies(ctx context.Context, d *Datasource, q *Query) (data.Frames, error) {
 	if err := d.authorize(ctx, q.User, q.Tenant, "", route.ActionUsageRead); err != nil {
 		return nil, err
@@ -436,26 +449,41 @@ func anomalies(ctx context.Context, d *Datasource, q *Query) (data.Frames, error
 	if err := d.needVM(q); err != nil {
 		return nil, err
 	}
-	m, err := lookupMeter(q.Meter)
+	meter := cmp.Or(q.Meter, "ai_tokens")
+	m, err := lookupMeter(meter)
 	if err != nil {
 		return nil, err
 	}
 	if !m.Flow {
 		return nil, &QueryError{"meter", "anomalies score the rate of a flow meter (tokens, requests, ingestion, logins, feature uses)"}
 	}
-	rate := fmt.Sprintf("sum by (tenant) (rate(%s[1h]))", m.selector(q.Tenant))
-	// The mean of a week of hourly rates is the weekly rate: one range read instead of a
-	// 168-point subquery. The deviation needs the subquery.
-	avg := fmt.Sprintf("sum by (tenant) (rate(%s[1w]))", m.selector(q.Tenant))
-	sd := fmt.Sprintf("stddev_over_time((%s)[1w:1h])", rate)
-	// As in the rule: no score for tenants with no traffic in the week, and the deviation
-	// floored at 10 % of the mean so a flat history does not score +Inf on its first change.
-	z := fmt.Sprintf("((%[1]s) - %[2]s) / ((%[3]s >= 0.1 * (%[2]s > 0)) or (0.1 * (%[2]s > 0)))", rate, avg, sd)
-	expr := fmt.Sprintf("topk_max(%d, abs(%s))", anomalySeries, z)
 	step := max(time.Hour, (q.Range.To.Sub(q.Range.From) / 500).Truncate(time.Minute))
+	// max by (tenant): one series per tenant whatever labels vmalert or VictoriaMetrics add
+	// (external labels, several vmalert replicas).
+	sel := fmt.Sprintf("%s{meter=%q}", zscoreRecord, meter)
+	if q.Tenant != "" {
+		sel = fmt.Sprintf("%s{meter=%q,tenant=%q}", zscoreRecord, meter, q.Tenant)
+	}
+	expr := fmt.Sprintf("topk_max(%d, max by (tenant) (abs(%s)))", anomalySeries, sel)
+	source := zscoreRecorded
 	res, err := d.vm.QueryRange(ctx, expr, q.Range.From, q.Range.To, step)
 	if err != nil {
 		return nil, err
+	}
+	if len(res.Result) == 0 {
+		source, expr = zscoreInline, inlineZScore(m, q.Tenant)
+		if res, err = d.vm.QueryRange(ctx, expr, q.Range.From, q.Range.To, step); err != nil {
+			return nil, err
+		}
+	}
+	// The first scored step, before the |z| > 3 filter: how much of the range the source covers.
+	var first time.Time
+	for _, s := range res.Result {
+		if len(s.Values) > 0 {
+			if t, _, err := upstream.Sample(s.Values[0]); err == nil && (first.IsZero() || t.Before(first)) {
+				first = t
+			}
+		}
 	}
 	// Only tenants that were anomalous (|z| > 3) at some point of the range.
 	res.Result = slices.DeleteFunc(res.Result, func(s upstream.PromSeries) bool {
@@ -466,5 +494,36 @@ func anomalies(ctx context.Context, d *Datasource, q *Query) (data.Frames, error
 		}
 		return true
 	})
-	return seriesFrames(res, "zscore", "none", func(l map[string]string) string { return l["tenant"] + " |z|" })
+	frames, err := seriesFrames(res, "zscore", "none", func(l map[string]string) string { return l["tenant"] + " |z|" })
+	if err != nil {
+		return nil, err
+	}
+	text := "z-scores read from the recorded series " + zscoreRecord + " (vmalert, rules/usage.yml)"
+	if source == zscoreInline {
+		text = "z-scores computed inline: the recorded series " + zscoreRecord + "{meter=\"" + meter +
+			"\"} is absent in the range (deploy rules/usage.yml to vmalert, and backfill with vmalert -replay.timeFrom, for the cheap path)"
+	}
+	if !first.IsZero() && first.Sub(q.Range.From.Truncate(step)) > step {
+		text += "; the first score in the range is at " + first.UTC().Format(time.RFC3339)
+	}
+	for _, f := range frames {
+		f.Meta.ExecutedQueryString = expr
+		f.Meta.Custom = map[string]any{"zscore_source": source}
+	}
+	frames[0].AppendNotices(data.Notice{Severity: data.NoticeSeverityInfo, Text: text})
+	return frames, nil
+}
+
+// inlineZScore is the tenant_meter:usage_rate1h:zscore_1w rule's expression for one meter,
+// computed at query time from the raw counters.
+func inlineZScore(m meterMetric, tenant string) string {
+	rate := fmt.Sprintf("sum by (tenant) (rate(%s[1h]))", m.selector(tenant))
+	// The mean of a week of hourly rates is the weekly rate: one range read instead of a
+	// 168-point subquery. The deviation needs the subquery.
+	avg := fmt.Sprintf("sum by (tenant) (rate(%s[1w]))", m.selector(tenant))
+	sd := fmt.Sprintf("stddev_over_time((%s)[1w:1h])", rate)
+	// As in the rule: no score for tenants with no traffic in the week, and the deviation
+	// floored at 10 % of the mean so a flat history does not score +Inf on its first change.
+	z := fmt.Sprintf("((%[1]s) - %[2]s) / ((%[3]s >= 0.1 * (%[2]s > 0)) or (0.1 * (%[2]s > 0)))", rate, avg, sd)
+	return fmt.Sprintf("topk_max(%d, abs(%s))", anomalySeries, z)
 }
