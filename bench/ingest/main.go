@@ -28,7 +28,7 @@ import (
 var (
 	exporterBin = flag.String("exporter", "bin/usage-exporter", "usage-exporter binary")
 	statsdBin   = flag.String("statsd", "bin/tools/statsd_exporter", "statsd_exporter binary")
-	events      = flag.Int("events", 300000, "events to send")
+	events      = flag.Int("events", 1000000, "events to send (10 s or more at the target rate: a sustained figure, flushes and compactions included)")
 	batchSize   = flag.Int("batch", 1000, "events per request")
 	clients     = flag.Int("clients", 8, "concurrent clients")
 	series      = flag.String("series", "10000,100000", "series counts for the scrape benchmark")

@@ -99,36 +99,91 @@ func journalKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(pJournal), seq)
 }
 
-// flushPending writes the pending derived changes with their checkpoint and drops the journal
-// entries they cover. Writer goroutine only. It need not fsync: if the batch is lost, so is the
-// journal's deletion, and the replay covers it; the next synced commit makes it durable.
-func (s *Store) flushPending(sync bool) error {
+// A flush is split in two. The writer goroutine takes a snapshot (startFlush): the pending keys,
+// and copies of the totals that changed, which it goes on changing; then it goes back to
+// committing. The flusher goroutine sorts the snapshot and writes it with its checkpoint
+// (writeFlush). Flushes are written one at a time, in order, and a failed one is retried before
+// any later one, so that a checkpoint never covers changes that are not written.
+
+// flushJob is one flush handed to the flusher goroutine.
+type flushJob struct {
+	entries []flushEntry
+	seq     uint64 // the last journal entry the job covers
+	sync    bool
+	done    chan error // the outcome of its first attempt
+}
+
+// startFlush snapshots the pending derived changes and hands them to the flusher; it blocks only
+// while the previous flush is still being written. Writer goroutine only. The returned channel
+// receives the outcome.
+func (s *Store) startFlush(sync bool) chan error {
+	job := &flushJob{seq: s.pending.lastGroup, sync: sync, done: make(chan error, 1)}
 	m := &s.mirror
-	if s.pending.size() == 0 && len(m.dirtySeries) == 0 && len(m.dirtyPeriods) == 0 {
+	if n := s.pending.size() + len(m.dirtySeries) + len(m.dirtyPeriods); n > 0 {
+		entries := make([]flushEntry, 0, n)
+		for k, st := range s.pending.merges {
+			entries = append(entries, flushEntry{key: k, st: st, merge: true})
+		}
+		for k := range s.pending.sets {
+			entries = append(entries, flushEntry{key: k})
+		}
+		// Totals are written whole, as the mirror holds them after the groups through seq: a Set
+		// rather than one more merge operand to compact away. The dirty flags are the writer's.
+		states := make([]meter.State, 0, len(m.dirtySeries)+len(m.dirtyPeriods))
+		for _, ser := range m.dirtySeries {
+			states = append(states, ser.State)
+			entries = append(entries, flushEntry{key: ser.key, st: &states[len(states)-1]})
+			ser.dirty = false
+		}
+		for _, pt := range m.dirtyPeriods {
+			states = append(states, pt.state)
+			entries = append(entries, flushEntry{key: pt.key, st: &states[len(states)-1]})
+			pt.dirty = false
+		}
+		m.dirtySeries, m.dirtyPeriods = m.dirtySeries[:0], m.dirtyPeriods[:0]
+		s.pending.reset() // the entries keep the states they point to
+		job.entries = entries
+	}
+	s.flushes <- job
+	return job.done
+}
+
+// flusher writes the flushes handed to it, in order, until the channel closes.
+func (s *Store) flusher() {
+	defer close(s.flusherDone)
+	var queue []*flushJob // the first failed (or is being written), the rest wait for it
+	for job := range s.flushes {
+		queue = append(queue, job)
+		for len(queue) > 0 {
+			err := s.writeFlush(queue[0])
+			select {
+			case queue[0].done <- err:
+			default: // told already (a retry)
+			}
+			if err != nil {
+				s.log.Error("flushing derived usage failed; the journal keeps the events, retrying at the next flush", "err", err)
+				break
+			}
+			queue[0] = nil
+			queue = queue[1:]
+		}
+	}
+}
+
+// writeFlush writes a flush with its checkpoint and drops the journal entries it covers. It need
+// not fsync: if the batch is lost, so is the journal's deletion, and the replay covers it; the
+// next synced commit makes it durable.
+func (s *Store) writeFlush(job *flushJob) error {
+	if len(job.entries) == 0 {
 		return nil
 	}
 	start := time.Now()
-	// Totals are written whole from the mirror, which holds exactly what the groups through
-	// lastGroup made of them: a Set rather than one more merge operand to compact away.
-	entries := s.flushBuf[:0]
-	for k, st := range s.pending.merges {
-		entries = append(entries, flushEntry{key: k, st: st, merge: true})
-	}
-	for k := range s.pending.sets {
-		entries = append(entries, flushEntry{key: k})
-	}
-	for _, ser := range m.dirtySeries {
-		entries = append(entries, flushEntry{key: ser.key, st: &ser.State})
-	}
-	for _, pt := range m.dirtyPeriods {
-		entries = append(entries, flushEntry{key: pt.key, st: &pt.state})
-	}
 	// In key order, as in commitAccepted: the memtable inserts them several times faster.
-	sortFlush(entries)
-	b := s.db.NewBatchWithSize(len(entries) * 64)
+	sortFlush(job.entries)
+	b := s.db.NewBatchWithSize(len(job.entries) * 64)
 	defer b.Close()
 	var buf []byte
-	for _, e := range entries {
+	for _, e := range job.entries {
 		buf = buf[:0]
 		if e.st != nil {
 			buf = e.st.Append(buf)
@@ -145,44 +200,37 @@ func (s *Store) flushPending(sync bool) error {
 			return err
 		}
 	}
-	clear(entries)
-	s.flushBuf = entries[:0]
-	seq := s.pending.lastGroup
-	if err := b.Set(keyCheckpoint, binary.BigEndian.AppendUint64(nil, seq), nil); err != nil {
+	if err := b.Set(keyCheckpoint, binary.BigEndian.AppendUint64(nil, job.seq), nil); err != nil {
 		return err
 	}
-	if err := b.DeleteRange([]byte(pJournal), journalKey(seq+1), nil); err != nil {
+	if err := b.DeleteRange([]byte(pJournal), journalKey(job.seq+1), nil); err != nil {
 		return err
 	}
 	opt := pebble.NoSync
-	if sync {
+	if job.sync {
 		opt = pebble.Sync
 	}
 	if err := b.Commit(opt); err != nil {
 		return fmt.Errorf("flushing derived usage: %w", err)
 	}
-	s.log.Debug("flushed derived usage", "keys", s.pending.size()+len(m.dirtySeries)+len(m.dirtyPeriods), "through_group", seq, "took", time.Since(start))
-	// The dirty flags are the writer's own; readers never look at them.
-	for _, ser := range m.dirtySeries {
-		ser.dirty = false
-	}
-	for _, pt := range m.dirtyPeriods {
-		pt.dirty = false
-	}
-	m.dirtySeries, m.dirtyPeriods = m.dirtySeries[:0], m.dirtyPeriods[:0]
-	s.pending.reset()
-	s.pending.lastGroup = seq
+	s.log.Debug("flushed derived usage", "keys", len(job.entries), "through_group", job.seq, "took", time.Since(start))
 	return nil
 }
 
 // Flush makes every committed event's derived changes durable and readable from the store. Reads
 // of rollups and month totals call it first.
 func (s *Store) Flush(ctx context.Context) error {
-	done := make(chan error, 1)
+	reply := make(chan chan error, 1)
 	select {
-	case s.flushReqs <- done:
+	case s.flushReqs <- reply:
 	case <-s.stopped:
 		return nil // the writer flushed everything when it stopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var done chan error
+	select {
+	case done = <-reply:
 	case <-ctx.Done():
 		return ctx.Err()
 	}

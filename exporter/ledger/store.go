@@ -78,15 +78,16 @@ type Store struct {
 	mu     sync.RWMutex // guards the mirror below
 	mirror mirror
 
-	seen      *seenFilter // owned by the writer goroutine
-	pending   pendingState
-	groupSeq  uint64 // the last journal entry written; owned by the writer goroutine
-	gbuf      groupBuffers
-	flushBuf  []flushEntry // reused by flushPending
-	flushReqs chan chan error
-	decoder   *event.Decoder          // decodes stored events; shared: its parsers come from a pool
-	changes   atomic.Pointer[Changes] // told of every group commit (changes.go)
-	crashed   bool                    // tests: stop as a crash would, without the final flush
+	seen        *seenFilter // owned by the writer goroutine
+	pending     pendingState
+	groupSeq    uint64 // the last journal entry written; owned by the writer goroutine
+	gbuf        groupBuffers
+	flushReqs   chan chan chan error
+	flushes     chan *flushJob // to the flusher goroutine (pending.go)
+	flusherDone chan struct{}
+	decoder     *event.Decoder          // decodes stored events; shared: its parsers come from a pool
+	changes     atomic.Pointer[Changes] // told of every group commit (changes.go)
+	crashed     bool                    // tests: stop as a crash would, without the final flush
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
@@ -135,14 +136,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening ledger at %s: %w", opts.Path, err)
 	}
 	s := &Store{
-		db:        db,
-		opts:      opts,
-		log:       opts.Logger,
-		reqs:      make(chan *commitReq, 256),
-		flushReqs: make(chan chan error),
-		pending:   newPending(),
-		stop:      make(chan struct{}),
-		stopped:   make(chan struct{}),
+		db:          db,
+		opts:        opts,
+		log:         opts.Logger,
+		reqs:        make(chan *commitReq, 256),
+		flushReqs:   make(chan chan chan error),
+		flushes:     make(chan *flushJob),
+		flusherDone: make(chan struct{}),
+		pending:     newPending(),
+		stop:        make(chan struct{}),
+		stopped:     make(chan struct{}),
 	}
 	s.meters, s.byType = compile(opts.Meters, opts.PerUserLabels)
 	s.decoder = &event.Decoder{Custom: meter.CustomEventTypes(opts.Meters)}
@@ -169,6 +172,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("loading the dedupe filter: %w", err)
 	}
+	go s.flusher()
 	go s.writer()
 	return s, nil
 }
@@ -238,12 +242,12 @@ func (s *Store) writer() {
 			}
 			s.commitGroup(group)
 			if s.pending.size() > maxPendingKeys {
-				s.logFlush(s.flushPending(false))
+				s.startFlush(false)
 			}
-		case done := <-s.flushReqs:
-			done <- s.flushPending(false)
+		case reply := <-s.flushReqs:
+			reply <- s.startFlush(false)
 		case <-tick.C:
-			s.logFlush(s.flushPending(false))
+			s.startFlush(false)
 		case <-s.stop:
 			// Commit what was queued before Close took the lock, then flush everything.
 			for {
@@ -256,8 +260,10 @@ func (s *Store) writer() {
 				break
 			}
 			if !s.crashed {
-				s.logFlush(s.flushPending(true))
+				s.logFlush(<-s.startFlush(true))
 			}
+			close(s.flushes)
+			<-s.flusherDone
 			return
 		}
 	}
