@@ -30,10 +30,10 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 type fixtureServer struct {
 	*httptest.Server
 	t        *testing.T
-	mu       sync.Mutex // guards fixtures: tests may replace one (set) while the server runs
+	mu       sync.Mutex // guards the fields below: the plugin sends requests concurrently
 	fixtures map[string]json.RawMessage
 	requests []string
-	auth     []string
+	auth     []string // auth[i] is the Authorization header of requests[i]
 }
 
 func newFixtureServer(t *testing.T) *fixtureServer {
@@ -52,8 +52,10 @@ func newFixtureServer(t *testing.T) *fixtureServer {
 }
 
 func (fs *fixtureServer) serve(w http.ResponseWriter, r *http.Request) {
+	fs.mu.Lock()
 	fs.requests = append(fs.requests, r.URL.String())
 	fs.auth = append(fs.auth, r.Header.Get("Authorization"))
+	fs.mu.Unlock()
 	key := r.URL.Path
 	q := r.URL.Query()
 	if r.URL.Path == "/v1/reports/usage" && q.Get("meter") == "bulk" {
