@@ -23,7 +23,8 @@ type Event struct {
 	Tenant           string
 	Fields           []Field
 	Quantities       []Quantity
-	// Raw is the event as received (compact JSON), kept in the ledger for audit and recomputation.
+	// Raw is the event's stored form (stored.go: compact binary, or the JSON as received when it
+	// has attributes beyond the contract's), kept in the ledger for audit and recomputation.
 	Raw []byte
 }
 

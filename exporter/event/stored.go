@@ -14,8 +14,9 @@ import (
 // The stored form. The ledger keeps every accepted event for audit and recomputation. An event
 // made only of the attributes the contract defines (CloudEvents' specversion, id, source, type,
 // time and datacontenttype, and the data fields of its type) is kept in a compact binary form
-// that holds all of them exactly: about 40 % of its JSON, which is most of what the write path
-// copies, logs and compacts. An event with anything else (an extension attribute, an unknown data
+// that holds all of them exactly: about 30 % of its JSON (67 vs 226 bytes per event of the
+// simulator's mix), and the raw event is most of what the write path copies, logs and compacts.
+// An event with anything else (an extension attribute, an unknown data
 // field, a null) is kept as the JSON it arrived as. DecodeStored reads both, and StoredJSON turns
 // either back into JSON for people.
 //

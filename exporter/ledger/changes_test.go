@@ -170,29 +170,6 @@ func TestChangesOverflow(t *testing.T) {
 	}
 }
 
-func TestEventsAt(t *testing.T) {
-	ctx := context.Background()
-	s, ch := followed(t, 0)
-	if err := ch.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	commit(t, s, login("1", t0)+ev("2", "document.created", t0, `{"tenant":"a","user":"u1","document_id":"d1","doc_type":"pdf","bytes":100}`))
-	keys, _, err := take(t, ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var missing EventKey // no event has it
-	var got []string
-	err = s.EventsAt(ctx, append(keys, missing), []string{"document.created"}, func(k EventKey, ev *event.Event) error {
-		id, _ := ev.Field("document_id")
-		got = append(got, ev.Type+" "+id+" "+k.Time().Format(time.RFC3339))
-		return nil
-	})
-	if err != nil || len(got) != 1 || got[0] != "document.created d1 "+t0.Format(time.RFC3339) {
-		t.Fatalf("EventsAt: %v, %v", got, err)
-	}
-}
-
 // randomUsage commits AI tokens, document events and storage readings of a few tenants over a
 // few days, some at the same instant, some late.
 func randomUsage(t *testing.T, s *Store, seed uint64) {
@@ -334,8 +311,7 @@ func TestLastSeenAllMatchesLastSeen(t *testing.T) {
 }
 
 // The type filter reads the type of binary stored events without decoding them, searches JSON
-// ones (an event with an extension attribute is kept as the JSON it came as), and lets
-// EventsAt read every type when asked for none.
+// ones (an event with an extension attribute is kept as the JSON it came as).
 func TestRawEventsOfTypesBothForms(t *testing.T) {
 	ctx := context.Background()
 	s, ch := followed(t, 0)
@@ -371,15 +347,5 @@ func TestRawEventsOfTypesBothForms(t *testing.T) {
 	}
 	if json != 1 {
 		t.Fatalf("%d events stored as JSON, want the one with an extension", json)
-	}
-	got = got[:0]
-	if err := s.EventsAt(ctx, keys, nil, func(_ EventKey, ev *event.Event) error {
-		got = append(got, ev.ID)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if slices.Sort(got); !slices.Equal(got, []string{"1", "2", "j"}) {
-		t.Fatalf("every type: %v", got)
 	}
 }

@@ -34,11 +34,6 @@ type groupBuffers struct {
 func (s *Store) commitGroup(group []*commitReq) {
 	start := time.Now()
 	gb := &s.gbuf
-	if gb.inGroup == nil {
-		gb.inGroup = map[[16]byte]struct{}{}
-		gb.newSer = map[string]*Series{}
-		gb.admitted = map[string]int{}
-	}
 	clear(gb.inGroup)
 	acc := gb.accepted[:0]
 	results := make([]Result, len(group))

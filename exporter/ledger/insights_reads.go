@@ -1,61 +1,20 @@
 package ledger
 
-// Reads for the analytics insight index (analytics/insights): the raw events it learns of by key
-// (Changes), and flow rollups of every tenant in one pass.
+// Reads for the analytics insight index (analytics/insights): flow rollups, stock levels and last
+// activity of every tenant in one pass each.
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/meter"
 )
-
-// EventsAt calls fn with the stored events at keys that are of one of types (nil: of any type),
-// in the order of keys. A key with no event (deleted by retention since) is skipped. fn must
-// not keep ev.
-func (s *Store) EventsAt(ctx context.Context, keys []EventKey, types []string, fn func(k EventKey, ev *event.Event) error) error {
-	f := newTypeFilter(types)
-	dec := s.decoder
-	for i, k := range keys {
-		if i%4096 == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		err := func() error {
-			raw := k.rawKey()
-			v, closer, err := s.db.Get(raw)
-			if errors.Is(err, pebble.ErrNotFound) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("reading event %x: %w", raw, err)
-			}
-			defer closer.Close()
-			if types != nil && !f.mayMatch(v) {
-				return nil
-			}
-			ev, err := dec.DecodeStored(v, eventTime(raw))
-			if err != nil {
-				return fmt.Errorf("stored event %x: %w", raw, err)
-			}
-			if types != nil && !f.want[ev.Type] {
-				return nil
-			}
-			return fn(k, &ev)
-		}()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // FlowCells calls fn with every hourly rollup cell of a flow meter whose hour lies in [from, to)
 // (a zero to: no end), for the tenants listed (nil: every tenant), with the cell's values of the

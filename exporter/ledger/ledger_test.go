@@ -199,6 +199,10 @@ func TestRollupsMatchRecomputation(t *testing.T) {
 	if fmt.Sprint(before) != fmt.Sprint(after) || len(before) == 0 {
 		t.Fatalf("rebuild changed answers:\n%v\n%v", before, after)
 	}
+	// Totals, month totals, activity and presence too, not only the rollups queried above.
+	if diffs, err := s.Verify(ctx); err != nil || len(diffs) > 0 {
+		t.Fatalf("verify after rebuild: %v %v", err, diffs)
+	}
 }
 
 func TestSeriesCap(t *testing.T) {

@@ -118,23 +118,20 @@ func (s *Store) Rebuild(ctx context.Context) (int, error) {
 	s.pending = newPending()
 	s.groupSeq = 0
 	n := 0
-	var batch []prepared
+	var batch []*prepared
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		g := newGroupState()
-		for i := range batch {
-			g.fold(&batch[i])
-		}
+		err := s.deriveAgain(batch, 0)
 		batch = batch[:0]
-		return s.writeDerived(&g, s.db.NewBatch(), pebble.Sync)
+		return err
 	}
 	last := time.Now()
 	err := s.forEachRaw(ctx, func(key, raw []byte, ev *event.Event) error {
 		p := s.prepare(ev, 0, nil)
 		copy(p.evKey[:], key)
-		batch = append(batch, p)
+		batch = append(batch, &p)
 		n++
 		if len(batch) == 10000 {
 			if time.Since(last) > 5*time.Second {

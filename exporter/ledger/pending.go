@@ -117,6 +117,14 @@ type flushJob struct {
 // while the previous flush is still being written. Writer goroutine only. The returned channel
 // receives the outcome.
 func (s *Store) startFlush(sync bool) chan error {
+	job := s.snapshotFlush(sync)
+	s.flushes <- job
+	return job.done
+}
+
+// snapshotFlush takes the pending derived changes and the changed totals as a flush job, and
+// empties the pending state. Writer goroutine (or no writer running).
+func (s *Store) snapshotFlush(sync bool) *flushJob {
 	job := &flushJob{seq: s.pending.lastGroup, sync: sync, done: make(chan error, 1)}
 	m := &s.mirror
 	if n := s.pending.size() + len(m.dirtySeries) + len(m.dirtyPeriods); n > 0 {
@@ -144,8 +152,7 @@ func (s *Store) startFlush(sync bool) chan error {
 		s.pending.reset() // the entries keep the states they point to
 		job.entries = entries
 	}
-	s.flushes <- job
-	return job.done
+	return job
 }
 
 // flusher writes the flushes handed to it, in order, until the channel closes.
@@ -250,9 +257,8 @@ func (s *Store) replayJournal(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g := newGroupState()
+	var acc []*prepared
 	last := cp
-	events := 0
 	err = s.scan(ctx, []byte(pJournal), func(k, v []byte) error {
 		seq := binary.BigEndian.Uint64(k[len(pJournal):])
 		if seq <= cp {
@@ -273,8 +279,8 @@ func (s *Store) replayJournal(ctx context.Context) error {
 				return fmt.Errorf("journaled event %x: %w", evKey, err)
 			}
 			p := s.prepare(&ev, 0, nil)
-			g.fold(&p)
-			events++
+			copy(p.evKey[:], evKey)
+			acc = append(acc, &p)
 		}
 		last = seq
 		return nil
@@ -286,13 +292,21 @@ func (s *Store) replayJournal(ctx context.Context) error {
 	if last == cp {
 		return nil
 	}
-	s.log.Info("replaying journaled events after an unclean stop", "events", events, "groups", last-cp)
+	s.log.Info("replaying journaled events after an unclean stop", "events", len(acc), "groups", last-cp)
+	// The flush's checkpoint (last) and its deletion of the journal go with the derived changes.
+	return s.deriveAgain(acc, last)
+}
+
+// deriveAgain applies events derived again from the raw events (journal replay, rebuild) through
+// the commit path's own steps: series admissions, then the mirror and the pending state; then it
+// writes them as a flush with its checkpoint at group seq. The writer must not be committing.
+func (s *Store) deriveAgain(acc []*prepared, seq uint64) error {
 	b := s.db.NewBatch()
-	if err := b.Set(keyCheckpoint, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
-		return err
+	defer b.Close()
+	s.resolveSeries(acc, b)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("admitting series: %w", err)
 	}
-	if err := b.DeleteRange([]byte(pJournal), journalKey(last+1), nil); err != nil {
-		return err
-	}
-	return s.writeDerived(&g, b, pebble.Sync)
+	s.applyCommitted(acc, seq)
+	return s.writeFlush(s.snapshotFlush(true))
 }

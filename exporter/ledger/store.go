@@ -144,6 +144,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		flushes:     make(chan *flushJob),
 		flusherDone: make(chan struct{}),
 		pending:     newPending(),
+		gbuf:        groupBuffers{inGroup: map[[16]byte]struct{}{}, newSer: map[string]*Series{}, admitted: map[string]int{}},
 		stop:        make(chan struct{}),
 		stopped:     make(chan struct{}),
 	}
@@ -276,58 +277,6 @@ func (s *Store) logFlush(err error) {
 	if err != nil {
 		s.log.Error("flushing derived usage failed; the journal keeps the events, retrying", "err", err)
 	}
-}
-
-// groupState accumulates derived changes folded per key, for the paths that write them directly
-// (journal replay, rebuild): a thousand events of one tenant-hour become one write.
-type groupState struct {
-	merges  map[string]*meter.State
-	sets    map[string]struct{}
-	newKeys []string
-}
-
-func newGroupState() groupState {
-	return groupState{merges: map[string]*meter.State{}, sets: map[string]struct{}{}}
-}
-
-// fold adds an event's changes to the group.
-func (g *groupState) fold(p *prepared) {
-	for _, o := range p.ops {
-		if o.set {
-			g.sets[o.key] = struct{}{}
-			continue
-		}
-		if st, ok := g.merges[o.key]; ok {
-			st.Merge(o.state)
-		} else {
-			st := o.state
-			g.merges[o.key] = &st
-		}
-	}
-}
-
-// writeDerived writes derived changes directly (rebuild, journal replay) and applies them to the
-// mirror. It closes b.
-func (s *Store) writeDerived(g *groupState, b *pebble.Batch, opt *pebble.WriteOptions) error {
-	defer b.Close()
-	s.admitSeries(g, b)
-	var buf []byte
-	for k, st := range g.merges {
-		buf = st.Append(buf[:0])
-		if err := b.Merge([]byte(k), buf, nil); err != nil {
-			return err
-		}
-	}
-	for k := range g.sets {
-		if err := b.Set([]byte(k), nil, nil); err != nil {
-			return err
-		}
-	}
-	if err := b.Commit(opt); err != nil {
-		return err
-	}
-	s.applyMirror(g)
-	return nil
 }
 
 func dedupeHash(source, id string) [16]byte {
