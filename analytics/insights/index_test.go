@@ -13,31 +13,6 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 )
 
-// fixtureEvents are the events of fixture().
-func fixtureEvents() []E {
-	return []E{
-		doc("document.created", d(8, 12, 10), "acme", "dave", "d6", "", 300),
-		doc("document.created", d(10, 11, 10), "acme", "bob", "d2", "H1", 1000),
-		doc("document.created", d(11, 1, 10), "acme", "alice", "d1", "H1", 1000),
-		doc("document.created", d(11, 2, 10), "acme", "alice", "d3", "H1", 1000),
-		doc("document.created", d(11, 10, 10), "acme", "carol", "d4", "H2", 500),
-		doc("document.created", d(11, 10, 11), "acme", "carol", "d5", "H2", 500),
-		doc("document.deleted", d(11, 11, 10), "acme", "carol", "d5", "H2", 500),
-		ev("storage.measured", d(10, 25, 0), "tenant", "acme", "storage_class", "standard", "bytes", 10000),
-		ai(d(10, 15, 9), "acme", "alice", "chat", "gpt-small", 100000, 50000),
-		ai(d(11, 10, 9), "acme", "alice", "chat", "gpt-large", 100000, 20000),
-		ai(d(11, 10, 9), "acme", "alice", "chat", "gpt-small", 10000, 2000),
-		ai(d(11, 10, 9), "acme", "alice", "search", "embed-v2", 5000, 0),
-		ai(d(11, 10, 9), "beta", "zed", "chat", "claude-mid", 800000, 200000),
-		ingest(d(10, 10, 1), "acme", "s3", "HX", 100, 10),
-		ingest(d(11, 12, 1), "acme", "s3", "HX", 100, 10),
-		ingest(d(11, 13, 1), "acme", "s3", "HX", 100, 10),
-		ingest(d(11, 14, 1), "acme", "s3", "HX", 100, 10),
-		ingest(d(11, 15, 1), "acme", "s3", "HY", 50, 5),
-		ingest(d(11, 16, 1), "acme", "s3", "", 70, 7),
-	}
-}
-
 // pair is a fresh engine (every call scans) and an engine with an index over the same store.
 type pair struct {
 	st         *ledger.Store

@@ -46,10 +46,9 @@ func ingest(t time.Time, tenant, source, hash string, bytes, records int) E {
 	return ev("ingest.completed", t, kv...)
 }
 
-// fixture loads two tenants whose every insight is known exactly (see each test).
-func fixture(t *testing.T) *ledger.Store {
-	st := ledgertest.Open(t)
-	ledgertest.Load(t, st,
+// fixtureEvents are the events of fixture().
+func fixtureEvents() []E {
+	return []E{
 		doc("document.created", d(8, 12, 10), "acme", "dave", "d6", "", 300),
 		doc("document.created", d(10, 11, 10), "acme", "bob", "d2", "H1", 1000),
 		doc("document.created", d(11, 1, 10), "acme", "alice", "d1", "H1", 1000),
@@ -69,7 +68,13 @@ func fixture(t *testing.T) *ledger.Store {
 		ingest(d(11, 14, 1), "acme", "s3", "HX", 100, 10),
 		ingest(d(11, 15, 1), "acme", "s3", "HY", 50, 5),
 		ingest(d(11, 16, 1), "acme", "s3", "", 70, 7),
-	)
+	}
+}
+
+// fixture loads two tenants whose every insight is known exactly (see each test).
+func fixture(t *testing.T) *ledger.Store {
+	st := ledgertest.Open(t)
+	ledgertest.Load(t, st, fixtureEvents()...)
 	return st
 }
 
