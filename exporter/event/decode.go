@@ -88,6 +88,16 @@ func (d *Decoder) Decode(contentType string, body []byte) ([]Event, error) {
 	case "application/x-ndjson", "application/jsonl", "application/json-seq":
 		return d.decodeLines(body, now)
 	case "application/json", "application/cloudevents+json", "application/cloudevents-batch+json":
+		if mt != "application/cloudevents+json" {
+			if evs, ok := d.fastArray(body, now); ok {
+				return evs, nil
+			}
+		}
+		if mt != "application/cloudevents-batch+json" {
+			if evs, ok := d.fastObject(body, now); ok {
+				return evs, nil
+			}
+		}
 		p := d.pool.Get()
 		defer d.pool.Put(p)
 		v, err := p.ParseBytes(body)
@@ -146,12 +156,19 @@ func (d *Decoder) decodeLines(body []byte, now time.Time) ([]Event, error) {
 	if err := d.checkCount(len(lines)); err != nil {
 		return nil, err
 	}
-	p := d.pool.Get()
-	defer d.pool.Put(p)
 	events := make([]Event, len(lines))
 	var verr Error
-	var sb storedBuf
+	var bufs decodeBufs
+	var p *fastjson.Parser
 	for i, line := range lines {
+		if d.fastLine(line, now, &events[i], &bufs) {
+			continue
+		}
+		events[i] = Event{}
+		if p == nil {
+			p = d.pool.Get()
+			defer d.pool.Put(p)
+		}
 		v, err := p.ParseBytes(line)
 		if err != nil {
 			verr.add(i, "", ReasonMalformed, "line is not valid JSON: "+err.Error())
@@ -159,7 +176,7 @@ func (d *Decoder) decodeLines(body []byte, now time.Time) ([]Event, error) {
 		}
 		// The line is the event as received: kept as it is rather than encoded again. The
 		// body is the request's own buffer, so the event may point into it.
-		d.decodeOne(v, i, now, &events[i], &verr, line, &sb)
+		d.decodeOne(v, i, now, &events[i], &verr, line, &bufs.stored)
 	}
 	if len(verr.Errors) > 0 {
 		return nil, verr.finish()

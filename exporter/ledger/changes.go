@@ -95,6 +95,7 @@ type Changes struct {
 	lost    bool   // a group was missed or the buffer overflowed: the reader must rebuild
 	next    uint64 // the group expected next
 	changes []Change
+	taken   int // how many changes the last Take returned: the next buffer's capacity
 }
 
 // NewChanges records at most maxEvents events between two Takes; past that it gives up and the
@@ -128,10 +129,28 @@ func (c *Changes) committed(group uint64, acc []*prepared) {
 		c.lose()
 		return
 	}
+	if c.changes == nil {
+		// Sized as the last Take: growing from empty would copy the buffer a dozen times.
+		c.changes = make([]Change, 0, max(c.taken+c.taken/4, len(acc)))
+	}
+	// The request's memory is not ours to keep: the stored forms wanted are copied, into one
+	// buffer for the group.
+	n := 0
+	for _, p := range acc {
+		if c.raw[p.typ] {
+			n += len(p.raw)
+		}
+	}
+	var raws []byte
+	if n > 0 {
+		raws = make([]byte, 0, n)
+	}
 	for _, p := range acc {
 		ch := Change{Key: EventKey(p.evKey[len(pEvent):]), Type: p.typ, Tenant: p.tenant}
 		if c.raw[p.typ] {
-			ch.Raw = bytes.Clone(p.raw) // the request's memory is not ours to keep
+			start := len(raws)
+			raws = append(raws, p.raw...)
+			ch.Raw = raws[start:len(raws):len(raws)]
 		}
 		c.changes = append(c.changes, ch)
 	}
@@ -167,7 +186,7 @@ func (c *Changes) Take(ctx context.Context) ([]Change, bool, error) {
 		return nil, false, ctx.Err()
 	}
 	out := c.changes
-	c.changes = nil
+	c.changes, c.taken = nil, len(out)
 	return out, true, nil
 }
 

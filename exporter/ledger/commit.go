@@ -1,7 +1,8 @@
 package ledger
 
 import (
-	"bytes"
+	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,7 +28,8 @@ type groupBuffers struct {
 	accepted []*prepared
 	inGroup  map[[16]byte]struct{}
 	journal  []byte
-	newSer   map[string]*Series
+	newSer   map[keyHash]*Series
+	sorted   []sortedPrepared
 	admitted map[string]int
 }
 
@@ -102,18 +104,32 @@ func (s *Store) commitAccepted(acc []*prepared) error {
 	// instead of searching from the top, so the batch is written sorted.
 	// The group is left in event-key order (time, then arrival), the order in which a rebuild
 	// derives events again: a "latest" of two events at the same instant must agree.
+	// Both sorts compare keys copied next to the pointers: the prepared events lie all over the
+	// requests' memory.
 	gb := &s.gbuf
-	slices.SortFunc(acc, func(a, b *prepared) int { return bytes.Compare(a.hash[:], b.hash[:]) })
+	sorted := gb.sorted[:0]
+	for _, p := range acc {
+		sorted = append(sorted, sortedPrepared{k: [2]uint64{getU64(p.hash[0:]), getU64(p.hash[8:])}, p: p})
+	}
+	slices.SortFunc(sorted, compareSorted)
 	var dk [18]byte
 	copy(dk[:], pDedupe)
-	for _, p := range acc {
-		copy(dk[2:], p.hash[:])
-		if err := b.Set(dk[:], p.evKey[:], nil); err != nil {
+	for _, sp := range sorted {
+		copy(dk[2:], sp.p.hash[:])
+		if err := b.Set(dk[:], sp.p.evKey[:], nil); err != nil {
 			return err
 		}
 	}
+	for i, p := range acc {
+		sorted[i] = sortedPrepared{k: [2]uint64{getU64(p.evKey[2:]), getU64(p.evKey[10:])}, p: p}
+	}
+	slices.SortFunc(sorted, compareSorted)
+	for i := range sorted {
+		acc[i] = sorted[i].p
+		sorted[i].p = nil // do not keep the requests alive until the next group
+	}
+	gb.sorted = sorted[:0]
 	journal := gb.journal[:0]
-	slices.SortFunc(acc, func(a, b *prepared) int { return bytes.Compare(a.evKey[:], b.evKey[:]) })
 	for _, p := range acc {
 		if err := b.Set(p.evKey[:], p.raw, nil); err != nil {
 			return err
@@ -136,6 +152,22 @@ func (s *Store) commitAccepted(acc []*prepared) error {
 	return nil
 }
 
+// sortedPrepared is an event of a group with the key it is sorted by: its dedupe hash, or its
+// event key (time, then arrival), both unique within a group.
+type sortedPrepared struct {
+	k [2]uint64
+	p *prepared
+}
+
+func compareSorted(a, b sortedPrepared) int {
+	if c := cmp.Compare(a.k[0], b.k[0]); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.k[1], b.k[1])
+}
+
+func getU64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
 // resolveSeries points every total op at its mirror series. Series seen for the first time are
 // admitted under the metric's cap or folded into __overflow__, and the decision is written in
 // the same batch, so that it survives restarts and counters never move between a series and
@@ -151,11 +183,11 @@ func (s *Store) resolveSeries(acc []*prepared, b *pebble.Batch) {
 			if o.kind != opTotal {
 				continue
 			}
-			if ser := s.mirror.series[o.key]; ser != nil {
+			if ser := s.mirror.series[o.h]; ser != nil {
 				o.ser = ser
 				continue
 			}
-			if ser := gb.newSer[o.key]; ser != nil {
+			if ser := gb.newSer[o.h]; ser != nil {
 				o.ser = ser
 				continue
 			}
@@ -175,7 +207,8 @@ func (s *Store) resolveSeries(acc []*prepared, b *pebble.Batch) {
 					ser.Admitted = false
 				}
 			}
-			gb.newSer[key] = ser
+			ser.key = key
+			gb.newSer[o.h] = ser
 			o.ser = ser
 		}
 	}
@@ -187,8 +220,8 @@ func (s *Store) applyCommitted(acc []*prepared, seq uint64) {
 	gb := &s.gbuf
 	m := &s.mirror
 	s.mu.Lock()
-	for k, ser := range gb.newSer {
-		m.add(k, ser)
+	for h, ser := range gb.newSer {
+		m.add(h, ser)
 	}
 	for _, p := range acc {
 		for i := range p.ops {
@@ -209,7 +242,7 @@ func (s *Store) applyCommitted(acc []*prepared, seq uint64) {
 				if periodMonth(o.key) < m.periodsFrom {
 					continue // merged in the store below
 				}
-				pt := m.period(o.key, o.state.Agg)
+				pt := m.period(o.h, o.key, o.state.Agg)
 				pt.state.Merge(o.state)
 				if !pt.dirty {
 					pt.dirty = true
@@ -228,12 +261,12 @@ func (s *Store) applyCommitted(acc []*prepared, seq uint64) {
 			o := &p.ops[i]
 			switch o.kind {
 			case opRollup, opActive:
-				pd.merge(o.key, o.state)
+				pd.merge(o.h, o.key, o.state)
 			case opUnique:
-				pd.sets[o.key] = struct{}{}
+				pd.present(o.h, o.key)
 			case opPeriod:
 				if periodMonth(o.key) < s.mirror.periodsFrom {
-					pd.merge(o.key, o.state)
+					pd.merge(o.h, o.key, o.state)
 				}
 			}
 		}

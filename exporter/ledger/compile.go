@@ -57,9 +57,9 @@ func compile(defs []meter.Def, perUser bool) ([]*cmeter, map[string][]cbinding) 
 // op is one change of the ledger caused by an event.
 type op struct {
 	key   string
+	h     keyHash
 	state meter.State // merge operand; for unique presence (u/) unused
 	kind  opKind
-	set   bool    // a plain Set of an empty value (u/ presence)
 	ser   *Series // opTotal: the mirror's series, resolved by the writer before the commit
 }
 
@@ -159,15 +159,15 @@ func (s *Store) prepare(ev *event.Event, seq uint64, a *arena) prepared {
 			k = append(k, pUnique...)
 			k = append(k, k[len(pRollup):cellLen]...)
 			k = append(k, ident...)
-			p.ops = append(p.ops, op{key: a.end(k, cellLen), set: true, kind: opUnique})
+			p.ops = append(p.ops, newOp(a.end(k, cellLen), meter.State{}, opUnique))
 			k = a.begin()
 			k = append(k, pActive...)
 			k = appendCell(k, m.Name, ev.Tenant)
 			k = append(k, ident...)
-			p.ops = append(p.ops, op{key: a.end(k, 0), state: meter.State{Agg: 'M', Value: nanos}, kind: opActive})
+			p.ops = append(p.ops, newOp(a.end(k, 0), meter.State{Agg: 'M', Value: nanos}, opActive))
 			continue
 		}
-		p.ops = append(p.ops, op{key: a.end(k, 0), state: st, kind: opRollup})
+		p.ops = append(p.ops, newOp(a.end(k, 0), st, opRollup))
 
 		// t/<meter>\0<tenant>\0<label>\0...
 		k = a.begin()
@@ -177,14 +177,18 @@ func (s *Store) prepare(ev *event.Event, seq uint64, a *arena) prepared {
 			k = append(k, dims[i]...)
 			k = append(k, 0)
 		}
-		p.ops = append(p.ops, op{key: a.end(k, 0), state: st, kind: opTotal})
+		p.ops = append(p.ops, newOp(a.end(k, 0), st, opTotal))
 		if m.Kind == meter.Flow {
 			k = appendPeriodKey(a.begin(), month, m.Name, ev.Tenant)
-			p.ops = append(p.ops, op{key: a.end(k, 0), state: st, kind: opPeriod})
+			p.ops = append(p.ops, newOp(a.end(k, 0), st, opPeriod))
 		}
 	}
 	a.used(len(p.ops))
 	return p
+}
+
+func newOp(key string, st meter.State, kind opKind) op {
+	return op{key: key, h: hashKey(key), state: st, kind: kind}
 }
 
 // appendCell appends <meter>\0<tenant>\0.

@@ -16,12 +16,12 @@ import (
 // from the store at start-up and changed only after a group commit succeeded, from the very
 // operands that were committed, so it cannot drift from the database.
 type mirror struct {
-	series   map[string]*Series   // by t/ key
-	byMetric map[string][]*Series // by metric name, for rendering one family at a time
-	byTenant map[string][]*Series // by meter\0tenant
-	admitted map[string]int       // metric → series admitted under the cap
-	folded   map[string]int       // metric → series folded into __overflow__
-	periods  map[string]*periodTotal
+	series   map[keyHash]*Series         // by t/ key
+	byMetric map[string][]*Series        // by metric name, for rendering one family at a time
+	byTenant map[string][]*Series        // by meter\0tenant
+	admitted map[string]int              // metric → series admitted under the cap
+	folded   map[string]int              // metric → series folded into __overflow__
+	periods  map[keyHash]*periodTotal    // by p/ key
 	active   map[string]map[string]int64 // meter\0tenant → identity → last activity (unix nanos)
 
 	// Totals and period totals changed since the last flush. The flush writes their values from
@@ -59,12 +59,12 @@ const activeHorizon = 32 * 24 * time.Hour
 
 func (s *Store) newMirror() mirror {
 	return mirror{
-		series:   map[string]*Series{},
+		series:   map[keyHash]*Series{},
 		byMetric: map[string][]*Series{},
 		byTenant: map[string][]*Series{},
 		admitted: map[string]int{},
 		folded:   map[string]int{},
-		periods:  map[string]*periodTotal{},
+		periods:  map[keyHash]*periodTotal{},
 		active:   map[string]map[string]int64{},
 	}
 }
@@ -89,7 +89,8 @@ func (s *Store) loadMirror(ctx context.Context) error {
 		}
 		ser.State = st
 		ser.Admitted = ser.Meter.Metric == nil || admitted[string(k)]
-		m.add(string(k), ser)
+		ser.key = string(k)
+		m.add(hashKey(ser.key), ser)
 		return nil
 	}); err != nil {
 		return err
@@ -104,7 +105,8 @@ func (s *Store) loadMirror(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("period total %q: %w", k, err)
 		}
-		m.periods[string(k)] = &periodTotal{key: string(k), state: st}
+		key := string(k)
+		m.periods[hashKey(key)] = &periodTotal{key: key, state: st}
 		return nil
 	}); err != nil {
 		return err
@@ -128,9 +130,9 @@ func (s *Store) loadMirror(ctx context.Context) error {
 	return nil
 }
 
-func (m *mirror) add(key string, ser *Series) {
-	ser.key = key
-	m.series[key] = ser
+// add adds a series; ser.key is its t/ key, h the key's hash.
+func (m *mirror) add(h keyHash, ser *Series) {
+	m.series[h] = ser
 	mt := ser.Meter.Name + sep + ser.Tenant
 	m.byTenant[mt] = append(m.byTenant[mt], ser)
 	if ser.Meter.Metric != nil {
@@ -192,13 +194,13 @@ func periodMonth(key string) uint32 {
 	return uint32(key[2])<<24 | uint32(key[3])<<16 | uint32(key[4])<<8 | uint32(key[5])
 }
 
-// period returns the period total of a p/ key, creating it empty.
-func (m *mirror) period(key string, agg byte) *periodTotal {
-	pt := m.periods[key]
+// period returns the period total of a p/ key (h its hash), creating it empty.
+func (m *mirror) period(h keyHash, key string, agg byte) *periodTotal {
+	pt := m.periods[h]
 	if pt == nil {
 		key = strings.Clone(key) // it may be carved from a request's arena
 		pt = &periodTotal{key: key, state: meter.State{Agg: agg}}
-		m.periods[key] = pt
+		m.periods[h] = pt
 	}
 	return pt
 }

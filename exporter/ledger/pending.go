@@ -30,37 +30,91 @@ const pJournal = "j/"
 
 var keyCheckpoint = []byte(pMeta + "checkpoint")
 
+// pendingState is the derived changes folded since the last flush: one entry per key, found by
+// the key's hash (see keyHash), in the order the keys first came.
 type pendingState struct {
-	merges    map[string]*meter.State // pointing into states
-	sets      map[string]struct{}
-	states    []meter.State // a slab: one allocation per 4,096 new keys, not one per key
-	lastGroup uint64        // the last journal entry folded in
+	index     map[keyHash]int32 // into entries
+	entries   []flushEntry
+	lastGroup uint64 // the last journal entry folded in
 }
 
 func newPending() pendingState {
-	return pendingState{merges: map[string]*meter.State{}, sets: map[string]struct{}{}}
+	return pendingState{index: map[keyHash]int32{}}
 }
 
-// flushEntry is one key of a flush: a merge operand, a Set of a whole state, or (st nil) an empty
-// Set for presence.
+// flushEntry is one key of a flush: a merge operand, a Set of a whole state, or an empty Set for
+// presence.
 type flushEntry struct {
-	pre   [3]uint64 // the key's first 24 bytes, big-endian, zero-padded (see sortFlush)
-	key   string
-	st    *meter.State
-	merge bool
+	key  string
+	st   meter.State
+	kind flushKind
 }
 
-// sortFlush sorts a flush's entries by key. The keys lie all over the heap, and comparing them
-// directly costs two cache misses per comparison; their first bytes, copied next to each entry
-// once, decide many comparisons without reading the keys. Zero padding can tie a short key with a
-// longer one, so ties compare the keys themselves.
-func sortFlush(es []flushEntry) {
-	for i := range es {
-		var b [24]byte
-		copy(b[:], es[i].key)
-		es[i].pre = [3]uint64{binary.BigEndian.Uint64(b[0:]), binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint64(b[16:])}
+type flushKind uint8
+
+const (
+	flushMerge flushKind = iota
+	flushSet
+	flushPresence
+)
+
+// merge folds a merge operand into the key's entry.
+func (p *pendingState) merge(h keyHash, key string, st meter.State) {
+	if i, ok := p.index[h]; ok {
+		p.entries[i].st.Merge(st)
+		return
 	}
-	slices.SortFunc(es, func(a, b flushEntry) int {
+	p.index[h] = int32(len(p.entries))
+	p.entries = append(p.entries, flushEntry{key: key, st: st, kind: flushMerge})
+}
+
+// present records a presence key (an empty Set).
+func (p *pendingState) present(h keyHash, key string) {
+	if _, ok := p.index[h]; ok {
+		return
+	}
+	p.index[h] = int32(len(p.entries))
+	p.entries = append(p.entries, flushEntry{key: key, kind: flushPresence})
+}
+
+// reset empties the state after a flush, which took the entries. The index keeps its buckets:
+// refilling it from empty every interval would rehash it over and over as it grows.
+func (p *pendingState) reset() {
+	n := len(p.entries)
+	clear(p.index)
+	p.entries = make([]flushEntry, 0, n+n/4)
+}
+
+func (p *pendingState) size() int { return len(p.entries) }
+
+// prefixWords is how many 8-byte words of a key sortFlush copies next to it. Keys start with
+// <prefix><meter>\0<tenant>\0 (about 24 bytes), which ties in most comparisons; 64 bytes reach
+// the hour and the dimensions, which decide nearly all of them.
+const prefixWords = 8
+
+// sortRec is a flush entry's place in the sort: its key's first bytes, big-endian, zero-padded.
+type sortRec struct {
+	pre [prefixWords]uint64
+	i   int32
+}
+
+// sortFlush returns the order of a flush's entries by key. The keys lie all over the heap, and
+// comparing them directly costs two cache misses per comparison; their first bytes, copied into
+// small records once, decide nearly every comparison without reading the keys, and the records
+// move in the sort instead of the entries. Zero padding can tie a short key with a longer one,
+// so ties compare the keys themselves.
+func sortFlush(es []flushEntry) []int32 {
+	recs := make([]sortRec, len(es))
+	for i := range es {
+		var b [8 * prefixWords]byte
+		copy(b[:], es[i].key)
+		r := &recs[i]
+		for w := range r.pre {
+			r.pre[w] = binary.BigEndian.Uint64(b[8*w:])
+		}
+		r.i = int32(i)
+	}
+	slices.SortFunc(recs, func(a, b sortRec) int {
 		for i := range a.pre {
 			if a.pre[i] != b.pre[i] {
 				if a.pre[i] < b.pre[i] {
@@ -69,31 +123,14 @@ func sortFlush(es []flushEntry) {
 				return 1
 			}
 		}
-		return strings.Compare(a.key, b.key)
+		return strings.Compare(es[a.i].key, es[b.i].key)
 	})
-}
-
-func (p *pendingState) merge(key string, st meter.State) {
-	if cur, ok := p.merges[key]; ok {
-		cur.Merge(st)
-		return
+	order := make([]int32, len(recs))
+	for i := range recs {
+		order[i] = recs[i].i
 	}
-	if len(p.states) == cap(p.states) {
-		p.states = make([]meter.State, 0, 4096)
-	}
-	p.states = append(p.states, st)
-	p.merges[key] = &p.states[len(p.states)-1]
+	return order
 }
-
-// reset empties the state after a flush. The maps keep their buckets: refilling them from empty
-// every interval would rehash them over and over as they grow.
-func (p *pendingState) reset() {
-	clear(p.merges)
-	clear(p.sets)
-	p.states = nil
-}
-
-func (p *pendingState) size() int { return len(p.merges) + len(p.sets) }
 
 func journalKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(pJournal), seq)
@@ -127,29 +164,20 @@ func (s *Store) startFlush(sync bool) chan error {
 func (s *Store) snapshotFlush(sync bool) *flushJob {
 	job := &flushJob{seq: s.pending.lastGroup, sync: sync, done: make(chan error, 1)}
 	m := &s.mirror
-	if n := s.pending.size() + len(m.dirtySeries) + len(m.dirtyPeriods); n > 0 {
-		entries := make([]flushEntry, 0, n)
-		for k, st := range s.pending.merges {
-			entries = append(entries, flushEntry{key: k, st: st, merge: true})
-		}
-		for k := range s.pending.sets {
-			entries = append(entries, flushEntry{key: k})
-		}
+	if s.pending.size()+len(m.dirtySeries)+len(m.dirtyPeriods) > 0 {
+		entries := s.pending.entries
 		// Totals are written whole, as the mirror holds them after the groups through seq: a Set
 		// rather than one more merge operand to compact away. The dirty flags are the writer's.
-		states := make([]meter.State, 0, len(m.dirtySeries)+len(m.dirtyPeriods))
 		for _, ser := range m.dirtySeries {
-			states = append(states, ser.State)
-			entries = append(entries, flushEntry{key: ser.key, st: &states[len(states)-1]})
+			entries = append(entries, flushEntry{key: ser.key, st: ser.State, kind: flushSet})
 			ser.dirty = false
 		}
 		for _, pt := range m.dirtyPeriods {
-			states = append(states, pt.state)
-			entries = append(entries, flushEntry{key: pt.key, st: &states[len(states)-1]})
+			entries = append(entries, flushEntry{key: pt.key, st: pt.state, kind: flushSet})
 			pt.dirty = false
 		}
 		m.dirtySeries, m.dirtyPeriods = m.dirtySeries[:0], m.dirtyPeriods[:0]
-		s.pending.reset() // the entries keep the states they point to
+		s.pending.reset()
 		job.entries = entries
 	}
 	return job
@@ -186,17 +214,18 @@ func (s *Store) writeFlush(job *flushJob) error {
 	}
 	start := time.Now()
 	// In key order, as in commitAccepted: the memtable inserts them several times faster.
-	sortFlush(job.entries)
+	order := sortFlush(job.entries)
 	b := s.db.NewBatchWithSize(len(job.entries) * 64)
 	defer b.Close()
 	var buf []byte
-	for _, e := range job.entries {
+	for _, i := range order {
+		e := &job.entries[i]
 		buf = buf[:0]
-		if e.st != nil {
+		if e.kind != flushPresence {
 			buf = e.st.Append(buf)
 		}
 		var op *pebble.DeferredBatchOp
-		if e.merge {
+		if e.kind == flushMerge {
 			op = b.MergeDeferred(len(e.key), len(buf))
 		} else {
 			op = b.SetDeferred(len(e.key), len(buf))

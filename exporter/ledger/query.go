@@ -405,7 +405,7 @@ func (s *Store) Current(meterName, tenant string, now time.Time) (int64, bool) {
 		}
 		return n, true
 	case cm.Kind == meter.Flow:
-		if pt := s.mirror.periods[periodKey(monthOf(now), cm.Name, tenant)]; pt != nil {
+		if pt := s.mirror.periods[hashKey(periodKey(monthOf(now), cm.Name, tenant))]; pt != nil {
 			return pt.state.Value, true
 		}
 		return 0, true

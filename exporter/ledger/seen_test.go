@@ -79,10 +79,18 @@ func TestSortFlush(t *testing.T) {
 	for _, k := range keys {
 		entries = append(entries, flushEntry{key: k})
 	}
-	sortFlush(entries)
-	for i := 1; i < len(entries); i++ {
-		if entries[i-1].key > entries[i].key {
-			t.Fatalf("%q sorted before %q", entries[i-1].key, entries[i].key)
+	order := sortFlush(entries)
+	if len(order) != len(entries) {
+		t.Fatalf("%d entries in the order, want %d", len(order), len(entries))
+	}
+	seen := make([]bool, len(entries))
+	for i, e := range order {
+		if seen[e] {
+			t.Fatalf("entry %d twice in the order", e)
+		}
+		seen[e] = true
+		if i > 0 && entries[order[i-1]].key > entries[e].key {
+			t.Fatalf("%q sorted before %q", entries[order[i-1]].key, entries[e].key)
 		}
 	}
 }

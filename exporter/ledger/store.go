@@ -144,7 +144,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		flushes:     make(chan *flushJob),
 		flusherDone: make(chan struct{}),
 		pending:     newPending(),
-		gbuf:        groupBuffers{inGroup: map[[16]byte]struct{}{}, newSer: map[string]*Series{}, admitted: map[string]int{}},
+		gbuf:        groupBuffers{inGroup: map[[16]byte]struct{}{}, newSer: map[keyHash]*Series{}, admitted: map[string]int{}},
 		stop:        make(chan struct{}),
 		stopped:     make(chan struct{}),
 	}

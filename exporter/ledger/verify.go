@@ -27,7 +27,7 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 	err := s.forEachRaw(ctx, func(key, _ []byte, ev *event.Event) error {
 		p := s.prepare(ev, 0, nil)
 		for _, o := range p.ops {
-			if o.set {
+			if o.kind == opUnique {
 				wantSets[o.key] = true
 				continue
 			}
