@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -30,16 +31,33 @@ const pJournal = "j/"
 
 var keyCheckpoint = []byte(pMeta + "checkpoint")
 
-// pendingState is the derived changes folded since the last flush: one entry per key, found by
-// the key's hash (see keyHash), in the order the keys first came.
+// pendingState is the derived changes folded since the last flush, one slot per key, in an
+// open-addressing hash table of its own rather than a map: every group folds thousands of
+// changes into a few hundred thousand keys at random, so each fold is a cache miss, and a slot
+// here holds the key's hash and state together (a Go map took two or three misses: control
+// word, slot, then the state it pointed to). The keys are copied into a slab of their own, so
+// the table holds no pointer for the garbage collector to scan, and the requests' memory is
+// not kept until the flush.
 type pendingState struct {
-	index     map[keyHash]int32 // into entries
-	entries   []flushEntry
-	lastGroup uint64 // the last journal entry folded in
+	slots     []pendingSlot // a power of two long, at most half full
+	n         int           // slots in use
+	keys      []byte        // the keys of the slots, one after the other
+	lastGroup uint64        // the last journal entry folded in
 }
 
+// pendingSlot is a slot of pendingState; kind 0 (flushNone) marks it empty.
+type pendingSlot struct {
+	h      keyHash
+	st     meter.State
+	keyOff uint32 // the key is keys[keyOff:keyOff+keyLen]
+	keyLen uint16
+	kind   flushKind
+}
+
+const minPendingSlots = 1 << 12
+
 func newPending() pendingState {
-	return pendingState{index: map[keyHash]int32{}}
+	return pendingState{slots: make([]pendingSlot, minPendingSlots)}
 }
 
 // flushEntry is one key of a flush: a merge operand, a Set of a whole state, or an empty Set for
@@ -53,39 +71,86 @@ type flushEntry struct {
 type flushKind uint8
 
 const (
-	flushMerge flushKind = iota
+	flushNone flushKind = iota
+	flushMerge
 	flushSet
 	flushPresence
 )
 
+// slot returns the slot of h: its own, or the empty one where it goes.
+func (p *pendingState) slot(h keyHash) *pendingSlot {
+	mask := uint64(len(p.slots) - 1)
+	for i := h[0] & mask; ; i = (i + 1) & mask {
+		if s := &p.slots[i]; s.kind == flushNone || s.h == h {
+			return s
+		}
+	}
+}
+
 // merge folds a merge operand into the key's entry.
 func (p *pendingState) merge(h keyHash, key string, st meter.State) {
-	if i, ok := p.index[h]; ok {
-		p.entries[i].st.Merge(st)
+	sl := p.slot(h)
+	if sl.kind != flushNone {
+		sl.st.Merge(st)
 		return
 	}
-	p.index[h] = int32(len(p.entries))
-	p.entries = append(p.entries, flushEntry{key: key, st: st, kind: flushMerge})
+	*sl = pendingSlot{h: h, st: st, kind: flushMerge}
+	p.added(sl, key)
 }
 
 // present records a presence key (an empty Set).
 func (p *pendingState) present(h keyHash, key string) {
-	if _, ok := p.index[h]; ok {
+	if sl := p.slot(h); sl.kind == flushNone {
+		*sl = pendingSlot{h: h, kind: flushPresence}
+		p.added(sl, key)
+	}
+}
+
+// added stores the key of a new slot and counts it, and doubles the table past half full.
+func (p *pendingState) added(sl *pendingSlot, key string) {
+	// Keys are at most a few hundred bytes (ids and labels are bounded), and the slab is flushed
+	// at maxPendingKeys keys, far below 4 GiB.
+	sl.keyOff, sl.keyLen = uint32(len(p.keys)), uint16(len(key))
+	p.keys = append(p.keys, key...)
+	if p.n++; 2*p.n <= len(p.slots) {
 		return
 	}
-	p.index[h] = int32(len(p.entries))
-	p.entries = append(p.entries, flushEntry{key: key, kind: flushPresence})
+	old := p.slots
+	p.slots = make([]pendingSlot, 2*len(old))
+	for i := range old {
+		if old[i].kind != flushNone {
+			*p.slot(old[i].h) = old[i]
+		}
+	}
 }
 
-// reset empties the state after a flush, which took the entries. The index keeps its buckets:
-// refilling it from empty every interval would rehash it over and over as it grows.
-func (p *pendingState) reset() {
-	n := len(p.entries)
-	clear(p.index)
-	p.entries = make([]flushEntry, 0, n+n/4)
+// take returns the pending changes as flush entries, with room for extra more, and empties the
+// table. The entries' keys point into the slab, which goes with them. The table keeps its size,
+// unless it is far larger than it was needed this time: refilling it from small every interval
+// would rehash it over and over as it grows.
+func (p *pendingState) take(extra int) []flushEntry {
+	entries := make([]flushEntry, 0, p.n+extra)
+	keys := p.keys
+	for i := range p.slots {
+		if sl := &p.slots[i]; sl.kind != flushNone {
+			var key string
+			if sl.keyLen > 0 {
+				key = unsafe.String(&keys[sl.keyOff], int(sl.keyLen))
+			}
+			entries = append(entries, flushEntry{key: key, st: sl.st, kind: sl.kind})
+		}
+	}
+	if size := len(p.slots); size > minPendingSlots && 8*p.n < size {
+		p.slots = make([]pendingSlot, size/2)
+	} else {
+		clear(p.slots)
+	}
+	p.n = 0
+	p.keys = make([]byte, 0, len(keys)+len(keys)/4)
+	return entries
 }
 
-func (p *pendingState) size() int { return len(p.entries) }
+func (p *pendingState) size() int { return p.n }
 
 // prefixWords is how many 8-byte words of a key sortFlush copies next to it. Keys start with
 // <prefix><meter>\0<tenant>\0 (about 24 bytes), which ties in most comparisons; 64 bytes reach
@@ -165,7 +230,7 @@ func (s *Store) snapshotFlush(sync bool) *flushJob {
 	job := &flushJob{seq: s.pending.lastGroup, sync: sync, done: make(chan error, 1)}
 	m := &s.mirror
 	if s.pending.size()+len(m.dirtySeries)+len(m.dirtyPeriods) > 0 {
-		entries := s.pending.entries
+		entries := s.pending.take(len(m.dirtySeries) + len(m.dirtyPeriods))
 		// Totals are written whole, as the mirror holds them after the groups through seq: a Set
 		// rather than one more merge operand to compact away. The dirty flags are the writer's.
 		for _, ser := range m.dirtySeries {
@@ -177,7 +242,6 @@ func (s *Store) snapshotFlush(sync bool) *flushJob {
 			pt.dirty = false
 		}
 		m.dirtySeries, m.dirtyPeriods = m.dirtySeries[:0], m.dirtyPeriods[:0]
-		s.pending.reset()
 		job.entries = entries
 	}
 	return job

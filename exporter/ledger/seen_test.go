@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -107,5 +108,39 @@ func TestDedupeHashIsStable(t *testing.T) {
 	}
 	if got := fmt.Sprintf("%x", dedupeHash("svc", "e1")); got != fmt.Sprintf("%x", sha256.Sum256([]byte("svc\x00e1")))[:32] {
 		t.Errorf("got %s", got)
+	}
+}
+
+// sortByHash sorts exactly as a comparison sort, whatever the size, with ties in the top bits
+// and in the first word, and leaves no event referenced from its spare buffer.
+func TestSortByHash(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var gb groupBuffers
+	for _, n := range []int{0, 1, 63, 64, 65, 1000, 4096, 8000} {
+		for _, ties := range []bool{false, true} {
+			in := make([]sortedPrepared, n)
+			for i := range in {
+				in[i] = sortedPrepared{k: [2]uint64{r.Uint64(), r.Uint64()}, p: &prepared{}}
+				if ties && i > 0 && r.IntN(4) == 0 {
+					in[i].k[0] = in[r.IntN(i)].k[0]
+				}
+			}
+			want := slices.Clone(in)
+			slices.SortFunc(want, compareSorted)
+			got := gb.sortByHash(slices.Clone(in))
+			if len(got) != n {
+				t.Fatalf("n=%d: %d out", n, len(got))
+			}
+			for i := range got {
+				if got[i].k != want[i].k || got[i].p != want[i].p {
+					t.Fatalf("n=%d ties=%v: position %d holds %x, want %x", n, ties, i, got[i].k, want[i].k)
+				}
+			}
+			for _, sp := range gb.spare[:cap(gb.spare)] {
+				if sp.p != nil && n >= 64 {
+					t.Fatalf("n=%d: the spare buffer keeps an event", n)
+				}
+			}
+		}
 	}
 }
