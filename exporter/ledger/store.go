@@ -35,7 +35,9 @@ type Options struct {
 	PerUserLabels bool
 	// CacheBytes is the block cache (default 256 MiB).
 	CacheBytes int64
-	// FlushInterval is how often derived usage is flushed from memory (default 2s).
+	// FlushInterval is how often derived usage is flushed from memory (default 5s). Longer folds
+	// more changes into each key before writing it (0.72 keys per event at 2 s and 100k events/s
+	// of the simulator's mix, 0.36 at 5 s) but holds more in memory and replays more after a crash.
 	FlushInterval time.Duration
 	// MaxGroupEvents bounds the events committed in one group (one fsync).
 	MaxGroupEvents int
@@ -103,7 +105,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.CacheBytes = 256 << 20
 	}
 	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = 2 * time.Second
+		opts.FlushInterval = 5 * time.Second
 	}
 	if opts.MaxGroupEvents <= 0 {
 		opts.MaxGroupEvents = 32768
