@@ -29,7 +29,8 @@ bench-ingest: build-go tools
 
 bench-ledger:
 	@mkdir -p bench-results
-	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 100x ./exporter/ledger/ ./exporter/event/ | tee bench-results/ledger.txt
+	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 100x ./exporter/ledger/ && \
+		$(GO) test -run '^$$' -bench . -benchtime 2s ./exporter/event/; } | tee bench-results/ledger.txt
 
 bench-engines: ## the ledger's write path on Pebble and on SQLite, same batches, same run
 	@mkdir -p bench-results

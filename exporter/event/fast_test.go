@@ -173,3 +173,47 @@ func TestFastPathBodies(t *testing.T) {
 		t.Fatalf("batch limit: %v", err)
 	}
 }
+
+// BenchmarkDecodePaths decodes the same NDJSON body by the fast path (Decode) and by the general
+// path alone, in one run: the ratio is the figure to read on a shared machine.
+func BenchmarkDecodePaths(b *testing.B) {
+	lines := simulated()
+	var body []byte
+	for len(body) < 200<<10 {
+		for _, l := range lines {
+			body = append(append(body, l...), '\n')
+		}
+	}
+	n := len(bytes.Split(bytes.TrimSpace(body), []byte("\n")))
+	d := &Decoder{Now: func() time.Time { return now }}
+	b.Run("fast", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if _, err := d.Decode("application/x-ndjson", body); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
+	})
+	b.Run("general", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		var p fastjson.Parser
+		for b.Loop() {
+			var verr Error
+			var sb storedBuf
+			events := make([]Event, 0, n)
+			for line := range bytes.Lines(body) {
+				v, err := p.ParseBytes(bytes.TrimSpace(line))
+				if err != nil {
+					b.Fatal(err)
+				}
+				events = append(events, Event{})
+				d.decodeOne(v, len(events)-1, now, &events[len(events)-1], &verr, line, &sb)
+			}
+			if len(verr.Errors) > 0 {
+				b.Fatal(verr.Errors[0])
+			}
+		}
+		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
+	})
+}
