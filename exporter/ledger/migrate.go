@@ -96,9 +96,22 @@ func (s *Store) getUint(key []byte) (uint64, error) {
 // derived key spaces, and the journal (a rebuild derives every event, journaled or not).
 var derived = []string{pRollup, pUnique, pTotal, pPeriod, pActive, pAdmit, pJournal}
 
-// Rebuild derives rollups, totals, period totals and activity again from the raw events. It runs
-// before the writer starts (at start-up) or offline (usagectl ledger rebuild), never beside it.
+// Rebuild derives rollups, totals, period totals and activity again from the raw events, and
+// returns how many it read. On an open store (usagectl ledger rebuild) it runs in the writer's
+// turn: commits wait for it, and no flush runs beside it.
 func (s *Store) Rebuild(ctx context.Context) (int, error) {
+	var n int
+	err := s.exclusive(ctx, func() error {
+		var err error
+		n, err = s.rebuild(ctx)
+		return err
+	})
+	return n, err
+}
+
+// rebuild is Rebuild, with nothing else changing the store: at start-up before the writer
+// starts, or in the writer's turn (exclusive).
+func (s *Store) rebuild(ctx context.Context) (int, error) {
 	if archived, err := s.ArchivedMonths(ctx, ClassRawEvents); err != nil {
 		return 0, err
 	} else if len(archived) > 0 {
@@ -116,14 +129,16 @@ func (s *Store) Rebuild(ctx context.Context) (int, error) {
 	s.mirror = s.newMirror()
 	s.mu.Unlock()
 	s.pending = newPending()
-	s.groupSeq = 0
+	// Group numbers go on from where they were: followers of the commits (Changes) expect the
+	// next one, and the rebuilt state is checkpointed at the current group.
+	seq := s.groupSeq
 	n := 0
 	var batch []*prepared
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := s.deriveAgain(batch, 0)
+		err := s.deriveAgain(batch, seq)
 		batch = batch[:0]
 		return err
 	}

@@ -85,6 +85,8 @@ type Store struct {
 	groupSeq    uint64 // the last journal entry written; owned by the writer goroutine
 	gbuf        groupBuffers
 	flushReqs   chan chan chan error
+	turns       chan writerTurn // work that must run alone, in the writer goroutine (exclusive)
+	running     bool            // the writer has started; set by Open, read-only after
 	flushes     chan *flushJob // to the flusher goroutine (pending.go)
 	flusherDone chan struct{}
 	decoder     *event.Decoder          // decodes stored events; shared: its parsers come from a pool
@@ -143,6 +145,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		log:         opts.Logger,
 		reqs:        make(chan *commitReq, 256),
 		flushReqs:   make(chan chan chan error),
+		turns:       make(chan writerTurn),
 		flushes:     make(chan *flushJob),
 		flusherDone: make(chan struct{}),
 		pending:     newPending(),
@@ -175,9 +178,34 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("loading the dedupe filter: %w", err)
 	}
+	s.running = true
 	go s.flusher()
 	go s.writer()
 	return s, nil
+}
+
+// writerTurn is work to run in the writer goroutine with nothing beside it.
+type writerTurn struct {
+	fn   func() error
+	done chan error
+}
+
+// exclusive runs fn with nothing else changing the store's derived state: no commit and no flush
+// beside it. Once the writer runs, fn runs in the writer goroutine after every pending change is
+// flushed; commits queue meanwhile.
+func (s *Store) exclusive(ctx context.Context, fn func() error) error {
+	if !s.running {
+		return fn()
+	}
+	turn := writerTurn{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.turns <- turn:
+	case <-s.stopped:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-turn.done // fn watches ctx itself
 }
 
 // DB gives other packages of the exporter (audit, billing) the same database, under their own
@@ -249,6 +277,14 @@ func (s *Store) writer() {
 			}
 		case reply := <-s.flushReqs:
 			reply <- s.startFlush(false)
+		case turn := <-s.turns:
+			// The flusher writes in order: once this flush is written, so is every earlier one,
+			// and nothing is left for it to write while fn runs.
+			if err := <-s.startFlush(false); err != nil {
+				turn.done <- fmt.Errorf("flushing derived usage first: %w", err)
+				continue
+			}
+			turn.done <- turn.fn()
 		case <-tick.C:
 			s.startFlush(false)
 		case <-s.stop:
