@@ -87,7 +87,7 @@ type Store struct {
 	flushReqs   chan chan chan error
 	turns       chan writerTurn // work that must run alone, in the writer goroutine (exclusive)
 	running     bool            // the writer has started; set by Open, read-only after
-	flushes     chan *flushJob // to the flusher goroutine (pending.go)
+	flushes     chan *flushJob  // to the flusher goroutine (pending.go)
 	flusherDone chan struct{}
 	decoder     *event.Decoder          // decodes stored events; shared: its parsers come from a pool
 	changes     atomic.Pointer[Changes] // told of every group commit (changes.go)

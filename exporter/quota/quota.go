@@ -12,13 +12,14 @@ import (
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/meter"
+	"github.com/usagemeter/usagemeter/exporter/quota/quotastate"
 )
 
-// States of a quota.
+// States of a quota (see quotastate.Of).
 const (
-	StateOK       = "ok"
-	StateWarning  = "warning"
-	StateExceeded = "exceeded"
+	StateOK       = quotastate.OK
+	StateWarning  = quotastate.Warning
+	StateExceeded = quotastate.Exceeded
 )
 
 // Status is one meter's quota for one tenant.
@@ -94,24 +95,13 @@ func (e *Evaluator) statuses(tenant string, plan config.Plan) []Status {
 
 func evaluate(def *meter.Def, used, limit int64, plan config.Plan, now time.Time) Status {
 	st := Status{Meter: def.Name, Unit: def.Unit, Kind: string(def.Kind), Used: used, Limit: limit,
-		WarningRatio: plan.WarningRatio, Enforcement: plan.Enforcement, State: StateOK}
+		WarningRatio: plan.WarningRatio, Enforcement: plan.Enforcement}
 	if periodic(def) {
 		start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
 		end := ledger.MonthEnd(now)
 		st.PeriodStart, st.PeriodEnd = &start, &end
 	}
-	switch {
-	case limit > 0:
-		st.Ratio = float64(used) / float64(limit)
-	case used > 0:
-		st.Ratio = 1e9 // a zero limit with usage: exceeded whatever the ratio
-	}
-	switch {
-	case used > limit:
-		st.State = StateExceeded
-	case limit > 0 && st.Ratio >= plan.WarningRatio:
-		st.State = StateWarning
-	}
+	st.State, st.Ratio = quotastate.Of(used, limit, plan.WarningRatio)
 	return st
 }
 

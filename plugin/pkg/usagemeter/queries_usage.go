@@ -12,6 +12,7 @@ import (
 	"github.com/grafana/grafana-plugin-sdk-go/data"
 
 	"github.com/usagemeter/usagemeter/exporter/api/route"
+	"github.com/usagemeter/usagemeter/exporter/quota/quotastate"
 	"github.com/usagemeter/usagemeter/plugin/pkg/upstream"
 )
 
@@ -117,17 +118,8 @@ func usageSummary(ctx context.Context, d *Datasource, q *Query) (data.Frames, er
 		slices.SortFunc(keys, func(a, b key) int { return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.meter, b.meter)) })
 		for _, k := range keys {
 			r := rows[k]
-			ratio := 0.0
-			if r.limit > 0 {
-				ratio = r.used / r.limit
-			}
-			state := "ok"
-			switch {
-			case r.limit > 0 && ratio >= 1:
-				state = "exceeded"
-			case r.limit > 0 && r.warning > 0 && ratio >= r.warning:
-				state = "warning"
-			}
+			// The same states as the exporter's own (/v1/quotas, the per-tenant path above).
+			state, ratio := quotastate.Of(int64(r.used), int64(r.limit), r.warning)
 			enf := "soft"
 			if r.hard == 1 {
 				enf = "hard"
