@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/usagemeter/usagemeter/exporter/meter"
 )
 
 func TestDefaults(t *testing.T) {
@@ -65,6 +67,8 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"meters:\n  - name: x\n    kind: flow\n    aggregation: sum\n    events:\n      - {type: ai.tokens}\n", `:6: meters[0].events[0].value: sum meters need a value field`},
 		{"meters:\n  - name: x\n    kind: stock\n    aggregation: sum\n    events: [{type: ai.tokens, value: input_tokens}]\n    metric: {name: x_total, type: counter}\n", `meters[0].metric.type: a stock sum meter cannot be a counter`},
 		{"meters:\n  - name: x\n    kind: flow\n    aggregation: count\n    events: [{type: thing}]\n", `meters[0].events[0].type: event type "thing" is neither a contract type nor namespaced`},
+		{"meters:\n  - name: x\n    kind: flow\n    aggregation: count\n    dimensions: [d]\n    events: [{type: ai.tokens, set: {d: \"a\\u0000b\"}}]\n", `meters[0].events[0].set.d: "a\x00b" must not contain control characters`},
+		{"meters:\n  - name: x\n    kind: flow\n    aggregation: count\n    dimensions: [" + strings.Repeat("d,", meter.MaxDimensions) + "e]\n    events: [{type: ai.tokens}]\n", `meters[0].dimensions: 33 dimensions; at most 32`},
 		{"plans: [", `:1: did not find expected node content`},
 	}
 	dir := t.TempDir()

@@ -33,7 +33,9 @@ const (
 	// FutureSkew is how far ahead of the receiver's clock an event may be.
 	FutureSkew = 5 * time.Minute
 	maxIDLen   = 256
-	maxStrLen  = 256
+	maxStrLen  = MaxLabelBytes
+	// MaxLabelBytes bounds a dimension value (CheckLabel).
+	MaxLabelBytes = 256
 )
 
 // ErrUnsupportedMediaType is returned for a content type the decoder does not take.
@@ -411,7 +413,7 @@ func (d *Decoder) addField(i int, ev *Event, name string, v *fastjson.Value, ver
 			verr.add(i, "data.user", ReasonInvalid, "must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 			return
 		}
-	} else if msg := checkLabel(s); msg != "" {
+	} else if msg := CheckLabel(s); msg != "" {
 		verr.add(i, "data."+name, ReasonInvalid, msg)
 		return
 	}
@@ -458,8 +460,10 @@ func ValidID(s string) bool {
 	return true
 }
 
-// checkLabel validates a dimension value that may become a label value or a key part.
-func checkLabel(s string) string {
+// CheckLabel validates a dimension value that may become a label value or a key part, and
+// returns what is wrong with it ("" if nothing): non-empty, at most MaxLabelBytes of UTF-8, no
+// control character, not the reserved __overflow__.
+func CheckLabel(s string) string {
 	if s == "" {
 		return "must not be empty"
 	}

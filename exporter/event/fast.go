@@ -239,7 +239,7 @@ func (d *Decoder) fastEvent(sc *fastScan, now time.Time, ev *Event, bufs *decode
 				if !ValidID(s) {
 					return false
 				}
-			} else if checkLabel(s) != "" {
+			} else if CheckLabel(s) != "" {
 				return false
 			}
 			nf++

@@ -108,8 +108,8 @@ func (p *pendingState) present(h keyHash, key string) {
 
 // added stores the key of a new slot and counts it, and doubles the table past half full.
 func (p *pendingState) added(sl *pendingSlot, key string) {
-	// Keys are at most a few hundred bytes (ids and labels are bounded), and the slab is flushed
-	// at maxPendingKeys keys, far below 4 GiB.
+	// Keys are at most a few KiB (meter.MaxDimensions values of at most event.MaxLabelBytes,
+	// TestKeyBound), and the slab is flushed at maxPendingKeys keys, far below 4 GiB.
 	sl.keyOff, sl.keyLen = uint32(len(p.keys)), uint16(len(key))
 	p.keys = append(p.keys, key...)
 	if p.n++; 2*p.n <= len(p.slots) {

@@ -2,12 +2,17 @@ package ledger
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/usagemeter/usagemeter/exporter/event"
+	"github.com/usagemeter/usagemeter/exporter/meter"
 )
 
 // The filter never forgets a hash (dedupe stays exact) and rarely claims one it was not given.
@@ -143,4 +148,50 @@ func TestSortByHash(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The pending table stores key lengths in 16 bits: the longest key a valid config and valid
+// events can make (meter.MaxDimensions values of event.MaxLabelBytes, the longest tenant and
+// meter name) must fit, with room to spare.
+func TestKeyBound(t *testing.T) {
+	var dims []string
+	fields := []event.Field{}
+	long := strings.Repeat("é", event.MaxLabelBytes/2) // 256 bytes of UTF-8
+	for i := range meter.MaxDimensions {
+		name := fmt.Sprintf("d%02d_%s", i, strings.Repeat("x", 59))
+		dims = append(dims, name)
+		fields = append(fields, event.Field{Name: name, Value: long})
+	}
+	name := "m" + strings.Repeat("x", 62)
+	defs := []meter.Def{
+		{Name: name, Kind: meter.Flow, Aggregation: meter.Sum, Dimensions: dims,
+			Events: []meter.Binding{{Type: "com.example.wide", Value: "n"}},
+			Metric: &meter.Metric{Name: "usage_wide_total", Type: "counter", Labels: dims}},
+		{Name: "u" + strings.Repeat("x", 62), Kind: meter.Stock, Aggregation: meter.UniqueCount, Dimensions: dims,
+			Events: []meter.Binding{{Type: "com.example.wide", Value: dims[0]}}},
+	}
+	for i := range defs {
+		if err := defs[i].Validate(); err != nil {
+			t.Fatalf("meter %d: %v", i, err)
+		}
+	}
+	s, err := Open(context.Background(), Options{Path: t.TempDir(), Meters: defs, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ev := event.Event{ID: "1", Source: "s", Type: "com.example.wide", Time: time.Now(),
+		Tenant: strings.Repeat("t", 128), Fields: fields, Quantities: []event.Quantity{{Name: "n", Value: 1}}}
+	p := s.prepare(&ev, 1, nil)
+	if len(p.ops) == 0 {
+		t.Fatal("no ops")
+	}
+	longest := 0
+	for _, o := range p.ops {
+		longest = max(longest, len(o.key))
+	}
+	if longest > 16<<10 {
+		t.Fatalf("longest key %d bytes; the pending table needs well under 64 KiB", longest)
+	}
+	t.Logf("longest key: %d bytes", longest)
 }

@@ -70,6 +70,11 @@ type Def struct {
 	Metric      *Metric     `yaml:"metric,omitempty"`
 }
 
+// MaxDimensions bounds the dimensions a meter keeps: with names of at most 63 bytes and values of
+// at most event.MaxLabelBytes, every ledger key of a meter stays within a few KiB (the write path
+// relies on keys shorter than 64 KiB).
+const MaxDimensions = 32
+
 var (
 	nameRE   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 	metricRE = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
@@ -105,6 +110,9 @@ func (d *Def) Validate() error {
 	if len(d.Events) == 0 {
 		return bad("events", "a meter needs at least one event binding")
 	}
+	if len(d.Dimensions) > MaxDimensions {
+		return bad("dimensions", "%d dimensions; at most %d are kept per meter", len(d.Dimensions), MaxDimensions)
+	}
 	for i, dim := range d.Dimensions {
 		if !nameRE.MatchString(dim) || dim == "tenant" {
 			return bad(fmt.Sprintf("dimensions[%d]", i), "%q is not a valid dimension (lower case, not tenant)", dim)
@@ -130,9 +138,12 @@ func (d *Def) Validate() error {
 		if b.Sign == -1 && d.Aggregation != Sum && d.Aggregation != Count {
 			return bad(f+".sign", "only sum and count meters can subtract")
 		}
-		for k := range b.Set {
+		for k, v := range b.Set {
 			if !slices.Contains(d.Dimensions, k) {
 				return bad(f+".set."+k, "sets %q, which is not one of the meter's dimensions", k)
+			}
+			if msg := event.CheckLabel(v); msg != "" {
+				return bad(f+".set."+k, "%q %s", v, msg)
 			}
 		}
 	}
