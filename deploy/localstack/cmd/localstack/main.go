@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -61,7 +62,7 @@ func run() int {
 		Logger:             logger,
 	}
 	if *simulate {
-		cfg.Simulate = strings.Fields(*simArgs)
+		cfg.Simulate = simulateArgs(*simArgs, time.Now())
 	}
 	if g := localstack.FindGrafana(exec.LookPath); g != nil {
 		g.PluginDir, g.Dashboards = at("plugin/dist"), at("dashboards/json")
@@ -111,4 +112,18 @@ Ctrl-C stops everything.
 	}
 	logger.Info("local stack stopped; state kept", "state", cfg.StateDir)
 	return code
+}
+
+// simulateArgs splits the simulator's arguments and, unless they name a seed, adds one taken
+// from the clock. The simulator's event ids are deterministic for a seed and the stack's state
+// is kept between runs, so the same seed at every start would send only duplicates (all
+// refused as such) after the first run, and the dashboards would stop moving.
+func simulateArgs(args string, now time.Time) []string {
+	out := strings.Fields(args)
+	for _, a := range out {
+		if a == "--seed" || strings.HasPrefix(a, "--seed=") {
+			return out
+		}
+	}
+	return append(out, "--seed", strconv.FormatInt(now.Unix(), 10))
 }
