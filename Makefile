@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: build build-go test run bench bench-ingest bench-ledger bench-engines lint go-test
+.PHONY: build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines lint go-test
 
 build: build-go ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
 
@@ -26,6 +26,13 @@ bench: bench-ingest bench-ledger bench-engines ## the benchmarks, printing one s
 bench-ingest: build-go tools
 	@mkdir -p bench-results
 	$(GO) run ./bench/ingest -out bench-results/ingest.tsv
+
+BASE ?= HEAD~1
+bench-ingest-vs: build-go ## the ingest load on this exporter and on the one of git revision BASE at once: their CPU per event and its ratio
+	@rm -rf $(BIN)/baseline && mkdir -p $(BIN)/baseline/src bench-results
+	git archive $(BASE) | tar -x -C $(BIN)/baseline/src
+	cd $(BIN)/baseline/src && $(GO) build -o ../usage-exporter ./cmd/usage-exporter
+	$(GO) run ./bench/ingest -baseline $(BIN)/baseline/usage-exporter -out bench-results/ingest-vs.tsv
 
 bench-ledger:
 	@mkdir -p bench-results

@@ -1,7 +1,8 @@
 // Command ingest benchmarks the usage exporter against the real binary on loopback:
 // durable ingestion from concurrent clients (events/s, acknowledgement latency), the same
 // events sent to statsd_exporter over UDP, and /metrics scrape time and memory at 10,000 and
-// 100,000 series. It prints a table and appends rows to bench-results/ingest.tsv.
+// 100,000 series. It prints a table and appends rows to bench-results/ingest.tsv. With -baseline
+// it only compares: this exporter and an earlier one take the same load at once.
 package main
 
 import (
@@ -33,6 +34,7 @@ var (
 	clients     = flag.Int("clients", 8, "concurrent clients")
 	series      = flag.String("series", "10000,100000", "series counts for the scrape benchmark")
 	out         = flag.String("out", "bench-results/ingest.tsv", "results file")
+	baseline    = flag.String("baseline", "", "an earlier usage-exporter binary: when set, only a paired run is made, both exporters taking the same load at once, and the table gives each one's CPU per event and their ratio (make bench-ingest-vs BASE=<git revision>)")
 )
 
 type result struct{ name, value, unit, note string }
@@ -76,14 +78,16 @@ type proc struct {
 	dir string
 }
 
-func startExporter(extra ...string) (*proc, error) {
+func startExporter(extra ...string) (*proc, error) { return startBinary(*exporterBin, extra...) }
+
+func startBinary(bin string, extra ...string) (*proc, error) {
 	dir, err := os.MkdirTemp("", "usagemeter-bench")
 	if err != nil {
 		return nil, err
 	}
 	addr := freeAddr()
 	args := append([]string{"--web.listen-address=" + addr, "--storage.path=" + filepath.Join(dir, "data"), "--log.level=warn"}, extra...)
-	cmd := exec.Command(*exporterBin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -120,6 +124,9 @@ func run() error {
 	bodies := make([][]byte, nb)
 	for i := range bodies {
 		bodies[i] = g.Batch(*batchSize, now)
+	}
+	if *baseline != "" {
+		return runPaired(bodies)
 	}
 
 	// usage-exporter: durable, deduplicated, exact.
@@ -179,6 +186,61 @@ func run() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// ingestRun is what one exporter did under the load.
+type ingestRun struct {
+	elapsed, cpu time.Duration
+	err          error
+}
+
+// ingestAll sends every body to p from *clients clients, then flushes its derived changes.
+func ingestAll(p *proc, bodies [][]byte) ingestRun {
+	cpu0 := procCPU(p.cmd.Process.Pid)
+	start := time.Now()
+	_, err := load(len(bodies), func(client *http.Client, i int) error {
+		return post(client, p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]), http.StatusAccepted)
+	})
+	if err == nil {
+		err = flushDerived(p.url)
+	}
+	return ingestRun{elapsed: time.Since(start), cpu: procCPU(p.cmd.Process.Pid) - cpu0, err: err}
+}
+
+// runPaired loads this exporter and the baseline at once with the same events. The host's
+// speed drifts a lot from one run to the next; both exporters live through the same drift, so
+// the ratio of their CPU per event holds where separate runs would not.
+func runPaired(bodies [][]byte) error {
+	var procs [2]*proc
+	for i, bin := range []string{*exporterBin, *baseline} {
+		p, err := startBinary(bin)
+		if err != nil {
+			return fmt.Errorf("starting %s: %w", bin, err)
+		}
+		defer p.stop()
+		procs[i] = p
+	}
+	var runs [2]ingestRun
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runs[i] = ingestAll(p, bodies)
+		}()
+	}
+	wg.Wait()
+	sent := len(bodies) * *batchSize
+	perEvent := func(r ingestRun) float64 { return float64(r.cpu.Nanoseconds()) / 1000 / float64(sent) }
+	for i, name := range []string{"usage-exporter", "baseline"} {
+		if runs[i].err != nil {
+			return fmt.Errorf("%s: %w", name, runs[i].err)
+		}
+		note := fmt.Sprintf("%.2f CPU-s, %.0f events/s while sharing the machine", runs[i].cpu.Seconds(), float64(sent)/runs[i].elapsed.Seconds())
+		record("paired: "+name+" CPU per event", fmt.Sprintf("%.1f", perEvent(runs[i])), "us", note)
+	}
+	record("paired: CPU per event, usage-exporter / baseline", fmt.Sprintf("%.2f", perEvent(runs[0])/perEvent(runs[1])), "ratio", *baseline)
 	return nil
 }
 
