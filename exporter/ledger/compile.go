@@ -86,9 +86,10 @@ type prepared struct {
 	typ    string
 }
 
-// prepare computes the changes an event makes to every meter it feeds. With an arena (the write
-// path), its keys and ops are carved from the arena's shared chunks rather than allocated one by
-// one; without (replay, rebuild, verify), they are allocated.
+// prepare computes the changes an event makes to every meter it feeds. Its keys and ops are
+// carved from the arena's shared chunks rather than allocated one by one: pass one arena for
+// many events (a request, a batch of a replay or a rebuild). Without one, the event gets an arena
+// of its own, a whole chunk: for one-off use only.
 func (s *Store) prepare(ev *event.Event, seq uint64, a *arena) prepared {
 	if a == nil {
 		a = &arena{}

@@ -252,8 +252,19 @@ func TestSeriesCap(t *testing.T) {
 var _ = meter.Sum
 
 // TestJournalReplayAfterCrash stops the store the way a crash would, with derived changes
-// still in memory, and checks that reopening replays them exactly once.
+// still in memory, and checks that reopening replays them exactly once: in one batch, and in
+// batches of a few groups each.
 func TestJournalReplayAfterCrash(t *testing.T) {
+	for _, batch := range []int{replayBatch, 25} {
+		t.Run(fmt.Sprint(batch), func(t *testing.T) {
+			defer func(b int) { replayBatch = b }(replayBatch)
+			replayBatch = batch
+			testJournalReplayAfterCrash(t)
+		})
+	}
+}
+
+func testJournalReplayAfterCrash(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s, err := Open(ctx, Options{Path: dir, FlushInterval: time.Hour})
@@ -272,8 +283,10 @@ func TestJournalReplayAfterCrash(t *testing.T) {
 	if err := s.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Commit(ctx, evs[100:]); err != nil {
-		t.Fatal(err)
+	for i := 100; i < len(evs); i += 10 { // ten groups
+		if _, err := s.Commit(ctx, evs[i:i+10]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	want, _ := s.Current("ai_tokens", "t1", t0)
 	s.crashed = true

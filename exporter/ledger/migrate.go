@@ -134,21 +134,23 @@ func (s *Store) rebuild(ctx context.Context) (int, error) {
 	seq := s.groupSeq
 	n := 0
 	var batch []*prepared
+	a := &arena{} // the keys of a batch share chunks, as a request's do
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
 		err := s.deriveAgain(batch, seq)
-		batch = batch[:0]
+		clear(batch)
+		batch, a = batch[:0], &arena{}
 		return err
 	}
 	last := time.Now()
 	err := s.forEachRaw(ctx, func(key, raw []byte, ev *event.Event) error {
-		p := s.prepare(ev, 0, nil)
+		p := s.prepare(ev, 0, a)
 		copy(p.evKey[:], key)
 		batch = append(batch, &p)
 		n++
-		if len(batch) == 10000 {
+		if len(batch) == replayBatch {
 			if time.Since(last) > 5*time.Second {
 				s.log.Info("rebuilding ledger", "events", n)
 				last = time.Now()

@@ -24,8 +24,9 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 	}
 	want := map[string]meter.State{}
 	wantSets := map[string]bool{}
+	a := &arena{} // the keys live on in want: chunks shared by many events, not one each
 	err := s.forEachRaw(ctx, func(key, _ []byte, ev *event.Event) error {
-		p := s.prepare(ev, 0, nil)
+		p := s.prepare(ev, 0, a)
 		for _, o := range p.ops {
 			if o.kind == opUnique {
 				wantSets[o.key] = true
