@@ -121,22 +121,15 @@ func (b *decodeBufs) str(s []byte) string {
 	return unsafe.String(&b.strs[start], len(s))
 }
 
-func (b *decodeBufs) fieldSlice(n int) []Field {
-	if cap(b.fields)-len(b.fields) < n {
-		b.fields = make([]Field, 0, max(1024, n))
+// carve returns an empty slice with room for n elements, taken from the slab (a new slab of at
+// least 1,024 when it is full).
+func carve[T any](slab *[]T, n int) []T {
+	if cap(*slab)-len(*slab) < n {
+		*slab = make([]T, 0, max(1024, n))
 	}
-	start := len(b.fields)
-	b.fields = b.fields[:start+n]
-	return b.fields[start : start : start+n]
-}
-
-func (b *decodeBufs) quantitySlice(n int) []Quantity {
-	if cap(b.quants)-len(b.quants) < n {
-		b.quants = make([]Quantity, 0, max(1024, n))
-	}
-	start := len(b.quants)
-	b.quants = b.quants[:start+n]
-	return b.quants[start : start : start+n]
+	start := len(*slab)
+	*slab = (*slab)[:start+n]
+	return (*slab)[start : start : start+n]
 }
 
 // fastLine decodes a whole NDJSON line by the fast path, if it can.
@@ -252,9 +245,9 @@ func (d *Decoder) fastEvent(sc *fastScan, now time.Time, ev *Event, bufs *decode
 	}
 	var quantities []Quantity
 	if len(ft.names) > ft.fields {
-		quantities = bufs.quantitySlice(nq)
+		quantities = carve(&bufs.quants, nq)
 	}
-	fields := bufs.fieldSlice(nf)
+	fields := carve(&bufs.fields, nf)
 	for n, fn := range ft.names {
 		kv := vals[n]
 		if kv == nil {
@@ -284,7 +277,45 @@ func (d *Decoder) fastEvent(sc *fastScan, now time.Time, ev *Event, bufs *decode
 // a data object of strings and plain integers, none of them repeated among the attributes. It
 // reports false for anything else.
 func scanEvent(b []byte, i int, sc *fastScan) (int, bool) {
-	i = skipWS(b, i)
+	return scanObject(b, skipWS(b, i), func(key []byte, j int) (int, bool) {
+		a := attrOf(key)
+		if a < 0 || sc.seen&(1<<a) != 0 {
+			return 0, false
+		}
+		sc.seen |= 1 << a
+		if a == attrData {
+			return scanObject(b, j, sc.dataMember(b))
+		}
+		var ok bool
+		sc.attrs[a], j, ok = fastString(b, j)
+		return j, ok
+	})
+}
+
+// dataMember reads a member of the data object: a string or a plain integer.
+func (sc *fastScan) dataMember(b []byte) func(key []byte, j int) (int, bool) {
+	return func(key []byte, j int) (int, bool) {
+		if sc.nData == maxFastData {
+			return 0, false
+		}
+		kv := &sc.data[sc.nData]
+		sc.nData++
+		kv.key = key
+		var ok bool
+		if b[j] == '"' {
+			kv.val, j, ok = fastString(b, j)
+		} else {
+			kv.val, j, ok = fastDigits(b, j)
+			kv.num = true
+		}
+		return j, ok
+	}
+}
+
+// scanObject reads the JSON object at b[i] whose keys are strings without escapes; member reads
+// each value, which starts at b[j], and returns the position after it. It returns the position
+// after the closing brace.
+func scanObject(b []byte, i int, member func(key []byte, j int) (int, bool)) (int, bool) {
 	if i >= len(b) || b[i] != '{' {
 		return 0, false
 	}
@@ -297,64 +328,10 @@ func scanEvent(b []byte, i int, sc *fastScan) (int, bool) {
 		if j = skipWS(b, j); j >= len(b) || b[j] != ':' {
 			return 0, false
 		}
-		j = skipWS(b, j+1)
-		a := attrOf(key)
-		if a < 0 || sc.seen&(1<<a) != 0 {
-			return 0, false
-		}
-		sc.seen |= 1 << a
-		if a == attrData {
-			j, ok = scanData(b, j, sc)
-		} else {
-			sc.attrs[a], j, ok = fastString(b, j)
-		}
-		if !ok {
-			return 0, false
-		}
-		if j = skipWS(b, j); j >= len(b) {
-			return 0, false
-		}
-		switch b[j] {
-		case ',':
-			i = skipWS(b, j+1)
-		case '}':
-			return j + 1, true
-		default:
-			return 0, false
-		}
-	}
-}
-
-// scanData reads the data object at b[i].
-func scanData(b []byte, i int, sc *fastScan) (int, bool) {
-	if i >= len(b) || b[i] != '{' {
-		return 0, false
-	}
-	i = skipWS(b, i+1)
-	for {
-		if sc.nData == maxFastData {
-			return 0, false
-		}
-		kv := &sc.data[sc.nData]
-		sc.nData++
-		var j int
-		var ok bool
-		if kv.key, j, ok = fastString(b, i); !ok {
-			return 0, false
-		}
-		if j = skipWS(b, j); j >= len(b) || b[j] != ':' {
-			return 0, false
-		}
 		if j = skipWS(b, j+1); j >= len(b) {
 			return 0, false
 		}
-		if b[j] == '"' {
-			kv.val, j, ok = fastString(b, j)
-		} else {
-			kv.val, j, ok = fastDigits(b, j)
-			kv.num = true
-		}
-		if !ok {
+		if j, ok = member(key, j); !ok {
 			return 0, false
 		}
 		if j = skipWS(b, j); j >= len(b) {
