@@ -133,34 +133,22 @@ func (s *Store) rebuild(ctx context.Context) (int, error) {
 	// next one, and the rebuilt state is checkpointed at the current group.
 	seq := s.groupSeq
 	n := 0
-	var batch []*prepared
-	a := &arena{} // the keys of a batch share chunks, as a request's do
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := s.deriveAgain(batch, seq)
-		clear(batch)
-		batch, a = batch[:0], &arena{}
-		return err
-	}
+	batch := s.newDeriveBatch()
 	last := time.Now()
 	err := s.forEachRaw(ctx, func(key, raw []byte, ev *event.Event) error {
-		p := s.prepare(ev, 0, a)
-		copy(p.evKey[:], key)
-		batch = append(batch, &p)
+		batch.add(ev, key)
 		n++
-		if len(batch) == replayBatch {
-			if time.Since(last) > 5*time.Second {
-				s.log.Info("rebuilding ledger", "events", n)
-				last = time.Now()
-			}
-			return flush()
+		if !batch.full() {
+			return nil
 		}
-		return nil
+		if time.Since(last) > 5*time.Second {
+			s.log.Info("rebuilding ledger", "events", n)
+			last = time.Now()
+		}
+		return batch.derive(seq)
 	})
 	if err == nil {
-		err = flush()
+		err = batch.derive(seq)
 	}
 	if err != nil {
 		return n, fmt.Errorf("rebuilding from raw events: %w", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/meter"
 )
 
@@ -163,12 +164,12 @@ type sortRec struct {
 	i   int32
 }
 
-// sortFlush returns the order of a flush's entries by key. The keys lie all over the heap, and
+// sortFlush returns a flush's entries' places in key order (sortRec.i). The keys lie all over the heap, and
 // comparing them directly costs two cache misses per comparison; their first bytes, copied into
 // small records once, decide nearly every comparison without reading the keys, and the records
 // move in the sort instead of the entries. Zero padding can tie a short key with a longer one,
 // so ties compare the keys themselves.
-func sortFlush(es []flushEntry) []int32 {
+func sortFlush(es []flushEntry) []sortRec {
 	recs := make([]sortRec, len(es))
 	for i := range es {
 		var b [8 * prefixWords]byte
@@ -190,11 +191,7 @@ func sortFlush(es []flushEntry) []int32 {
 		}
 		return strings.Compare(es[a.i].key, es[b.i].key)
 	})
-	order := make([]int32, len(recs))
-	for i := range recs {
-		order[i] = recs[i].i
-	}
-	return order
+	return recs
 }
 
 func journalKey(seq uint64) []byte {
@@ -282,8 +279,8 @@ func (s *Store) writeFlush(job *flushJob) error {
 	b := s.db.NewBatchWithSize(len(job.entries) * 64)
 	defer b.Close()
 	var buf []byte
-	for _, i := range order {
-		e := &job.entries[i]
+	for _, r := range order {
+		e := &job.entries[r.i]
 		buf = buf[:0]
 		if e.kind != flushPresence {
 			buf = e.st.Append(buf)
@@ -353,19 +350,8 @@ func (s *Store) replayJournal(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	var acc []*prepared
-	a := &arena{} // the keys of a batch share chunks, as a request's do
+	batch := s.newDeriveBatch()
 	last, events := cp, 0
-	derive := func(seq uint64) error {
-		if len(acc) == 0 {
-			return nil
-		}
-		// The flush's checkpoint (seq) and its deletion of the journal go with the changes.
-		err := s.deriveAgain(acc, seq)
-		clear(acc)
-		acc, a = acc[:0], &arena{}
-		return err
-	}
 	// The iterator reads the journal as it was when it opened: the batches' deletions of the
 	// entries they cover do not disturb it.
 	err = s.scan(ctx, []byte(pJournal), func(k, v []byte) error {
@@ -387,19 +373,17 @@ func (s *Store) replayJournal(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("journaled event %x: %w", evKey, err)
 			}
-			p := s.prepare(&ev, 0, a)
-			copy(p.evKey[:], evKey)
-			acc = append(acc, &p)
+			batch.add(&ev, evKey)
 		}
 		last = seq
 		events += len(v) / len(prepared{}.evKey)
-		if len(acc) >= replayBatch {
-			return derive(seq)
+		if batch.full() { // whole groups only: the checkpoint says seq is done
+			return batch.derive(seq)
 		}
 		return nil
 	})
 	if err == nil {
-		err = derive(last)
+		err = batch.derive(last)
 	}
 	if err != nil {
 		return fmt.Errorf("replaying the journal: %w", err)
@@ -409,6 +393,37 @@ func (s *Store) replayJournal(ctx context.Context) error {
 		s.log.Info("replayed journaled events after an unclean stop", "events", events, "groups", last-cp, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// deriveBatch collects events derived again (journal replay, rebuild) and applies them by
+// batches of about replayBatch through deriveAgain; the keys of a batch share an arena, as a
+// request's do.
+type deriveBatch struct {
+	s   *Store
+	acc []*prepared
+	a   *arena
+}
+
+func (s *Store) newDeriveBatch() *deriveBatch { return &deriveBatch{s: s, a: &arena{}} }
+
+// add prepares a stored event under its event key.
+func (d *deriveBatch) add(ev *event.Event, evKey []byte) {
+	p := d.s.prepare(ev, 0, d.a)
+	copy(p.evKey[:], evKey)
+	d.acc = append(d.acc, &p)
+}
+
+func (d *deriveBatch) full() bool { return len(d.acc) >= replayBatch }
+
+// derive applies the batch, checkpointed at group seq, and empties it.
+func (d *deriveBatch) derive(seq uint64) error {
+	if len(d.acc) == 0 {
+		return nil
+	}
+	err := d.s.deriveAgain(d.acc, seq)
+	clear(d.acc)
+	d.acc, d.a = d.acc[:0], &arena{}
+	return err
 }
 
 // replayBatch is about how many events a journal replay or a rebuild derives at a time (a var

@@ -90,13 +90,14 @@ func TestSortFlush(t *testing.T) {
 		t.Fatalf("%d entries in the order, want %d", len(order), len(entries))
 	}
 	seen := make([]bool, len(entries))
-	for i, e := range order {
+	for i, r := range order {
+		e := r.i
 		if seen[e] {
 			t.Fatalf("entry %d twice in the order", e)
 		}
 		seen[e] = true
-		if i > 0 && entries[order[i-1]].key > entries[e].key {
-			t.Fatalf("%q sorted before %q", entries[order[i-1]].key, entries[e].key)
+		if i > 0 && entries[order[i-1].i].key > entries[e].key {
+			t.Fatalf("%q sorted before %q", entries[order[i-1].i].key, entries[e].key)
 		}
 	}
 }

@@ -23,13 +23,14 @@ func BenchmarkSortFlush(b *testing.B) {
 	dec := &event.Decoder{}
 	now := time.Now()
 	var keys []string
+	a := &arena{}
 	for range 100 {
 		evs, err := dec.Decode("application/x-ndjson", g.Batch(1000, now))
 		if err != nil {
 			b.Fatal(err)
 		}
 		for i := range evs {
-			p := s.prepare(&evs[i], 1, nil)
+			p := s.prepare(&evs[i], 1, a)
 			for _, o := range p.ops {
 				if o.kind != opTotal && o.kind != opPeriod {
 					keys = append(keys, o.key)
