@@ -111,40 +111,15 @@ type sourceIngest struct {
 	jobs, hashes, repeats, wastedBytes, wastedRecords int64
 }
 
-// summarize computes the raw summary of a scan.
+// summarize computes the raw summary of a scan. The live documents are folded as the insight
+// index folds them (tenantIndex.link), so that both paths count duplicates one way.
 func summarize(rd *rawData) *rawSummary {
-	s := &rawSummary{docs: docSummary{owners: map[string]ownerDocs{}}, ingest: map[string]sourceIngest{}}
-	type grp struct {
-		n          int
-		sum, large int64
-	}
-	groups := map[string]*grp{}
+	s := &rawSummary{ingest: map[string]sourceIngest{}}
+	t := newTenantIndex()
 	for _, d := range rd.docs {
-		s.docs.live++
-		s.docs.liveBytes += d.bytes
-		o := s.docs.owners[d.user]
-		o.docs++
-		o.bytes += d.bytes
-		s.docs.owners[d.user] = o
-		if d.hash == "" {
-			continue
-		}
-		g := groups[d.hash]
-		if g == nil {
-			g = &grp{}
-			groups[d.hash] = g
-		}
-		g.n++
-		g.sum += d.bytes
-		g.large = max(g.large, d.bytes)
+		t.link(&docEntry{live: true, hash: d.hash, user: d.user, bytes: d.bytes})
 	}
-	for _, g := range groups {
-		if g.n > 1 {
-			s.docs.dupGroups++
-			s.docs.copies += int64(g.n - 1)
-			s.docs.wasted += g.sum - g.large
-		}
-	}
+	s.docs = t.sum
 	for src, hashes := range rd.ingest {
 		var si sourceIngest
 		for _, ih := range hashes {

@@ -429,11 +429,15 @@ func (x *Index) step(ctx context.Context) error {
 func (st *indexState) tenant(name string) *tenantIndex {
 	t := st.tenants[name]
 	if t == nil {
-		t = &tenantIndex{docs: map[string]*docEntry{}, groups: map[string]*hashGroup{}, sum: docSummary{owners: map[string]ownerDocs{}},
-			ingest: map[string]map[string][]ingestJob{}, tokens: map[[2]string][]hourState{}}
+		t = newTenantIndex()
 		st.tenants[strings.Clone(name)] = t
 	}
 	return t
+}
+
+func newTenantIndex() *tenantIndex {
+	return &tenantIndex{docs: map[string]*docEntry{}, groups: map[string]*hashGroup{}, sum: docSummary{owners: map[string]ownerDocs{}},
+		ingest: map[string]map[string][]ingestJob{}, tokens: map[[2]string][]hourState{}}
 }
 
 // add takes one raw event (from the build scan or from the followed commits; twice is harmless).
