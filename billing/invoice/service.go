@@ -573,7 +573,7 @@ type Filter struct {
 }
 
 // List returns matching invoices: finalized ones by number, then drafts.
-func (s *Service) List(_ context.Context, f Filter) ([]*Invoice, error) {
+func (s *Service) List(ctx context.Context, f Filter) ([]*Invoice, error) {
 	var out []*Invoice
 	keep := func(inv *Invoice) bool {
 		return (f.Tenant == "" || inv.Tenant == f.Tenant) && (f.Period == nil || inv.Period == *f.Period) &&
@@ -589,6 +589,19 @@ func (s *Service) List(_ context.Context, f Filter) ([]*Invoice, error) {
 		}
 		return nil
 	}
+	// getKept reads the finalized invoices an index names, keeping the matching ones.
+	getKept := func(nums []string) error {
+		for _, n := range nums {
+			inv, err := s.Get(ctx, n)
+			if err != nil {
+				return err
+			}
+			if keep(inv) {
+				out = append(out, inv)
+			}
+		}
+		return nil
+	}
 	if f.Tenant != "" && f.Status != Draft {
 		var nums []string
 		prefix := append(key(pTInv, f.Tenant), 0)
@@ -598,14 +611,8 @@ func (s *Service) List(_ context.Context, f Filter) ([]*Invoice, error) {
 		}); err != nil {
 			return nil, err
 		}
-		for _, n := range nums {
-			inv, err := s.Get(context.Background(), n)
-			if err != nil {
-				return nil, err
-			}
-			if keep(inv) {
-				out = append(out, inv)
-			}
+		if err := getKept(nums); err != nil {
+			return nil, err
 		}
 	} else if f.Status != Draft && f.Period != nil {
 		// One period of every tenant: the period index names its invoices, so the other
@@ -621,14 +628,8 @@ func (s *Service) List(_ context.Context, f Filter) ([]*Invoice, error) {
 			return nil, err
 		}
 		sort.Strings(nums) // number order, as the scan of b/inv/ below gives
-		for _, n := range nums {
-			inv, err := s.Get(context.Background(), n)
-			if err != nil {
-				return nil, err
-			}
-			if keep(inv) {
-				out = append(out, inv)
-			}
+		if err := getKept(nums); err != nil {
+			return nil, err
 		}
 	} else if f.Status != Draft {
 		if err := scan(s.db, []byte(pInv), decode); err != nil {
