@@ -134,21 +134,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cpu0 := procCPU(p.cmd.Process.Pid)
-	start := time.Now()
-	lat, failed := load(nb, func(client *http.Client, i int) error {
-		return post(client, p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]), http.StatusAccepted)
-	})
-	if failed != nil {
-		return failed
+	r := ingestAll(p, bodies)
+	if r.err != nil {
+		return r.err
 	}
-	// The exporter folds derived usage in memory and writes it every few seconds. The time and
-	// CPU of writing what the load left pending count too: a usage query flushes it first.
-	if err := flushDerived(p.url); err != nil {
-		return err
-	}
-	elapsed := time.Since(start)
-	cpu := procCPU(p.cmd.Process.Pid) - cpu0
+	lat, elapsed, cpu := r.lat, r.elapsed, r.cpu
 	accepted, err := metricValue(p.url, "usage_exporter_events_accepted_total")
 	if err != nil {
 		return err
@@ -191,21 +181,24 @@ func run() error {
 
 // ingestRun is what one exporter did under the load.
 type ingestRun struct {
+	lat          []time.Duration // per request
 	elapsed, cpu time.Duration
 	err          error
 }
 
-// ingestAll sends every body to p from *clients clients, then flushes its derived changes.
+// ingestAll sends every body to p from *clients clients, then flushes its derived changes: the
+// exporter folds derived usage in memory and writes it every few seconds, and the time and CPU
+// of writing what the load left pending count too (a usage query flushes it first).
 func ingestAll(p *proc, bodies [][]byte) ingestRun {
 	cpu0 := procCPU(p.cmd.Process.Pid)
 	start := time.Now()
-	_, err := load(len(bodies), func(client *http.Client, i int) error {
+	lat, err := load(len(bodies), func(client *http.Client, i int) error {
 		return post(client, p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]), http.StatusAccepted)
 	})
 	if err == nil {
 		err = flushDerived(p.url)
 	}
-	return ingestRun{elapsed: time.Since(start), cpu: procCPU(p.cmd.Process.Pid) - cpu0, err: err}
+	return ingestRun{lat: lat, elapsed: time.Since(start), cpu: procCPU(p.cmd.Process.Pid) - cpu0, err: err}
 }
 
 // runPaired loads this exporter and the baseline at once with the same events. The host's
