@@ -18,6 +18,8 @@ import (
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 	"github.com/grafana/grafana-plugin-sdk-go/experimental"
+
+	"github.com/usagemeter/usagemeter/exporter/api/route"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -436,5 +438,47 @@ func TestNewUsersWindow(t *testing.T) {
 		if got := newUsersWindow(&Query{Period: c.period}, c.span); got != c.want {
 			t.Errorf("period %q over %s: %s, want %s", c.period, c.span, got, c.want)
 		}
+	}
+}
+
+// TestPerUserQueriesNeedUserRead: every query type that can group or filter by user needs
+// usage.read_users, like top_users: an sre (aggregates only) and a request without a Grafana user
+// (alerting, background) are refused per-user series, a tenant's admin gets them.
+func TestPerUserQueriesNeedUserRead(t *testing.T) {
+	fs := newFixtureServer(t)
+	d := newTestDatasource(t, fs.URL, settingsJSON(fs.URL))
+	acmeAdmin := &backend.User{Login: "ann", Email: "ann@acme.example", Role: "Viewer"}
+	sre := &backend.User{Login: "viewer", Role: "Viewer"}
+	cases := []struct {
+		name    string
+		user    *backend.User
+		groupBy string
+		allow   bool
+	}{
+		{"sre: series per user", sre, "user", false},
+		{"no user: series per user", nil, "user", false},
+		{"sre: series per tenant", sre, "", true},
+		{"sre: series per model", sre, "model", true},
+		{"no user: series per model", nil, "model", true},
+		{"tenant admin: series per user", acmeAdmin, "user", true},
+		{"platform admin: series per user", admin, "user", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(fs.requests)
+			dr := query(d, c.user, QueryUsageTimeseries, map[string]string{"tenant": "acme", "meter": "ai_tokens", "groupBy": c.groupBy})
+			if c.allow {
+				if dr.Status == backend.StatusForbidden {
+					t.Fatalf("denied: %v", dr.Error)
+				}
+				return
+			}
+			if dr.Error == nil || dr.Status != backend.StatusForbidden || !strings.Contains(dr.Error.Error(), route.ActionUsageUserRead) {
+				t.Fatalf("want forbidden on %s, got status %d err %v", route.ActionUsageUserRead, dr.Status, dr.Error)
+			}
+			if len(fs.requests) != before {
+				t.Fatalf("a denied query reached upstream: %v", fs.requests[before:])
+			}
+		})
 	}
 }

@@ -70,3 +70,10 @@ func labelName(s string) (string, error) {
 	}
 	return s, nil
 }
+
+// perUserLabel reports whether grouping by the label yields a series per user: the exporter's
+// per-user label (exporter/collector, metrics.per_user_labels). Such a query needs
+// usage.read_users, whoever asks.
+func perUserLabel(name string) bool {
+	return name == "user"
+}

@@ -146,17 +146,22 @@ func usageSummary(ctx context.Context, d *Datasource, q *Query) (data.Frames, er
 // usageTimeseries: one meter over the time range from VictoriaMetrics, per tenant (or per
 // tenant and groupBy label), at the period's step: increases for flow meters, levels for stock.
 func usageTimeseries(ctx context.Context, d *Datasource, q *Query) (data.Frames, error) {
-	if err := d.authorize(ctx, q.User, q.Tenant, "", route.ActionUsageRead); err != nil {
+	g, err := labelName(q.GroupBy)
+	if err != nil {
+		return nil, err
+	}
+	actions := []string{route.ActionUsageRead}
+	if perUserLabel(g) {
+		// Series per user (metrics.per_user_labels) are per-user detail, as top_users is.
+		actions = append(actions, route.ActionUsageUserRead)
+	}
+	if err := d.authorize(ctx, q.User, q.Tenant, "", actions...); err != nil {
 		return nil, err
 	}
 	if err := d.needVM(q); err != nil {
 		return nil, err
 	}
 	m, err := lookupMeter(q.Meter)
-	if err != nil {
-		return nil, err
-	}
-	g, err := labelName(q.GroupBy)
 	if err != nil {
 		return nil, err
 	}
