@@ -389,3 +389,38 @@ func TestMemoDoesNotOutliveAReload(t *testing.T) {
 		t.Fatalf("after reload the memo answered: %+v %v", d, err)
 	}
 }
+
+// TestMemoKeyIsUnambiguous: the decision memo's key must tell apart inputs whose fields hold
+// the separator bytes a join would use. A user id, a method or a JWT subject is caller-controlled.
+func TestMemoKeyIsUnambiguous(t *testing.T) {
+	bob := Principal{Subject: "bob", Kind: "jwt", Roles: []string{"tenant_user"}, Tenants: []string{"acme"}}
+	pairs := [][2]Input{
+		// a field boundary moved: user "bob" + method "GET\x1e" vs user "bob\x1eGET" + method ""
+		{{Principal: bob, Action: "usage.read", Tenant: "acme", User: "bob", Method: "GET\x1e", Path: "/v1/usage"},
+			{Principal: bob, Action: "usage.read", Tenant: "acme", User: "bob\x1eGET", Method: "", Path: "/v1/usage"}},
+		// one role holding the list separator vs two roles
+		{{Principal: Principal{Subject: "s", Roles: []string{"sre\x1fplatform_admin"}}, Action: "usage.read"},
+			{Principal: Principal{Subject: "s", Roles: []string{"sre", "platform_admin"}}, Action: "usage.read"}},
+		// a role moved into the tenant list
+		{{Principal: Principal{Subject: "s", Roles: []string{"sre"}, Tenants: []string{"acme"}}},
+			{Principal: Principal{Subject: "s", Roles: []string{"sre\x1eacme"}}}},
+		// an empty list vs a list of one empty string
+		{{Principal: Principal{Subject: "s", Roles: []string{}}}, {Principal: Principal{Subject: "s", Roles: []string{""}}}},
+	}
+	for i, p := range pairs {
+		if p[0].memoKey() == p[1].memoKey() {
+			t.Errorf("pair %d: %#v and %#v share the memo key %q", i, p[0], p[1], p[0].memoKey())
+		}
+	}
+
+	// And through Decide: bob's allowed read of his own usage must not answer a request about
+	// another user whose fields join to the same text.
+	e := newEmbedded(t)
+	ctx := context.Background()
+	if d, err := e.Decide(ctx, pairs[0][0]); err != nil || !d.Allow {
+		t.Fatalf("bob reading his own usage: %+v, %v", d, err)
+	}
+	if d, err := e.Decide(ctx, pairs[0][1]); err != nil || d.Allow {
+		t.Fatalf("bob reading user %q: %+v, %v; want a denial", pairs[0][1].User, d, err)
+	}
+}

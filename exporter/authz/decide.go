@@ -2,9 +2,9 @@ package authz
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -57,15 +57,37 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	return d, nil
 }
 
-// memoKey identifies an input exactly (fields joined with a separator no field can hold).
+// memoKey identifies an input exactly. Every field is written with its length in front (and
+// each list with its count), so no value can move a field boundary: subjects, user ids and
+// methods come from callers and may hold any byte, separators included.
 func (in Input) memoKey() string {
-	var b strings.Builder
-	for _, s := range []string{in.Principal.Subject, in.Principal.Kind, strings.Join(in.Principal.Roles, "\x1f"),
-		strings.Join(in.Principal.Tenants, "\x1f"), in.Action, in.Tenant, in.User, in.Method, in.Path} {
-		b.WriteString(s)
-		b.WriteByte(0x1e)
+	n := 16 + len(in.Principal.Subject) + len(in.Principal.Kind) + len(in.Action) + len(in.Tenant) +
+		len(in.User) + len(in.Method) + len(in.Path)
+	for _, l := range [][]string{in.Principal.Roles, in.Principal.Tenants} {
+		for _, s := range l {
+			n += 2 + len(s)
+		}
 	}
-	return b.String()
+	b := make([]byte, 0, n)
+	field := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	list := func(l []string) {
+		// nil and empty are one value to the policies (stringArray renders both as []).
+		b = binary.AppendUvarint(b, uint64(len(l)))
+		for _, s := range l {
+			field(s)
+		}
+	}
+	field(in.Principal.Subject)
+	field(in.Principal.Kind)
+	list(in.Principal.Roles)
+	list(in.Principal.Tenants)
+	for _, s := range []string{in.Action, in.Tenant, in.User, in.Method, in.Path} {
+		field(s)
+	}
+	return string(b)
 }
 
 // decisionMemo is a bounded memo: past maxMemo entries it starts afresh rather than grow.
