@@ -5,9 +5,12 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -111,16 +114,47 @@ func TestOpenMode(t *testing.T) {
 
 func TestPseudonymize(t *testing.T) {
 	k1, k2 := []byte("key-one"), []byte("key-two")
-	p := Pseudonymize(k1, "bob@example.com")
-	if p != Pseudonymize(k1, "bob@example.com") {
+	p := Pseudonymize(k1, "acme", "bob@example.com")
+	if p != Pseudonymize(k1, "acme", "bob@example.com") {
 		t.Error("not stable")
 	}
-	if p == Pseudonymize(k2, "bob@example.com") || p == Pseudonymize(k1, "carol@example.com") {
+	if p == Pseudonymize(k2, "acme", "bob@example.com") || p == Pseudonymize(k1, "acme", "carol@example.com") {
 		t.Error("does not depend on key and user")
 	}
 	if strings.Contains(p, "bob") || len(p) != 22 {
 		t.Errorf("pseudonym %q", p)
 	}
+	// Keyed per tenant: the same user id in two tenants cannot be linked through its label.
+	if p == Pseudonymize(k1, "globex", "bob@example.com") {
+		t.Error("the same user id has the same pseudonym in two tenants")
+	}
+	// An unambiguous encoding of the pair: moving the boundary between tenant and user, or
+	// putting a would-be separator in either, yields another pseudonym.
+	for _, pair := range [][4]string{
+		{"ab", "c", "a", "bc"},
+		{"a\x00", "b", "a", "\x00b"},
+		{"a:", "b", "a", ":b"},
+		{"", "ab", "a", "b"},
+	} {
+		if Pseudonymize(k1, pair[0], pair[1]) == Pseudonymize(k1, pair[2], pair[3]) {
+			t.Errorf("(%q, %q) and (%q, %q) share a pseudonym", pair[0], pair[1], pair[2], pair[3])
+		}
+	}
+	// The encoding is part of the label's contract (dashboards and recording rules keep series
+	// by it): pin it. HMAC-SHA256(key, "usagemeter.pseudonym.v2" 0x00 uvarint(len(tenant)) tenant user).
+	if got, want := Pseudonymize([]byte("k"), "acme", "bob"), pinnedPseudonym(t, []byte("k"), "acme", "bob"); got != want {
+		t.Errorf("Pseudonymize(k, acme, bob) = %s, want %s", got, want)
+	}
+}
+
+// pinnedPseudonym recomputes the documented encoding independently of Pseudonymize.
+func pinnedPseudonym(t *testing.T, key []byte, tenant, user string) string {
+	t.Helper()
+	msg := append([]byte("usagemeter.pseudonym.v2\x00"), byte(len(tenant)))
+	msg = append(append(msg, tenant...), user...)
+	m := hmac.New(sha256.New, key)
+	m.Write(msg)
+	return "u_" + hex.EncodeToString(m.Sum(nil)[:10])
 }
 
 // idp is a test identity provider: it signs tokens and serves its JWKS over HTTP.

@@ -45,16 +45,18 @@ type Usage struct {
 	store    *ledger.Store
 	families []*family
 	now      func() time.Time
-	// pseudonymize turns a user id into its label value; only used with per-user labels.
-	pseudonymize func(string) string
+	// pseudonymize turns a tenant's user id into its label value; only used with per-user
+	// labels.
+	pseudonymize func(tenant, user string) string
 
 	mu    sync.Mutex
 	cache map[*ledger.Series]string // label text, e.g. {doc_type="pdf",tenant="a"}
 }
 
-// NewUsage prepares the families of the store's meters. pseudonymize maps user ids to label
-// values when the store keeps per-user series; user ids never appear in labels as they are.
-func NewUsage(store *ledger.Store, pseudonymize func(string) string) *Usage {
+// NewUsage prepares the families of the store's meters. pseudonymize maps a tenant's user ids
+// to label values when the store keeps per-user series; user ids never appear in labels as they
+// are.
+func NewUsage(store *ledger.Store, pseudonymize func(tenant, user string) string) *Usage {
 	u := &Usage{store: store, now: time.Now, cache: map[*ledger.Series]string{}, pseudonymize: pseudonymize}
 	for _, d := range store.Meters() {
 		if d.Metric == nil {
@@ -172,7 +174,7 @@ func (u *Usage) Write(w io.Writer, openMetrics bool) error {
 						values[0] = s.Tenant
 						copy(values[1:], s.Labels)
 						if f.user {
-							values[len(values)-1] = u.pseudonymize(s.User)
+							values[len(values)-1] = u.pseudonymize(s.Tenant, s.User)
 						}
 						text = labelText(f.labels, values)
 						u.cache[s] = text

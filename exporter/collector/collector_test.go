@@ -203,10 +203,10 @@ func TestPerUserLabelsArePseudonymised(t *testing.T) {
 		evline("1", "feature.used", `{"tenant":"a","user":"alice@example.com","feature":"f"}`)+
 			evline("2", "feature.used", `{"tenant":"a","user":"bob@example.com","feature":"f"}`)+
 			evline("3", "feature.used", `{"tenant":"a","user":"alice@example.com","feature":"f"}`))
-	text := render(t, NewUsage(s, func(u string) string { return "p_" + fmt.Sprint(len(u)) + u[:1] }))
+	text := render(t, NewUsage(s, func(tenant, u string) string { return "p_" + tenant + fmt.Sprint(len(u)) + u[:1] }))
 	for _, want := range []string{
-		`usage_feature_uses_total{feature="f",tenant="a",user="p_17a"} 2`,
-		`usage_feature_uses_total{feature="f",tenant="a",user="p_15b"} 1`,
+		`usage_feature_uses_total{feature="f",tenant="a",user="p_a17a"} 2`,
+		`usage_feature_uses_total{feature="f",tenant="a",user="p_a15b"} 1`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("missing %s in\n%s", want, text)

@@ -143,13 +143,13 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	var current atomic.Pointer[config.Config]
 	current.Store(cfg)
 
-	var pseudonymize func(string) string
+	var pseudonymize func(tenant, user string) string
 	if cfg.Metrics.PerUserLabels {
 		key, err := auth.LoadKey(cfg.Metrics.UserLabelKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("metrics.user_label_key_file: %w", err)
 		}
-		pseudonymize = func(user string) string { return auth.Pseudonymize(key, user) }
+		pseudonymize = func(tenant, user string) string { return auth.Pseudonymize(key, tenant, user) }
 	}
 
 	reg := prometheus.NewRegistry()
