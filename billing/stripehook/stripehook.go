@@ -20,6 +20,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/invoice"
 	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
+	"github.com/usagemeter/usagemeter/exporter/guard"
 )
 
 // Provider is the provider name under which events are deduplicated.
@@ -72,29 +73,43 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		problem.Error(w, http.StatusBadRequest, "read body: "+err.Error())
+		refuse(w, r, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
 	if len(body) > maxBody {
-		problem.Error(w, http.StatusRequestEntityTooLarge, "webhook body too large")
+		refuse(w, r, http.StatusRequestEntityTooLarge, "webhook body too large")
 		return
 	}
 	ev, err := webhook.ConstructEventWithOptions(body, r.Header.Get("Stripe-Signature"), secret,
 		webhook.ConstructEventOptions{Tolerance: h.Tolerance, IgnoreAPIVersionMismatch: true})
 	if err != nil {
+		// Forged, tampered, or replayed past the tolerance (webhook.ErrTooOld).
 		log.Warn("stripe webhook rejected", "err", err)
-		problem.Error(w, http.StatusBadRequest, "signature verification failed: "+err.Error())
+		refuse(w, r, http.StatusBadRequest, "signature verification failed: "+err.Error())
 		return
 	}
 	resp, status, err := h.handle(r.Context(), ev)
 	if err != nil {
 		log.Error("stripe webhook not recorded", "event", ev.ID, "type", ev.Type, "err", err)
+		if status < 500 {
+			// Signed by Stripe but not applied (a payload we cannot read, an unknown invoice).
+			// The why first: the audited reason is capped, and an event id can be long.
+			refuse(w, r, status, err.Error()+" (event "+guard.Truncate(ev.ID, 64)+")")
+			return
+		}
 		problem.Error(w, status, err.Error())
 		return
 	}
 	log.Info("stripe webhook", "event", ev.ID, "type", ev.Type, "duplicate", resp.Duplicate, "payment", resp.Payment, "ignored", resp.Ignored)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// refuse answers a refused webhook and has the guard audit it (docs/security.md: public
+// endpoints are audited when they refuse a request).
+func refuse(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	guard.Refuse(r, Provider, detail)
+	problem.Error(w, status, detail)
 }
 
 func (h *Handler) handle(ctx context.Context, ev stripe.Event) (Response, int, error) {
@@ -123,7 +138,7 @@ func (h *Handler) handle(ctx context.Context, ev stripe.Event) (Response, int, e
 // paymentOf extracts the payment an event reports; ignored names why an event carries none.
 func paymentOf(ev stripe.Event) (in invoice.PaymentInput, ignored string, err error) {
 	if ev.Data == nil {
-		return in, "", fmt.Errorf("event %s has no data", ev.ID)
+		return in, "", errors.New("bad payload: no data")
 	}
 	var (
 		id       string
@@ -135,13 +150,13 @@ func paymentOf(ev stripe.Event) (in invoice.PaymentInput, ignored string, err er
 	case "payment_intent.succeeded":
 		var pi stripe.PaymentIntent
 		if err := json.Unmarshal(ev.Data.Raw, &pi); err != nil {
-			return in, "", fmt.Errorf("event %s: decode payment intent: %w", ev.ID, err)
+			return in, "", fmt.Errorf("bad payload: decode payment intent: %w", err)
 		}
 		id, amount, currency, meta = pi.ID, pi.AmountReceived, pi.Currency, pi.Metadata
 	case "invoice.paid", "invoice.payment_succeeded":
 		var si stripe.Invoice
 		if err := json.Unmarshal(ev.Data.Raw, &si); err != nil {
-			return in, "", fmt.Errorf("event %s: decode invoice: %w", ev.ID, err)
+			return in, "", fmt.Errorf("bad payload: decode invoice: %w", err)
 		}
 		id, amount, currency, meta = si.ID, si.AmountPaid, si.Currency, si.Metadata
 	default:

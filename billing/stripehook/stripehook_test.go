@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +18,11 @@ import (
 	"github.com/usagemeter/usagemeter/billing/invoice"
 	"github.com/usagemeter/usagemeter/billing/pricing"
 	"github.com/usagemeter/usagemeter/billing/rating"
+	"github.com/usagemeter/usagemeter/exporter/api/route"
+	"github.com/usagemeter/usagemeter/exporter/audit"
+	"github.com/usagemeter/usagemeter/exporter/auth"
+	"github.com/usagemeter/usagemeter/exporter/authz"
+	"github.com/usagemeter/usagemeter/exporter/guard"
 )
 
 const secret = "whsec_test_secret"
@@ -142,5 +149,89 @@ func TestWebhookWithoutSecret(t *testing.T) {
 	rec := post(h, []byte(fmt.Sprintf(`{"id":%q}`, "evt")), secret)
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("no secret: %d", rec.Code)
+	}
+}
+
+// TestRefusalsAreAudited: behind the guard, as the exporter mounts it, every refused webhook
+// (forged or tampered signature, a replay past the tolerance, a payload that is not a Stripe
+// event, too large a body) leaves an entry in the audit trail, with values capped in size
+// whatever the sender put in its headers and body. Accepted and duplicate events leave none.
+func TestRefusalsAreAudited(t *testing.T) {
+	_, h := setup(t)
+	db := usagetest.OpenDB(t)
+	trail, err := audit.Open(db, audit.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { trail.Close() })
+	a, err := auth.New(context.Background(), auth.Config{}, auth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := authz.New(context.Background(), authz.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := guard.New(guard.Options{Auth: a, Authz: engine, Audit: trail, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	guarded := g.Wrap(route.Route{Method: "POST", Pattern: "/v1/webhooks/stripe", Action: route.ActionPublic, Audit: true, Handler: h.ServeHTTP})
+
+	long := strings.Repeat("x", 10_000)
+	valid := event("evt_ok", "payment_intent.succeeded", map[string]any{"id": "pi_1", "object": "payment_intent",
+		"amount_received": 1000, "currency": "usd", "metadata": map[string]string{MetadataInvoice: "INV-00000001"}})
+	send := func(body []byte, sigSecret string, at time.Time, header string) int {
+		if header == "" {
+			header = webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: sigSecret, Timestamp: at}).Header
+		}
+		req := httptest.NewRequest("POST", "/v1/webhooks/stripe", bytes.NewReader(body))
+		req.Header.Set("Stripe-Signature", header)
+		rec := httptest.NewRecorder()
+		guarded.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	cases := []struct {
+		name   string
+		body   []byte
+		secret string
+		at     time.Time
+		header string
+		status int
+		reason string
+	}{
+		{"forged", valid, "whsec_attacker", time.Now(), "", http.StatusBadRequest, "signature"},
+		{"garbage signature header", valid, "", time.Time{}, "t=1," + long, http.StatusBadRequest, "signature"},
+		{"replayed past the tolerance", valid, secret, time.Now().Add(-time.Hour), "", http.StatusBadRequest, "timestamp"},
+		{"not an event", []byte(`{"id":"evt_` + long + `","object":"event","type":"payment_intent.succeeded","data":{"object":{"amount_received":"lots"}}}`), secret, time.Now(), "", http.StatusBadRequest, "payload"},
+		{"too large", bytes.Repeat([]byte("a"), maxBody+1), secret, time.Now(), "", http.StatusRequestEntityTooLarge, "too large"},
+	}
+	for i, c := range cases {
+		if got := send(c.body, c.secret, c.at, c.header); got != c.status {
+			t.Fatalf("%s: status %d, want %d", c.name, got, c.status)
+		}
+		entries, err := trail.List(context.Background(), 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != i+1 {
+			t.Fatalf("%s: %d audit entries, want %d", c.name, len(entries), i+1)
+		}
+		e := entries[i]
+		if e.Allow || e.Status != c.status || e.Path != "/v1/webhooks/stripe" || e.Subject != "stripe" || !strings.Contains(e.Reason, c.reason) {
+			t.Errorf("%s: entry %+v; want a refusal with status %d and a reason about %q", c.name, e, c.status, c.reason)
+		}
+		if len(e.Reason) > guard.MaxRefusalReason {
+			t.Errorf("%s: reason of %d bytes audited, cap %d", c.name, len(e.Reason), guard.MaxRefusalReason)
+		}
+	}
+	// Accepted, then acknowledged as a duplicate: not refusals, nothing audited.
+	for _, want := range []int{200, 200} {
+		if got := send(valid, secret, time.Now(), ""); got != want {
+			t.Fatalf("valid event: status %d", got)
+		}
+	}
+	if entries, _ := trail.List(context.Background(), 0, 100); len(entries) != len(cases) {
+		t.Fatalf("accepted events were audited: %d entries", len(entries))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -154,18 +155,62 @@ func (g *Guard) Wrap(rt route.Route) http.Handler {
 }
 
 // public routes authenticate by other means (probes, signed webhooks); they are audited when
-// they refuse a request.
+// they refuse a request: a 401 or 403, or any refusal the handler reports with Refuse (a
+// webhook answers a bad signature with 400, as its sender expects).
 func (g *Guard) public(rt route.Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		rt.Handler.ServeHTTP(sw, r)
-		if s := sw.Status(); s == http.StatusUnauthorized || s == http.StatusForbidden {
-			in := g.input(r, rt.Action, route.Tenant(r), "")
-			in.Principal.Kind = "none"
-			g.audit(r.Context(), start, in, authz.Decision{Reason: "refused by the handler"}, s)
+		ref := &refusal{}
+		rt.Handler.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), refusalKey{}, ref)))
+		s := sw.Status()
+		if !ref.refused && s != http.StatusUnauthorized && s != http.StatusForbidden {
+			return
 		}
+		in := g.input(r, rt.Action, route.Tenant(r), "")
+		in.Principal.Kind = "none"
+		reason := "refused by the handler"
+		if ref.refused {
+			in.Principal.Subject, reason = ref.subject, ref.reason
+		}
+		g.audit(r.Context(), start, in, authz.Decision{Reason: reason}, s)
 	})
+}
+
+// MaxRefusalReason caps what a refusal puts in the audit trail: its reason usually quotes
+// what the sender sent (an event id, a signature header), which the sender can make any size.
+const MaxRefusalReason = 256
+
+type refusalKey struct{}
+
+type refusal struct {
+	refused         bool
+	subject, reason string
+}
+
+// Refuse tells the guard that a public route's handler refused r, and why: the guard audits
+// the refusal with the status the handler answers. subject names the claimed sender (e.g.
+// "stripe"). Both are cut to MaxRefusalReason bytes. Outside a guarded public route it does
+// nothing.
+func Refuse(r *http.Request, subject, reason string) {
+	ref, ok := r.Context().Value(refusalKey{}).(*refusal)
+	if !ok {
+		return
+	}
+	ref.refused, ref.subject, ref.reason = true, Truncate(subject, MaxRefusalReason), Truncate(reason, MaxRefusalReason)
+}
+
+// Truncate cuts s to at most n bytes on a UTF-8 boundary, marking the cut with "...".
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "..."
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 // Check asks the policies about an action beyond the route's own, for handlers whose request

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -355,6 +356,24 @@ func TestPath(t *testing.T) {
 	} {
 		if got := guardtest.Path(pattern, "acme"); got != want {
 			t.Errorf("Path(%q) = %q, want %q", pattern, got, want)
+		}
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"abcdefghijkl", 10, "abcdefg..."},
+		{"ééééééé", 10, "ééé..."}, // never cuts a rune in half
+	} {
+		got := guard.Truncate(c.in, c.n)
+		if got != c.want || len(got) > c.n || !utf8.ValidString(got) {
+			t.Errorf("Truncate(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
 		}
 	}
 }
