@@ -37,10 +37,17 @@ type Entry struct {
 	Method  string    `json:"method"`
 	Path    string    `json:"path"`
 	Tenant  string    `json:"tenant"`
-	Allow   bool      `json:"allow"`
-	Reason  string    `json:"reason"`
-	Status  int       `json:"status"` // HTTP status answered
-	Prev    string    `json:"prev"`   // hash of the previous entry, hex; zeros for the first
+	// Query is the request's query string (capped, credential-like parameters removed): what
+	// was asked, e.g. group_by=user. Empty in entries written before it was recorded.
+	Query string `json:"query,omitempty"`
+	// Checked lists, comma-separated, the further actions the handler was allowed (e.g.
+	// usage.read_users for a per-user read), so a per-user read is told apart from an aggregate
+	// one. A string, not a slice, so that entries stay comparable.
+	Checked string `json:"checked,omitempty"`
+	Allow   bool   `json:"allow"`
+	Reason  string `json:"reason"`
+	Status  int    `json:"status"` // HTTP status answered
+	Prev    string `json:"prev"`   // hash of the previous entry, hex; zeros for the first
 	// Hash is this entry's hash, hex. It is stored beside the entry, not inside what it hashes.
 	Hash string `json:"hash,omitempty"`
 }

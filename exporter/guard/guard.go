@@ -11,6 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -120,13 +124,15 @@ func (g *Guard) Wrap(rt route.Route) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		// The actions the handler's Check calls allow, for the route's audit entry.
+		r = r.WithContext(context.WithValue(r.Context(), checkedKey{}, &checked{}))
 		in := g.input(r, rt.Action, route.Tenant(r), User(r))
 		p, err := g.authenticate(r)
 		if err != nil {
 			in.Principal.Kind = "none"
 			g.decisions.WithLabelValues(rt.Action, outcomeUnauthenticated).Inc()
 			g.unauthorized(w, r, err)
-			g.audit(r.Context(), start, in, authz.Decision{Reason: err.Error()}, http.StatusUnauthorized)
+			g.audit(r, start, in, authz.Decision{Reason: err.Error()}, http.StatusUnauthorized)
 			return
 		}
 		in.Principal = authz.Principal(p)
@@ -136,20 +142,20 @@ func (g *Guard) Wrap(rt route.Route) http.Handler {
 			g.o.Logger.Error("authorization failed", "action", rt.Action, "path", r.URL.Path, "err", err)
 			g.decisions.WithLabelValues(rt.Action, outcomeError).Inc()
 			problem.Error(w, http.StatusInternalServerError, "authorization is unavailable")
-			g.audit(r.Context(), start, in, authz.Decision{Reason: "policy error: " + err.Error()}, http.StatusInternalServerError)
+			g.audit(r, start, in, authz.Decision{Reason: "policy error: " + err.Error()}, http.StatusInternalServerError)
 			return
 		}
 		if !d.Allow {
 			g.decisions.WithLabelValues(rt.Action, outcomeDeny).Inc()
 			problem.Write(w, problem.Details{Status: http.StatusForbidden, Detail: d.Reason})
-			g.audit(r.Context(), start, in, d, http.StatusForbidden)
+			g.audit(r, start, in, d, http.StatusForbidden)
 			return
 		}
 		g.decisions.WithLabelValues(rt.Action, outcomeAllow).Inc()
 		sw := &statusWriter{ResponseWriter: w}
 		rt.Handler.ServeHTTP(sw, r.WithContext(WithPrincipal(r.Context(), p)))
 		if rt.Audit {
-			g.audit(r.Context(), start, in, d, sw.Status())
+			g.audit(r, start, in, d, sw.Status())
 		}
 	})
 }
@@ -173,7 +179,7 @@ func (g *Guard) public(rt route.Route) http.Handler {
 		if ref.refused {
 			in.Principal.Subject, reason = ref.subject, ref.reason
 		}
-		g.audit(r.Context(), start, in, authz.Decision{Reason: reason}, s)
+		g.audit(r, start, in, authz.Decision{Reason: reason}, s)
 	})
 }
 
@@ -230,10 +236,62 @@ func (g *Guard) Check(r *http.Request, action, tenant, user string) error {
 	}
 	if !d.Allow {
 		g.decisions.WithLabelValues(action, outcomeDeny).Inc()
-		g.audit(r.Context(), time.Now(), in, d, http.StatusForbidden)
+		g.audit(r, time.Now(), in, d, http.StatusForbidden)
 		return fmt.Errorf("%w: %s", ErrForbidden, d.Reason)
 	}
+	if c, ok := r.Context().Value(checkedKey{}).(*checked); ok {
+		c.mu.Lock()
+		if !slices.Contains(c.actions, action) {
+			c.actions = append(c.actions, action)
+		}
+		c.mu.Unlock()
+	}
 	return nil
+}
+
+type checkedKey struct{}
+
+// checked collects the actions Check allowed during one request (a handler may check from
+// several goroutines).
+type checked struct {
+	mu      sync.Mutex
+	actions []string
+}
+
+// MaxAuditedQuery caps the query string an audit entry keeps: enough for every parameter the
+// API takes, while a client cannot grow the trail with a long URL.
+const MaxAuditedQuery = 512
+
+// auditedQuery is r's query string as the trail keeps it: parameters whose name suggests a
+// credential are dropped (the API never takes one there, but a client may send one anyway),
+// and the rest is cut to MaxAuditedQuery bytes.
+func auditedQuery(r *http.Request) string {
+	raw := r.URL.RawQuery
+	if raw == "" {
+		return ""
+	}
+	var kept []string
+	for _, p := range strings.Split(raw, "&") {
+		name, _, _ := strings.Cut(p, "=")
+		if n, err := url.QueryUnescape(name); err == nil {
+			name = n
+		}
+		if credentialParam(name) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return Truncate(strings.Join(kept, "&"), MaxAuditedQuery)
+}
+
+func credentialParam(name string) bool {
+	name = strings.ToLower(name)
+	for _, s := range []string{"token", "key", "secret", "password", "signature", "auth"} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrForbidden is wrapped by Check's denials; handlers answer it with 403.
@@ -278,15 +336,22 @@ func (g *Guard) unauthorized(w http.ResponseWriter, r *http.Request, err error) 
 	problem.Write(w, problem.Details{Status: http.StatusUnauthorized, Detail: detail})
 }
 
-func (g *Guard) audit(ctx context.Context, start time.Time, in authz.Input, d authz.Decision, status int) {
+func (g *Guard) audit(r *http.Request, start time.Time, in authz.Input, d authz.Decision, status int) {
 	if g.o.Audit == nil {
 		return
 	}
+	var checks string
+	if c, ok := r.Context().Value(checkedKey{}).(*checked); ok && d.Allow {
+		c.mu.Lock()
+		checks = strings.Join(c.actions, ",")
+		c.mu.Unlock()
+	}
 	// The entry is written even if the client went away: the trail must not depend on it.
-	ctx = context.WithoutCancel(ctx)
+	ctx := context.WithoutCancel(r.Context())
 	_, err := g.o.Audit.Append(ctx, audit.Entry{
 		Time: start, Subject: in.Principal.Subject, Kind: in.Principal.Kind,
 		Action: in.Action, Method: in.Method, Path: in.Path, Tenant: in.Tenant,
+		Query: auditedQuery(r), Checked: checks,
 		Allow: d.Allow, Reason: d.Reason, Status: status,
 	})
 	if err != nil {

@@ -377,3 +377,53 @@ func TestTruncate(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditRecordsQueryAndPerUserFact: an audited read records its query string (capped, and
+// without credential-like parameters) and the further permissions the handler checked, so a
+// per-user read does not look like an aggregate one in the trail.
+func TestAuditRecordsQueryAndPerUserFact(t *testing.T) {
+	log := newAudit(t)
+	g, c := setup(t, log)
+	h := mux(g, routes(t, g))
+	last := func() audit.Entry {
+		es := entries(t, log)
+		return es[len(es)-1]
+	}
+	if rec := do(h, "GET", "/v1/usage?tenant=acme&meter=ai_tokens", c.acmeAdmin); rec.Code != 200 {
+		t.Fatalf("aggregate read: %d", rec.Code)
+	}
+	agg := last()
+	if agg.Query != "tenant=acme&meter=ai_tokens" || agg.Checked != "" {
+		t.Errorf("aggregate read audited as query %q, checked %v", agg.Query, agg.Checked)
+	}
+	if rec := do(h, "GET", "/v1/usage?tenant=acme&meter=ai_tokens&group_by=user", c.acmeAdmin); rec.Code != 200 {
+		t.Fatalf("per-user read: %d", rec.Code)
+	}
+	per := last()
+	if !strings.Contains(per.Query, "group_by=user") || per.Checked != route.ActionUsageUserRead {
+		t.Errorf("per-user read audited as query %q, checked %v", per.Query, per.Checked)
+	}
+	// A query string of any size is cut; the per-user fact survives the cut.
+	if rec := do(h, "GET", "/v1/usage?tenant=acme&pad="+strings.Repeat("x", 10_000)+"&group_by=user", c.acmeAdmin); rec.Code != 200 {
+		t.Fatalf("long read: %d", rec.Code)
+	}
+	long := last()
+	if len(long.Query) > guard.MaxAuditedQuery || !strings.HasPrefix(long.Query, "tenant=acme&pad=xxx") || long.Checked != route.ActionUsageUserRead {
+		t.Errorf("long read audited as %d bytes of query, checked %v", len(long.Query), long.Checked)
+	}
+	// Credential-like parameters are never written, whatever their value.
+	if rec := do(h, "GET", "/v1/usage?tenant=acme&access_token=um_leaked&api_key=um_leaked2", c.acmeAdmin); rec.Code != 200 {
+		t.Fatalf("read: %d", rec.Code)
+	}
+	if q := last().Query; strings.Contains(q, "um_leaked") || !strings.Contains(q, "tenant=acme") {
+		t.Errorf("credential in the audited query %q", q)
+	}
+	// Denials record the query too.
+	if rec := do(h, "GET", "/v1/usage?tenant=acme&group_by=user", c.sre); rec.Code != 403 {
+		t.Fatalf("sre per-user read: %d", rec.Code)
+	}
+	es := entries(t, log)
+	if d := es[len(es)-2]; d.Allow || d.Action != route.ActionUsageUserRead || d.Query != "tenant=acme&group_by=user" {
+		t.Errorf("denial audited as %+v", d)
+	}
+}
