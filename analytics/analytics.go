@@ -49,7 +49,11 @@ type Service struct {
 	Audit *audit.Log
 	// Authorize checks an extra action inside a handler (per-user detail: usage.read_users).
 	Authorize func(r *http.Request, action, tenant string) error
-	Log       *slog.Logger
+	// May asks whether the caller holds an action, to choose what a report shows (the
+	// compliance report's scope); unlike Authorize a "no" is not a refused request and is not
+	// audited. nil: yes.
+	May func(r *http.Request, action, tenant string) bool
+	Log *slog.Logger
 	// Now is the clock (tests); time.Now when nil.
 	Now func() time.Time
 }

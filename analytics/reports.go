@@ -158,7 +158,7 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, d report.Definit
 		} else if len(d.Tenants) == 1 {
 			tenant = d.Tenants[0]
 		}
-		c, err := s.source().ComplianceReport(r.Context(), tenant, from, to, now, s.retention(), s.Audit)
+		c, err := s.source().ComplianceReport(r.Context(), tenant, from, to, now, s.retention(), s.Audit, s.complianceScope(r))
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -240,6 +240,15 @@ func (s *Service) definedReport(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.serve(w, r, d)
+}
+
+// complianceScope is what the compliance report may show its reader: everything to whoever may
+// read the whole audit trail (platform admins), else only what concerns the report's tenant.
+func (s *Service) complianceScope(r *http.Request) report.Scope {
+	if s.May == nil || s.May(r, route.ActionAuditRead, "") {
+		return report.ScopeFull
+	}
+	return report.ScopeTenant
 }
 
 // retention is the configuration's retention section (nil without one).

@@ -62,9 +62,36 @@ type Compliance struct {
 	Audit         AuditSummary `json:"audit"`
 }
 
+// Scope is what a compliance report may show its reader.
+type Scope int
+
+const (
+	// ScopeFull is the operator's report (platform admins, usagectl): every setting with its
+	// value, the whole chain's length and head, every entry of the period and its subject.
+	ScopeFull Scope = iota
+	// ScopeTenant is a customer's report: only what concerns the report's tenant (or, for a
+	// report over all tenants, entries about some tenant, never the server's own). Retention
+	// periods are shown, but not where archives are written or how their key is held (server
+	// paths, key files and variables: "withheld"); the chain's verdict, not its length or
+	// head (they measure every tenant's activity); and the subjects of entries refused on the
+	// tenant are withheld: those are principals the tenant does not have (other tenants'
+	// people, failed logins), whose names are not the tenant's to see. The subjects of allowed
+	// entries are the principals who read the tenant's data, which the tenant is entitled to know.
+	ScopeTenant
+)
+
+// WithheldSubject replaces the subject of an entry refused on the tenant in a ScopeTenant report.
+const WithheldSubject = "(withheld: refused principal)"
+
+// tenantRetention are the retention settings a tenant's report shows with their value: the
+// periods its data is kept and how often retention runs. Any other setting (archive_dir,
+// key_file, key_env, and settings added later) is shown as "withheld".
+var tenantRetention = map[string]bool{"retention.raw_events": true, "retention.rollups": true,
+	"retention.invoices": true, "retention.audit": true, "retention.interval": true}
+
 // ComplianceReport reads the data held (all time, up to now), the retention configuration and
-// the audit entries of [from, to) for one tenant or all ("").
-func (s *Source) ComplianceReport(ctx context.Context, tenant string, from, to, now time.Time, retention *yaml.Node, log *audit.Log) (*Compliance, error) {
+// the audit entries of [from, to) for one tenant or all (""), as scope allows its reader to see.
+func (s *Source) ComplianceReport(ctx context.Context, tenant string, from, to, now time.Time, retention *yaml.Node, log *audit.Log, scope Scope) (*Compliance, error) {
 	c := &Compliance{GeneratedAt: now.UTC(), Tenant: tenant, From: from, To: to}
 	held := map[string]*Held{}
 	users := map[string]map[string]struct{}{}
@@ -111,6 +138,13 @@ func (s *Source) ComplianceReport(ctx context.Context, tenant string, from, to, 
 	if retention != nil && retention.Kind != 0 {
 		flatten(retention, "retention", &c.Retention)
 	}
+	if scope == ScopeTenant {
+		for i, kv := range c.Retention {
+			if !tenantRetention[kv[0]] {
+				c.Retention[i][1] = "withheld"
+			}
+		}
+	}
 	if len(c.Retention) == 0 {
 		c.RetentionNote = "no retention policy is configured: raw events, rollups, invoices and the audit trail are kept indefinitely"
 	}
@@ -122,7 +156,9 @@ func (s *Source) ComplianceReport(ctx context.Context, tenant string, from, to, 
 	c.Audit.Available = true
 	c.Audit.ByAction = map[string]int{}
 	res, err := log.Verify(ctx)
-	c.Audit.ChainLength, c.Audit.Head = res.Entries, res.Head
+	if scope == ScopeFull {
+		c.Audit.ChainLength, c.Audit.Head = res.Entries, res.Head
+	}
 	var te *audit.TamperError
 	switch {
 	case err == nil:
@@ -143,6 +179,14 @@ func (s *Source) ComplianceReport(ctx context.Context, tenant string, from, to, 
 			after = e.Seq
 			if e.Time.Before(from) || !e.Time.Before(to) || (tenant != "" && e.Tenant != tenant) {
 				continue
+			}
+			if scope == ScopeTenant {
+				if e.Tenant == "" {
+					continue // the server's own business (admin actions, probes, webhooks)
+				}
+				if !e.Allow {
+					e.Subject, e.Reason = WithheldSubject, "refused"
+				}
 			}
 			c.Audit.Entries++
 			c.Audit.ByAction[e.Action]++
@@ -217,6 +261,9 @@ func (c *Compliance) WriteTables(t Tables) error {
 	verdict := "not available: " + a.Note
 	if a.Available {
 		verdict = fmt.Sprintf("chain of %d entries verified, head %s", a.ChainLength, a.Head)
+		if a.Head == "" {
+			verdict = "the audit chain verified"
+		}
 		if !a.Verified {
 			verdict = "CHAIN BROKEN: " + a.VerifyError
 		}
@@ -224,8 +271,11 @@ func (c *Compliance) WriteTables(t Tables) error {
 	if err := t.Begin("Audit summary", []string{"item", "value"}, verdict); err != nil {
 		return err
 	}
-	rows := [][2]any{{"period", c.From.Format(time.RFC3339) + " to " + c.To.Format(time.RFC3339)}, {"verified", a.Verified},
-		{"chain_length", int64(a.ChainLength)}, {"entries_in_period", a.Entries}, {"denied", a.Denied}, {"subjects", a.Subjects}}
+	rows := [][2]any{{"period", c.From.Format(time.RFC3339) + " to " + c.To.Format(time.RFC3339)}, {"verified", a.Verified}}
+	if a.Head != "" {
+		rows = append(rows, [2]any{"chain_length", int64(a.ChainLength)})
+	}
+	rows = append(rows, [2]any{"entries_in_period", a.Entries}, [2]any{"denied", a.Denied}, [2]any{"subjects", a.Subjects})
 	actions := make([]string, 0, len(a.ByAction))
 	for k := range a.ByAction {
 		actions = append(actions, k)

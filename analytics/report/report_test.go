@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -403,7 +404,7 @@ func TestComplianceReport(t *testing.T) {
 	var ret yaml.Node
 	yaml.Unmarshal([]byte("raw_events: 400d\naudit: {keep: 7y}\n"), &ret)
 	s := &Source{Store: st}
-	c, err := s.ComplianceReport(ctx, "acme", time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), nov1, nov1, &ret, log)
+	c, err := s.ComplianceReport(ctx, "acme", time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), nov1, nov1, &ret, log, ScopeFull)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +423,7 @@ func TestComplianceReport(t *testing.T) {
 		t.Errorf("audit %+v", a)
 	}
 	// The report says when there is nothing to say.
-	c, err = s.ComplianceReport(ctx, "", time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), nov1, nov1, nil, nil)
+	c, err = s.ComplianceReport(ctx, "", time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), nov1, nov1, nil, nil, ScopeFull)
 	if err != nil || len(c.Held) != 2 || c.RetentionNote == "" || c.Audit.Available {
 		t.Errorf("without retention and audit: %+v %v", c, err)
 	}
@@ -433,6 +434,81 @@ func TestComplianceReport(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "not available: the audit log is not wired") {
 		t.Errorf("csv: %s", buf.String())
+	}
+}
+
+// TestComplianceReportTenantScope: a tenant's own report (a customer's admin) shows what
+// concerns that tenant only: no server paths or key settings, no entries about other tenants
+// or the server, and no names of principals refused on the tenant (other tenants' people,
+// failed logins). The full scope (platform admins) still shows everything.
+func TestComplianceReportTenantScope(t *testing.T) {
+	st := ledgertest.Open(t)
+	ledgertest.Load(t, st,
+		ledgertest.E("user.login", time.Date(2026, 10, 6, 0, 0, 0, 0, time.UTC), "tenant", "acme", "user", "ann"),
+		ledgertest.E("user.login", time.Date(2026, 10, 6, 0, 0, 0, 0, time.UTC), "tenant", "beta", "user", "cy"),
+	)
+	log, err := audit.Open(st.DB(), audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	at := time.Date(2026, 10, 10, 0, 0, 0, 0, time.UTC)
+	for i, e := range []audit.Entry{
+		{Subject: "ann", Action: "usage.read", Tenant: "acme", Allow: true, Status: 200, Time: at},
+		{Subject: "gus@globex.example", Action: "usage.read", Tenant: "acme", Allow: false, Status: 403, Time: at,
+			Reason: `tenant "acme" is not among the principal's tenants`},
+		{Subject: "bo@beta.example", Action: "usage.read", Tenant: "beta", Allow: true, Status: 200, Time: at},
+		{Subject: "op-alice", Action: "admin", Tenant: "", Path: "/v1/admin/reload", Allow: true, Status: 200, Time: at},
+	} {
+		if _, err := log.Append(ctx, e); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	var ret yaml.Node
+	yaml.Unmarshal([]byte("raw_events: 400d\narchive_dir: /srv/usagemeter/archive\nkey_file: /etc/usagemeter/archive.key\nkey_env: UM_ARCHIVE_KEY\n"), &ret)
+	s := &Source{Store: st}
+	from := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+
+	c, err := s.ComplianceReport(ctx, "acme", from, nov1, nov1, &ret, log, ScopeTenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tb, _ := NewTables(CSV, &buf, "Compliance", nov1)
+	if err := c.WriteTables(tb); err != nil || tb.Close(nil) != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(c)
+	for _, out := range []string{buf.String(), string(js)} {
+		for _, secret := range []string{"/srv/usagemeter", "/etc/usagemeter", "UM_ARCHIVE_KEY", "gus@globex.example", "bo@beta.example", "op-alice", "/v1/admin/reload"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("the tenant's report shows %q:\n%s", secret, out)
+			}
+		}
+	}
+	if len(c.Held) != 1 || c.Held[0].Tenant != "acme" {
+		t.Errorf("held %+v", c.Held)
+	}
+	if !slices.Contains(c.Retention, [2]string{"retention.raw_events", "400d"}) {
+		t.Errorf("the tenant's report hides the retention period: %v", c.Retention)
+	}
+	a := c.Audit
+	if a.Entries != 2 || a.Denied != 1 || len(a.Listed) != 2 || a.Listed[0].Subject != "ann" || a.Listed[1].Subject == "" || !a.Verified {
+		t.Errorf("audit %+v", a)
+	}
+
+	full, err := s.ComplianceReport(ctx, "", from, nov1, nov1, &ret, log, ScopeFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fj, _ := json.Marshal(full)
+	for _, want := range []string{"/srv/usagemeter/archive", "/etc/usagemeter/archive.key", "gus@globex.example", "op-alice"} {
+		if !strings.Contains(string(fj), want) {
+			t.Errorf("the full report lacks %q", want)
+		}
+	}
+	if full.Audit.Entries != 4 || full.Audit.ChainLength != 4 {
+		t.Errorf("full audit %+v", full.Audit)
 	}
 }
 

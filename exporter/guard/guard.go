@@ -294,6 +294,20 @@ func credentialParam(name string) bool {
 	return false
 }
 
+// Allowed reports whether the principal the guard put in r's context holds action on tenant,
+// without auditing or counting the answer: for handlers that choose what to show (a report's
+// scope), not whether to answer. A policy error is a no.
+func (g *Guard) Allowed(r *http.Request, action, tenant string) bool {
+	p, ok := PrincipalFrom(r.Context())
+	if !ok {
+		return false
+	}
+	in := g.input(r, action, tenant, "")
+	in.Principal = authz.Principal(p)
+	d, err := g.o.Authz.Decide(r.Context(), in)
+	return err == nil && d.Allow
+}
+
 // ErrForbidden is wrapped by Check's denials; handlers answer it with 403.
 var ErrForbidden = errors.New("forbidden")
 

@@ -427,3 +427,22 @@ func TestAuditRecordsQueryAndPerUserFact(t *testing.T) {
 		t.Errorf("denial audited as %+v", d)
 	}
 }
+
+// TestAllowedIsNotAudited: Allowed answers for the request's principal and writes nothing.
+func TestAllowedIsNotAudited(t *testing.T) {
+	log := newAudit(t)
+	g, c := setup(t, log)
+	var got []bool
+	h := mux(g, []route.Route{{Method: "GET", Pattern: "/v1/reports/compliance", Action: route.ActionReportsExport, Handler: func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, g.Allowed(r, route.ActionAuditRead, ""), g.Allowed(r, route.ActionUsageRead, "acme"))
+	}}})
+	if rec := do(h, "GET", "/v1/reports/compliance?tenant=acme", c.acmeAdmin); rec.Code != 200 {
+		t.Fatalf("status %d", rec.Code)
+	}
+	if len(got) != 2 || got[0] || !got[1] {
+		t.Errorf("Allowed(audit.read, usage.read) = %v, want [false true]", got)
+	}
+	if n := len(entries(t, log)); n != 0 {
+		t.Errorf("Allowed wrote %d audit entries", n)
+	}
+}

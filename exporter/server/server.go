@@ -282,6 +282,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		Insights:  srv.insights,
 		Audit:     auditLog,
 		Authorize: a.Authorize,
+		May:       func(r *http.Request, action, tenant string) bool { return g.Allowed(r, action, tenant) },
 		Log:       logger.With("component", "analytics"),
 	}
 	srv.Routes = append(append(append(a.Routes(), bill.Routes()...), an.Routes()...),
