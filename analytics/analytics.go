@@ -93,7 +93,7 @@ func (s *Service) Routes() []route.Route {
 		get("/v1/analytics/insights", route.ActionAnalyticsRead, s.insights),
 		get("/v1/analytics/insights/applied", route.ActionAnalyticsRead, s.applied),
 		// Marking an insight applied records a baseline; it changes no usage or billing data.
-		{Method: http.MethodPost, Pattern: "/v1/analytics/tenants/{tenant}/insights/{id}/apply", Action: route.ActionAnalyticsRead, Audit: true, Handler: s.apply},
+		{Method: http.MethodPost, Pattern: "/v1/analytics/tenants/{tenant}/insights/{id}/apply", Action: route.ActionAnalyticsWrite, Audit: true, Handler: s.apply},
 		get("/v1/reports/usage", route.ActionReportsExport, s.usageReport),
 		get("/v1/reports/executive", route.ActionReportsExport, s.executiveReport),
 		get("/v1/reports/compliance", route.ActionReportsExport, s.complianceReport),

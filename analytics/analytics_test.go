@@ -86,6 +86,9 @@ func TestRoutesDeclareActions(t *testing.T) {
 		if strings.HasPrefix(r.Pattern, "/v1/reports") {
 			want = route.ActionReportsExport
 		}
+		if r.Method == http.MethodPost && strings.HasSuffix(r.Pattern, "/apply") {
+			want = route.ActionAnalyticsWrite // changes state
+		}
 		if r.Action != want || !r.Audit || r.Handler == nil {
 			t.Errorf("%s %s: action %q audit %v", r.Method, r.Pattern, r.Action, r.Audit)
 		}
@@ -156,6 +159,10 @@ func TestAnalyticsEndpoints(t *testing.T) {
 		t.Fatalf("apply: %v %v", r.StatusCode, err)
 	}
 	r.Body.Close()
+	// Applying changes state: it is guarded by the write permission, not by analytics.read.
+	if last := (*seen)[len(*seen)-1]; last != route.ActionAnalyticsWrite+" acme" {
+		t.Errorf("apply was guarded as %q, want %q", last, route.ActionAnalyticsWrite+" acme")
+	}
 	if r, _ := http.Post(srv.URL+"/v1/analytics/tenants/acme/insights/ffffffffffffffff/apply", "", nil); r.StatusCode != http.StatusNotFound {
 		t.Errorf("applying an unknown insight: %d", r.StatusCode)
 	}

@@ -13,7 +13,7 @@ package usagemeter.authz
 known_actions := {
 	"events.ingest", "usage.read", "usage.read_users", "meters.read", "quotas.read",
 	"quota.check", "audit.read", "admin", "billing.read", "billing.write", "plans.read",
-	"plans.change", "analytics.read", "reports.export", "public",
+	"plans.change", "analytics.read", "analytics.write", "reports.export", "public",
 }
 
 # Roles that act on every tenant (and on "all tenants").
@@ -21,7 +21,7 @@ global_grants := {
 	"platform_admin": {"*"},
 	"billing_admin": {
 		"billing.read", "billing.write", "plans.read", "plans.change", "reports.export",
-		"usage.read", "quotas.read", "meters.read", "analytics.read",
+		"usage.read", "quotas.read", "meters.read", "analytics.read", "analytics.write",
 	},
 	# Operators see aggregates and metrics, never per-user detail nor exports of it.
 	"sre": {"usage.read", "quotas.read", "meters.read", "analytics.read"},
@@ -32,7 +32,7 @@ global_grants := {
 tenant_grants := {
 	"saas_admin": {
 		"usage.read", "usage.read_users", "quotas.read", "quota.check", "billing.read",
-		"reports.export", "analytics.read",
+		"reports.export", "analytics.read", "analytics.write",
 	},
 	"ingest": {"events.ingest"},
 	"quota_checker": {"quota.check"},

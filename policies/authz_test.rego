@@ -142,3 +142,17 @@ test_unknown_role_grants_nothing if {
 test_several_roles_reasons_sorted if {
 	reason_of(req(p(["sre", "saas_admin"], ["acme"]), "usage.read", "acme")) == "role saas_admin on tenant acme; role sre"
 }
+
+# Applying an insight changes state: analytics.write, not the read permission. A customer's
+# admin applies their own tenant's insights, finance any tenant's; operators and end users only
+# read.
+test_analytics_write if {
+	allowed(req(p(["saas_admin"], ["acme"]), "analytics.write", "acme"))
+	not allowed(req(p(["saas_admin"], ["acme"]), "analytics.write", "globex"))
+	allowed(req(p(["billing_admin"], []), "analytics.write", "acme"))
+	allowed(req(p(["platform_admin"], []), "analytics.write", "acme"))
+	not allowed(req(p(["sre"], []), "analytics.write", "acme"))
+	allowed(req(p(["sre"], []), "analytics.read", "acme"))
+	not allowed(req(p(["tenant_user"], ["acme"]), "analytics.write", "acme"))
+	not allowed(req(p(["ingest"], ["acme"]), "analytics.write", "acme"))
+}

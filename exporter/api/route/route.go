@@ -20,7 +20,9 @@ const (
 	ActionPlansRead     = "plans.read"
 	ActionPlansChange   = "plans.change"
 	ActionAnalyticsRead = "analytics.read"
-	ActionReportsExport = "reports.export"
+	// ActionAnalyticsWrite changes analytics state: applying an insight.
+	ActionAnalyticsWrite = "analytics.write"
+	ActionReportsExport  = "reports.export"
 	// ActionPublic marks endpoints that authenticate by other means (health probes, signed
 	// payment-provider webhooks). They are still audited when they fail.
 	ActionPublic = "public"
