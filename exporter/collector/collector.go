@@ -25,10 +25,11 @@ import (
 
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/meter"
+	"github.com/usagemeter/usagemeter/exporter/seriescap"
 )
 
 // Overflow is the label value of series folded past the cap.
-const Overflow = "__overflow__"
+const Overflow = seriescap.Overflow
 
 type family struct {
 	def     *meter.Def
@@ -49,6 +50,10 @@ type Usage struct {
 	// labels.
 	pseudonymize func(tenant, user string) string
 
+	// admission caps the families rendered from state that is not a ledger series (distinct
+	// active users per window), and those of other collectors that share it (quotas).
+	admission *seriescap.Admission
+
 	mu    sync.Mutex
 	cache map[*ledger.Series]string // label text, e.g. {doc_type="pdf",tenant="a"}
 }
@@ -57,7 +62,8 @@ type Usage struct {
 // to label values when the store keeps per-user series; user ids never appear in labels as they
 // are.
 func NewUsage(store *ledger.Store, pseudonymize func(tenant, user string) string) *Usage {
-	u := &Usage{store: store, now: time.Now, cache: map[*ledger.Series]string{}, pseudonymize: pseudonymize}
+	u := &Usage{store: store, now: time.Now, cache: map[*ledger.Series]string{}, pseudonymize: pseudonymize,
+		admission: seriescap.New(store.SeriesLimit())}
 	for _, d := range store.Meters() {
 		if d.Metric == nil {
 			continue
@@ -86,6 +92,11 @@ func NewUsage(store *ledger.Store, pseudonymize func(tenant, user string) string
 	slices.SortFunc(u.families, func(a, b *family) int { return cmp.Compare(a.name, b.name) })
 	return u
 }
+
+// Admission is the cap of the scrape-time families, for other collectors of the same /metrics
+// (the quota gauges) to share: their folded series are counted in
+// usage_exporter_series_overflow_total with the usage families'.
+func (u *Usage) Admission() *seriescap.Admission { return u.admission }
 
 func parseWindow(w string) time.Duration {
 	n, _ := strconv.Atoi(w[:len(w)-1])
@@ -152,10 +163,32 @@ func (u *Usage) Write(w io.Writer, openMetrics bool) error {
 			for i, d := range f.windows {
 				cutoffs[i] = now.Add(-d).UnixNano()
 			}
-			for tenant, counts := range u.store.ActiveCounts(f.def.Name, cutoffs) {
+			active := u.store.ActiveCounts(f.def.Name, cutoffs)
+			tenants := make([]string, 0, len(active))
+			for tenant := range active {
+				tenants = append(tenants, tenant)
+			}
+			// Admission in tenant order, so that a restart admits the same tenants.
+			slices.Sort(tenants)
+			var folded []int64
+			for _, tenant := range tenants {
+				counts := active[tenant]
+				if !u.admission.Admit(f.name, tenant, len(counts)) {
+					// Users belong to one tenant, so the folded tenants' counts add up.
+					if folded == nil {
+						folded = make([]int64, len(counts))
+					}
+					for i, c := range counts {
+						folded[i] += c
+					}
+					continue
+				}
 				for i, c := range counts {
 					lines = append(lines, line{labelText(f.labels, []string{tenant, f.def.Metric.Windows[i]}), c})
 				}
+			}
+			for i, c := range folded {
+				lines = append(lines, line{labelText(f.labels, []string{Overflow, f.def.Metric.Windows[i]}), c})
 			}
 		} else {
 			var folded int64
@@ -217,9 +250,23 @@ func (u *Usage) Write(w io.Writer, openMetrics bool) error {
 		buf.WriteByte('\n')
 	}
 	writeHeader(&buf, "usage_exporter_series_overflow_total", "Label sets folded into the __overflow__ series of a metric because its series cap was reached.", true, openMetrics)
+	// The ledger's folded series, and those folded at scrape time (active users, quotas).
+	for m, n := range u.admission.Folded() {
+		overflow[m] += n
+	}
+	names := make([]string, 0, len(overflow)+len(u.families))
 	for _, f := range u.families {
-		buf.WriteString(`usage_exporter_series_overflow_total{metric="` + f.name + `"} `)
-		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), int64(overflow[f.name]), 10))
+		names = append(names, f.name)
+	}
+	for m := range overflow {
+		if !slices.Contains(names, m) {
+			names = append(names, m)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		buf.WriteString(`usage_exporter_series_overflow_total{metric="` + name + `"} `)
+		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), int64(overflow[name]), 10))
 		buf.WriteByte('\n')
 	}
 	_, err := w.Write(buf.Bytes())

@@ -464,6 +464,9 @@ func (s *Store) MetricSeries(metric string, fn func([]*Series)) {
 	fn(s.mirror.byMetric[metric])
 }
 
+// SeriesLimit is the cap of each metric's series (Options.SeriesLimit).
+func (s *Store) SeriesLimit() int { return s.opts.SeriesLimit }
+
 // Folded returns, per metric, how many series were folded into __overflow__.
 func (s *Store) Folded() map[string]int {
 	s.mu.RLock()

@@ -4,7 +4,9 @@ package quota
 
 import (
 	"context"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +15,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/meter"
 	"github.com/usagemeter/usagemeter/exporter/quota/quotastate"
+	"github.com/usagemeter/usagemeter/exporter/seriescap"
 )
 
 // States of a quota (see quotastate.Of).
@@ -116,6 +119,11 @@ func periodic(def *meter.Def) bool {
 type Collector struct {
 	e                                   *Evaluator
 	limit, used, ratio, hard, end, info *prometheus.Desc
+	// Cap, when set, holds each family to the per-metric series cap: label sets past it are
+	// folded into one __overflow__ series and counted (usage_exporter_series_overflow_total).
+	// Its value is the folded sum for usage_quota_used and usage_quota_limit, and the number of
+	// folded series for the gauges that do not add up (ratio, hard, period end, tenant info).
+	Cap *seriescap.Admission
 }
 
 // NewCollector returns the quota collector.
@@ -139,6 +147,57 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// Families of the collector, in the order of their descriptors.
+var quotaFamilies = []string{"usage_quota_limit", "usage_quota_used", "usage_quota_warning_ratio",
+	"usage_quota_hard", "usage_quota_period_end_timestamp_seconds", "usage_tenant_info"}
+
+// NewCappedCollector returns the quota collector under the series cap of adm (shared with the
+// usage families, exporter/collector).
+func NewCappedCollector(e *Evaluator, adm *seriescap.Admission) *Collector {
+	c := NewCollector(e)
+	c.Cap = adm
+	adm.Declare(quotaFamilies...)
+	return c
+}
+
+// capped emits the samples of one family under the cap: admitted label sets as they are, the
+// folded ones as one __overflow__ series (their sum when sum is set, else their number).
+type capped struct {
+	c      *Collector
+	ch     chan<- prometheus.Metric
+	folded map[*prometheus.Desc]*foldedSum
+}
+
+type foldedSum struct {
+	value float64
+	n     int
+	sum   bool
+}
+
+func (w *capped) emit(d *prometheus.Desc, family string, sum bool, v float64, labels ...string) {
+	if w.c.Cap == nil || w.c.Cap.Admit(family, strings.Join(labels, "\x00"), 1) {
+		w.ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		return
+	}
+	f := w.folded[d]
+	if f == nil {
+		f = &foldedSum{sum: sum}
+		w.folded[d] = f
+	}
+	f.value += v
+	f.n++
+}
+
+func (w *capped) flush() {
+	for d, f := range w.folded {
+		v := f.value
+		if !f.sum {
+			v = float64(f.n)
+		}
+		w.ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, seriescap.Overflow, seriescap.Overflow)
+	}
+}
+
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ctx := context.Background()
@@ -154,21 +213,40 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			known[t.ID] = true
 		}
 	}
+	// Admission in tenant order, so that a restart admits the same tenants.
+	slices.Sort(tenants)
+	w := &capped{c: c, ch: ch, folded: map[*prometheus.Desc]*foldedSum{}}
 	for _, tenant := range tenants {
 		plan := c.e.Plan(ctx, tenant)
-		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, tenant, plan.Name)
+		// Keyed by tenant alone: a plan change keeps the tenant's admission.
+		w.emitInfo(tenant, plan.Name)
 		hard := 0.0
 		if plan.Enforcement == config.Hard {
 			hard = 1
 		}
 		for _, st := range c.e.statuses(tenant, plan) {
-			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(st.Limit), tenant, st.Meter)
-			ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(st.Used), tenant, st.Meter)
-			ch <- prometheus.MustNewConstMetric(c.ratio, prometheus.GaugeValue, st.WarningRatio, tenant, st.Meter)
-			ch <- prometheus.MustNewConstMetric(c.hard, prometheus.GaugeValue, hard, tenant, st.Meter)
+			w.emit(c.limit, quotaFamilies[0], true, float64(st.Limit), tenant, st.Meter)
+			w.emit(c.used, quotaFamilies[1], true, float64(st.Used), tenant, st.Meter)
+			w.emit(c.ratio, quotaFamilies[2], false, st.WarningRatio, tenant, st.Meter)
+			w.emit(c.hard, quotaFamilies[3], false, hard, tenant, st.Meter)
 			if st.PeriodEnd != nil {
-				ch <- prometheus.MustNewConstMetric(c.end, prometheus.GaugeValue, float64(st.PeriodEnd.Unix()), tenant, st.Meter)
+				w.emit(c.end, quotaFamilies[4], false, float64(st.PeriodEnd.Unix()), tenant, st.Meter)
 			}
 		}
 	}
+	w.flush()
+}
+
+func (w *capped) emitInfo(tenant, plan string) {
+	c := w.c
+	if c.Cap == nil || c.Cap.Admit(quotaFamilies[5], tenant, 1) {
+		w.ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, tenant, plan)
+		return
+	}
+	f := w.folded[c.info]
+	if f == nil {
+		f = &foldedSum{}
+		w.folded[c.info] = f
+	}
+	f.n++
 }

@@ -226,7 +226,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	quotas := quota.New(store, current.Load, bill)
 	usage := collector.NewUsage(store, pseudonymize)
 	reg.MustRegister(
-		quota.NewCollector(quotas),
+		quota.NewCappedCollector(quotas, usage.Admission()),
 		engine,
 		g,
 		versioncollector.NewCollector("usage_exporter"),
