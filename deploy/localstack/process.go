@@ -34,7 +34,8 @@ type running struct {
 
 // start launches p with its output appended to logDir/<name>.log. The process gets its own
 // process group: a Ctrl-C in the terminal reaches only the stack's supervisor, which then stops
-// the programs in order instead of all of them dying at once.
+// the programs in order instead of all of them dying at once. On Linux it also dies with the
+// supervisor, however the supervisor dies (launch.go).
 func start(p Process, logDir string) (*running, error) {
 	if _, err := os.Stat(p.Path); err != nil {
 		return nil, fmt.Errorf("%s: %w", p.Name, err)
@@ -50,8 +51,8 @@ func start(p Process, logDir string) (*running, error) {
 	if len(p.Env) > 0 {
 		cmd.Env = append(os.Environ(), p.Env...)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = sysProcAttr()
+	if err := launch(cmd); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("%s: starting %s: %w", p.Name, p.Path, err)
 	}

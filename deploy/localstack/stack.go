@@ -118,6 +118,24 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			}
 		}
 	}
+	// The ports asked for (those picked free just now need no check): one taken stops the start
+	// here, naming its holder, rather than as an early exit of the program that wanted it.
+	fixed := map[string]int{"usage-exporter": cfg.Ports.Exporter, "victoria-metrics": cfg.Ports.VictoriaMetrics,
+		"vmalert": cfg.Ports.VMAlert, "alertmanager": cfg.Ports.Alertmanager}
+	if cfg.WebhookURL == "" {
+		fixed["alert sink"] = cfg.Ports.Sink
+	}
+	if cfg.Grafana != nil {
+		fixed["grafana"] = cfg.Ports.Grafana
+	}
+	for name, port := range fixed {
+		if port == 0 {
+			delete(fixed, name)
+		}
+	}
+	if err := checkPorts(fixed); err != nil {
+		return nil, fmt.Errorf("localstack: %w", err)
+	}
 	addr := func(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 	s.URLs = URLs{
 		Exporter:        "http://" + addr(p.Exporter),
