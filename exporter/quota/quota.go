@@ -174,8 +174,13 @@ type foldedSum struct {
 	sum   bool
 }
 
+// emit sends one sample of family, keyed for admission by its labels.
 func (w *capped) emit(d *prometheus.Desc, family string, sum bool, v float64, labels ...string) {
-	if w.c.Cap == nil || w.c.Cap.Admit(family, strings.Join(labels, "\x00"), 1) {
+	w.emitKeyed(d, family, strings.Join(labels, "\x00"), sum, v, labels...)
+}
+
+func (w *capped) emitKeyed(d *prometheus.Desc, family, key string, sum bool, v float64, labels ...string) {
+	if w.c.Cap == nil || w.c.Cap.Admit(family, key, 1) {
 		w.ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 		return
 	}
@@ -219,7 +224,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, tenant := range tenants {
 		plan := c.e.Plan(ctx, tenant)
 		// Keyed by tenant alone: a plan change keeps the tenant's admission.
-		w.emitInfo(tenant, plan.Name)
+		w.emitKeyed(c.info, quotaFamilies[5], tenant, false, 1, tenant, plan.Name)
 		hard := 0.0
 		if plan.Enforcement == config.Hard {
 			hard = 1
@@ -235,18 +240,4 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	w.flush()
-}
-
-func (w *capped) emitInfo(tenant, plan string) {
-	c := w.c
-	if c.Cap == nil || c.Cap.Admit(quotaFamilies[5], tenant, 1) {
-		w.ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, tenant, plan)
-		return
-	}
-	f := w.folded[c.info]
-	if f == nil {
-		f = &foldedSum{}
-		w.folded[c.info] = f
-	}
-	f.n++
 }
