@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/usagemeter/usagemeter/analytics/insights"
 	"github.com/usagemeter/usagemeter/analytics/internal/ledgertest"
+	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 )
@@ -229,5 +232,37 @@ func TestReportEndpoints(t *testing.T) {
 	resp, body = get(t, srv.URL+"/v1/reports/compliance?format=json&tenant=acme")
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "the audit log is not wired") || !strings.Contains(string(body), `["acme",5,"2026-10-20T09:00:00Z","2026-11-15T09:00:00Z",2,2,200,0]`) {
 		t.Errorf("compliance: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestComplianceScope: the compliance report shows the server's settings only to a reader who
+// may read the whole audit trail (May audit.read), and anyone may ask for the tenant scope
+// (scope=tenant: the Grafana plugin, which renders with its own token, does for its users).
+func TestComplianceScope(t *testing.T) {
+	var cfg config.Config
+	if err := yaml.Unmarshal([]byte("raw_events: 400d\narchive_dir: /srv/usagemeter/archive\n"), &cfg.Retention); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		mayAudit bool
+		query    string
+		full     bool
+	}{
+		{true, "", true},
+		{true, "&scope=tenant", false},
+		{false, "", false},
+		{false, "&scope=full", false}, // asking cannot widen
+	} {
+		s := &Service{Store: fixture(t), Now: func() time.Time { return now }, Config: func() *config.Config { return &cfg },
+			May: func(r *http.Request, action, tenant string) bool { return c.mayAudit && action == route.ActionAuditRead }}
+		rec := httptest.NewRecorder()
+		s.complianceReport(rec, httptest.NewRequest(http.MethodGet, "/v1/reports/compliance?format=json&tenant=acme"+c.query, nil))
+		body := rec.Body.String()
+		if rec.Code != 200 || !strings.Contains(body, "400d") {
+			t.Fatalf("may audit %v, %q: %d %s", c.mayAudit, c.query, rec.Code, body)
+		}
+		if got := strings.Contains(body, "/srv/usagemeter/archive"); got != c.full {
+			t.Errorf("may audit %v, %q: archive path shown = %v, want %v", c.mayAudit, c.query, got, c.full)
+		}
 	}
 }

@@ -60,3 +60,31 @@ func TestExports(t *testing.T) {
 		}
 	}
 }
+
+// TestComplianceExportScope: the exporter renders exports with the datasource's token, not as
+// the Grafana user, so the plugin asks for the tenant scope (no server paths, key settings or
+// refused principals, docs/analytics.md) for a user who may not read the whole audit trail.
+func TestComplianceExportScope(t *testing.T) {
+	fs := newFixtureServer(t)
+	d := newTestDatasource(t, fs.URL, settingsJSON(fs.URL))
+	ann := &backend.User{Login: "ann", Email: "ann@acme.example"}
+	for _, c := range []struct {
+		user   *backend.User
+		tenant string
+		scope  bool
+	}{
+		{ann, "acme", true},
+		{admin, "acme", false},
+		{admin, "", false},
+	} {
+		before := len(fs.requests)
+		call(t, d, c.user, "export?report=compliance&format=csv&tenant="+c.tenant)
+		if len(fs.requests) != before+1 {
+			t.Fatalf("%s: %d upstream requests", c.user.Login, len(fs.requests)-before)
+		}
+		got := strings.Contains(fs.requests[before], "scope=tenant")
+		if got != c.scope {
+			t.Errorf("%s on %q: upstream %s; tenant scope asked = %v, want %v", c.user.Login, c.tenant, fs.requests[before], got, c.scope)
+		}
+	}
+}
