@@ -254,7 +254,9 @@ func TestComplianceScope(t *testing.T) {
 		{false, "&scope=full", false}, // asking cannot widen
 	} {
 		s := &Service{Store: fixture(t), Now: func() time.Time { return now }, Config: func() *config.Config { return &cfg },
-			May: func(r *http.Request, action, tenant string) bool { return c.mayAudit && action == route.ActionAuditRead }}
+			May: func(r *http.Request, action, tenant string) bool {
+				return c.mayAudit && action == route.ActionAuditRead
+			}}
 		rec := httptest.NewRecorder()
 		s.complianceReport(rec, httptest.NewRequest(http.MethodGet, "/v1/reports/compliance?format=json&tenant=acme"+c.query, nil))
 		body := rec.Body.String()
