@@ -171,9 +171,11 @@ func (u *Usage) Write(w io.Writer, openMetrics bool) error {
 			// Admission in tenant order, so that a restart admits the same tenants.
 			slices.Sort(tenants)
 			var folded []int64
+			foldedTenants := 0
 			for _, tenant := range tenants {
 				counts := active[tenant]
 				if !u.admission.Admit(f.name, tenant, len(counts)) {
+					foldedTenants++
 					// Users belong to one tenant, so the folded tenants' counts add up.
 					if folded == nil {
 						folded = make([]int64, len(counts))
@@ -190,6 +192,7 @@ func (u *Usage) Write(w io.Writer, openMetrics bool) error {
 			for i, c := range folded {
 				lines = append(lines, line{labelText(f.labels, []string{Overflow, f.def.Metric.Windows[i]}), c})
 			}
+			u.admission.ObserveFolded(f.name, foldedTenants*len(f.windows))
 		} else {
 			var folded int64
 			hasFolded := false

@@ -169,9 +169,10 @@ type capped struct {
 }
 
 type foldedSum struct {
-	value float64
-	n     int
-	sum   bool
+	family string
+	value  float64
+	n      int
+	sum    bool
 }
 
 // emit sends one sample of family, keyed for admission by its labels.
@@ -186,7 +187,7 @@ func (w *capped) emitKeyed(d *prometheus.Desc, family, key string, sum bool, v f
 	}
 	f := w.folded[d]
 	if f == nil {
-		f = &foldedSum{sum: sum}
+		f = &foldedSum{family: family, sum: sum}
 		w.folded[d] = f
 	}
 	f.value += v
@@ -200,6 +201,7 @@ func (w *capped) flush() {
 			v = float64(f.n)
 		}
 		w.ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, seriescap.Overflow, seriescap.Overflow)
+		w.c.Cap.ObserveFolded(f.family, f.n)
 	}
 }
 

@@ -5,9 +5,11 @@
 // are admitted here, in memory, the first time a scrape renders them.
 //
 // Admission is sticky: a label set admitted once stays admitted for the life of the process,
-// so a series never moves between its own labels and __overflow__ from one scrape to the next
-// (which would break rate() and alerts). Callers offer label sets in a stable order (sorted by
-// tenant), so a restart admits the same ones given the same tenants.
+// and admitted sets never leave, so once a family is full every new set is folded; a series
+// does not move between its own labels and __overflow__ from one scrape to the next (which
+// would break rate() and alerts). Only the admitted sets are remembered (at most the cap per
+// family), whatever the number of tenants. Callers offer label sets in a stable order (sorted
+// by tenant), so a restart admits the same ones given the same tenants.
 package seriescap
 
 import "sync"
@@ -26,8 +28,7 @@ type Admission struct {
 type family struct {
 	admitted map[string]int // key → series it stands for
 	series   int            // series admitted
-	folded   map[string]int // key → series folded (the most it ever stood for)
-	nfolded  int            // series folded since start
+	folded   int            // the most series one scrape folded
 }
 
 // New returns an admission with the cap of each family: limit series (at least 1).
@@ -41,7 +42,7 @@ func (a *Admission) Limit() int { return a.limit }
 func (a *Admission) family(metric string) *family {
 	f := a.families[metric]
 	if f == nil {
-		f = &family{admitted: map[string]int{}, folded: map[string]int{}}
+		f = &family{admitted: map[string]int{}}
 		a.families[metric] = f
 	}
 	return f
@@ -60,7 +61,10 @@ func (a *Admission) Declare(metrics ...string) {
 // Admit reports whether the label set key of metric, standing for width series (a tenant's
 // windows, say), has its own series; false means it is folded into __overflow__. A key
 // admitted before stays admitted; a new one is admitted while the family's series stay within
-// the cap. A key whose width grows past what the cap leaves is folded from then on.
+// the cap. Once the cap is reached every new key is folded, so a folded key stays folded
+// without being remembered: only admitted keys (at most the cap) are kept in memory, however
+// many tenants there are. A key whose width grows past what the cap leaves is folded from then
+// on, and the series it held may admit another key.
 func (a *Admission) Admit(metric, key string, width int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -74,29 +78,34 @@ func (a *Admission) Admit(metric, key string, width int) bool {
 			f.admitted[key] = width
 			return true
 		}
-		// Too wide now: fold it, and free what it held.
 		delete(f.admitted, key)
 		f.series -= w
-	} else if _, wasFolded := f.folded[key]; !wasFolded && f.series+width <= a.limit {
+		return false
+	}
+	if f.series+width <= a.limit {
 		f.admitted[key] = width
 		f.series += width
 		return true
 	}
-	if width > f.folded[key] {
-		f.nfolded += width - f.folded[key]
-		f.folded[key] = width
-	}
 	return false
 }
 
-// Folded returns, per declared or admitted family, how many series were folded into
-// __overflow__ since the process started (a counter: it never decreases).
+// ObserveFolded records that a scrape folded n series of metric into __overflow__.
+func (a *Admission) ObserveFolded(metric string, n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.family(metric)
+	f.folded = max(f.folded, n)
+}
+
+// Folded returns, per family, the most series a scrape folded into __overflow__ since the
+// process started: a counter (it never decreases) of the label sets kept out by the cap.
 func (a *Admission) Folded() map[string]int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make(map[string]int, len(a.families))
 	for m, f := range a.families {
-		out[m] = f.nfolded
+		out[m] = f.folded
 	}
 	return out
 }
