@@ -156,3 +156,30 @@ func TestListeningInodes(t *testing.T) {
 		t.Errorf("8428 in tcp: %v", got)
 	}
 }
+
+// TestUnknownHolderNamesThePortOnly: when /proc shows no listener on the port (another user's
+// process, another network namespace), the message still names the port and says how to look.
+func TestUnknownHolderNamesThePortOnly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nobody listens now: portHolders finds nothing, as for an invisible holder
+	if h := portHolders(port); len(h) != 0 {
+		t.Fatalf("holders of a closed port: %v", h)
+	}
+	if msg := describeHolder(port); !strings.Contains(msg, "lsof -i :"+strconv.Itoa(port)) || strings.Contains(msg, "pid") {
+		t.Errorf("describeHolder = %q", msg)
+	}
+	// And a listener of this very process is found, with its command line.
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := portHolders(ln.Addr().(*net.TCPAddr).Port)
+	if len(h) != 1 || h[0].pid != os.Getpid() || !strings.Contains(h[0].cmdline, filepath.Base(os.Args[0])) {
+		t.Errorf("holders of our own listener: %+v", h)
+	}
+}

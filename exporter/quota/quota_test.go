@@ -13,6 +13,7 @@ import (
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
+	"github.com/usagemeter/usagemeter/exporter/seriescap"
 )
 
 const catalogue = `
@@ -98,5 +99,49 @@ usage_tenant_info{plan="pro",tenant="zz"} 1
 	}
 	if n := testutil.CollectAndCount(NewCollector(e), "usage_quota_limit"); n != 8 {
 		t.Errorf("%d usage_quota_limit series, want 3 (aa) + 1 (zz) + 1 (m) + 3 (y)", n)
+	}
+
+	// Under a cap of 3 series per family, in tenant order: aa's three quotas are admitted, the
+	// five of m, y and zz fold into __overflow__ (limits and usage summed, the others counted);
+	// aa, m and y keep their tenant_info, zz's folds.
+	adm := seriescap.New(3)
+	capped := prometheus.NewPedanticRegistry()
+	capped.MustRegister(NewCappedCollector(e, adm))
+	for i := range 2 { // the same on every scrape
+		if err := testutil.GatherAndCompare(capped, strings.NewReader(`
+# HELP usage_quota_limit Quota limit in force for a tenant and meter (plan, or tenant override).
+# TYPE usage_quota_limit gauge
+usage_quota_limit{meter="__overflow__",tenant="__overflow__"} 1113
+usage_quota_limit{meter="active_users",tenant="aa"} 1
+usage_quota_limit{meter="ai_tokens",tenant="aa"} 100
+usage_quota_limit{meter="documents",tenant="aa"} 2
+# HELP usage_tenant_info A tenant's plan.
+# TYPE usage_tenant_info gauge
+usage_tenant_info{plan="__overflow__",tenant="__overflow__"} 1
+usage_tenant_info{plan="free",tenant="aa"} 1
+usage_tenant_info{plan="free",tenant="y"} 1
+usage_tenant_info{plan="pro",tenant="m"} 1
+`), "usage_quota_limit", "usage_tenant_info"); err != nil {
+			t.Fatalf("scrape %d: %v", i, err)
+		}
+		if err := testutil.GatherAndCompare(capped, strings.NewReader(`
+# HELP usage_quota_used Exact usage counted against the quota: current calendar month for flow meters, current level for stock meters.
+# TYPE usage_quota_used gauge
+usage_quota_used{meter="__overflow__",tenant="__overflow__"} 9
+usage_quota_used{meter="active_users",tenant="aa"} 2
+usage_quota_used{meter="ai_tokens",tenant="aa"} 60
+usage_quota_used{meter="documents",tenant="aa"} 3
+# HELP usage_quota_warning_ratio Share of the limit at which the quota warns.
+# TYPE usage_quota_warning_ratio gauge
+usage_quota_warning_ratio{meter="__overflow__",tenant="__overflow__"} 5
+usage_quota_warning_ratio{meter="active_users",tenant="aa"} 0.5
+usage_quota_warning_ratio{meter="ai_tokens",tenant="aa"} 0.5
+usage_quota_warning_ratio{meter="documents",tenant="aa"} 0.5
+`), "usage_quota_used", "usage_quota_warning_ratio"); err != nil {
+			t.Fatalf("scrape %d: %v", i, err)
+		}
+	}
+	if f := adm.Folded(); f["usage_quota_limit"] != 5 || f["usage_tenant_info"] != 1 || f["usage_quota_hard"] != 5 {
+		t.Errorf("folded %v", f)
 	}
 }
