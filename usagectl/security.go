@@ -24,6 +24,22 @@ func registerSecurity(app *kingpin.Application) {
 		return nil
 	})
 
+	ps := app.Command("pseudonym", "Print the user label of per-user series (metrics.per_user_labels) for users of a tenant, and their label before per-tenant keying, to correlate series across that upgrade.")
+	keyFile := ps.Flag("key-file", "metrics.user_label_key_file").Required().String()
+	tenant := ps.Flag("tenant", "The users' tenant.").Required().String()
+	users := ps.Arg("user", "User ids.").Required().Strings()
+	ps.Action(func(*kingpin.ParseContext) error {
+		key, err := auth.LoadKey(*keyFile)
+		if err != nil {
+			return err
+		}
+		fmt.Println("tenant\tuser\tlabel\tlabel_before_per_tenant_keying")
+		for _, u := range *users {
+			fmt.Printf("%s\t%s\t%s\t%s\n", *tenant, u, auth.Pseudonymize(key, *tenant, u), auth.PseudonymizeV1(key, u))
+		}
+		return nil
+	})
+
 	au := app.Command("audit", "The audit trail.")
 	verify := au.Command("verify", "Verify the hash chain of the audit trail offline (stop the exporter first): detects any change, deletion or reordering.")
 	path := verify.Flag("storage.path", "The exporter's store directory.").Default("./data").String()

@@ -147,6 +147,18 @@ func TestPseudonymize(t *testing.T) {
 	}
 }
 
+func TestPseudonymizeV1(t *testing.T) {
+	// The pre-upgrade labels, for correlation: the same in every tenant, and not the new ones.
+	m := hmac.New(sha256.New, []byte("k"))
+	m.Write([]byte("bob"))
+	if got, want := PseudonymizeV1([]byte("k"), "bob"), "u_"+hex.EncodeToString(m.Sum(nil)[:10]); got != want {
+		t.Errorf("PseudonymizeV1 = %s, want %s", got, want)
+	}
+	if PseudonymizeV1([]byte("k"), "bob") == Pseudonymize([]byte("k"), "acme", "bob") {
+		t.Error("v1 and v2 pseudonyms coincide")
+	}
+}
+
 // pinnedPseudonym recomputes the documented encoding independently of Pseudonymize.
 func pinnedPseudonym(t *testing.T, key []byte, tenant, user string) string {
 	t.Helper()

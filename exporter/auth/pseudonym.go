@@ -27,3 +27,12 @@ func Pseudonymize(key []byte, tenant, user string) string {
 	m.Write(msg)
 	return "u_" + hex.EncodeToString(m.Sum(nil)[:10])
 }
+
+// PseudonymizeV1 is the pseudonym of releases before per-tenant keying: the HMAC of the user id
+// alone, the same in every tenant. It is kept only so that an operator holding the key can
+// correlate a user's series across the upgrade (usagectl pseudonym); nothing labels with it.
+func PseudonymizeV1(key []byte, user string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(user))
+	return "u_" + hex.EncodeToString(m.Sum(nil)[:10])
+}
