@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -107,4 +108,14 @@ func RemoteIP(r *http.Request) string {
 func refuse(w http.ResponseWriter, status int, detail string) {
 	w.Header().Set("Retry-After", strconv.Itoa(RetryAfter))
 	problem.Error(w, status, detail)
+}
+
+// WriteDeadline gives h's responses d to be written instead of the server's write timeout:
+// streamed exports legitimately take longer than ordinary answers.
+func WriteDeadline(d time.Duration, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		// A writer that cannot take deadlines (a test recorder) keeps whatever it has.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+		h(w, r)
+	}
 }
