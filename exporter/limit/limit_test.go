@@ -249,3 +249,44 @@ func TestThrottle(t *testing.T) {
 		t.Errorf("after the period: %d %v, want 6 true", n, ok)
 	}
 }
+
+// TestWriteDeadline: a handler answering after the server's write timeout loses its answer,
+// unless WriteDeadline gave it longer; the deadline reaches the connection through wrappers
+// that unwrap (the guard's status recorder).
+func TestWriteDeadline(t *testing.T) {
+	late := func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		io.WriteString(w, "report")
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/plain", late)
+	extended := WriteDeadline(time.Minute, late)
+	mux.HandleFunc("/export", func(w http.ResponseWriter, r *http.Request) { extended(unwrapper{w}, r) })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, WriteTimeout: 100 * time.Millisecond}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	get := func(path string) (string, error) {
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get("http://" + l.Addr().String() + path)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if body, err := get("/export"); err != nil || body != "report" {
+		t.Errorf("export: %q %v", body, err)
+	}
+	if body, err := get("/plain"); err == nil && body == "report" {
+		t.Error("an ordinary answer outlived the write timeout")
+	}
+}
+
+type unwrapper struct{ http.ResponseWriter }
+
+func (u unwrapper) Unwrap() http.ResponseWriter { return u.ResponseWriter }
