@@ -395,28 +395,47 @@ func TestSlowBodiesAreCutOff(t *testing.T) {
 // TestIdleConnectionsPastTheLimit: far more idle keep-alive connections than
 // http.max_connections cannot lock healthy clients out: the oldest idle connections give way
 // to new ones, the rest are closed at http.idle_timeout, and healthy clients are served.
+// Connections that send nothing are refused past the limit and closed at
+// http.read_header_timeout; healthy clients shed meanwhile retry and are served.
 func TestIdleConnectionsPastTheLimit(t *testing.T) {
 	s := startSecured(t)
 	load := runHealthy(t, s, 3, 15)
 
+	// Silent connections (nothing sent) cannot be reclaimed: past the limit new connections are
+	// closed at once rather than queued, and the silent ones at http.read_header_timeout. The
+	// healthy clients, just started, are shed meanwhile and retry.
+	var silent []*rawConn
+	for range 40 {
+		silent = append(silent, dialRaw(t, s.addr))
+	}
+
 	const idle = 100 // the limit is 16
 	var conns []*rawConn
-	served := 0
-	for range idle {
-		c := dialRaw(t, s.addr)
-		c.SetDeadline(time.Now().Add(bounded))
-		io.WriteString(c, "GET /-/healthy HTTP/1.1\r\nHost: test\r\n\r\n")
-		if resp, err := http.ReadResponse(c.r, nil); err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			served++
+	for i := range idle {
+		deadline := time.Now().Add(bounded)
+		for {
+			c := dialRaw(t, s.addr)
+			c.SetDeadline(time.Now().Add(bounded))
+			io.WriteString(c, "GET /-/healthy HTTP/1.1\r\nHost: test\r\n\r\n")
+			resp, err := http.ReadResponse(c.r, nil)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				c.SetDeadline(time.Time{})
+				conns = append(conns, c)
+				break
+			}
+			c.Close() // refused while the silent connections hold every place
+			if time.Now().After(deadline) {
+				t.Fatalf("keep-alive connection %d never served: %v", i, err)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		c.SetDeadline(time.Time{})
-		conns = append(conns, c)
 	}
-	t.Logf("%d of %d keep-alive connections were served a request, then left idle", served, idle)
-	if served == 0 {
-		t.Fatal("no connection was served")
+	for i, c := range silent {
+		if _, closed := c.closedByServer(); !closed {
+			t.Fatalf("silent connection %d still open after %s", i, bounded)
+		}
 	}
 	if open := s.metric(t, "usage_exporter_http_connections_open", ""); open > 16 {
 		t.Errorf("%v connections open, past the limit of 16", open)
@@ -429,6 +448,9 @@ func TestIdleConnectionsPastTheLimit(t *testing.T) {
 		}
 	}
 	load.finish(t, 3*15)
+	if got := s.metric(t, "usage_exporter_http_limit_rejections_total", "limit=connections"); got == 0 {
+		t.Error("40 silent connections past a limit of 16, but no connection refused")
+	}
 	if got := s.metric(t, "usage_exporter_http_connections_reclaimed_total", ""); got < idle-16 {
 		t.Errorf("usage_exporter_http_connections_reclaimed_total = %v, want at least %d", got, idle-16)
 	}
@@ -436,6 +458,9 @@ func TestIdleConnectionsPastTheLimit(t *testing.T) {
 		t.Errorf("usage_exporter_http_limit{limit=connections} = %v", got)
 	}
 	s.stop(t)
+	if !strings.Contains(s.log.String(), "limit reached") || !strings.Contains(s.log.String(), "limit=connections") {
+		t.Errorf("no log line tells the operator that connections were refused:\n%s", s.log)
+	}
 }
 
 // flood sends oversized requests without valid credentials from workers goroutines, n each;
