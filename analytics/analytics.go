@@ -82,6 +82,10 @@ func (s *Service) Routes() []route.Route {
 	get := func(p, action string, h http.HandlerFunc) route.Route {
 		return route.Route{Method: http.MethodGet, Pattern: p, Action: action, Audit: true, Handler: h}
 	}
+	export := func(rt route.Route) route.Route {
+		rt.Streams = true
+		return rt
+	}
 	return []route.Route{
 		get("/v1/analytics/trends", route.ActionAnalyticsRead, s.trends),
 		get("/v1/analytics/seasonality", route.ActionAnalyticsRead, s.seasonality),
@@ -94,10 +98,10 @@ func (s *Service) Routes() []route.Route {
 		get("/v1/analytics/insights/applied", route.ActionAnalyticsRead, s.applied),
 		// Marking an insight applied records a baseline; it changes no usage or billing data.
 		{Method: http.MethodPost, Pattern: "/v1/analytics/tenants/{tenant}/insights/{id}/apply", Action: route.ActionAnalyticsWrite, Audit: true, Handler: s.apply},
-		get("/v1/reports/usage", route.ActionReportsExport, s.usageReport),
-		get("/v1/reports/executive", route.ActionReportsExport, s.executiveReport),
-		get("/v1/reports/compliance", route.ActionReportsExport, s.complianceReport),
-		{Method: http.MethodPost, Pattern: "/v1/reports", Action: route.ActionReportsExport, Audit: true, Handler: s.definedReport},
+		export(get("/v1/reports/usage", route.ActionReportsExport, s.usageReport)),
+		export(get("/v1/reports/executive", route.ActionReportsExport, s.executiveReport)),
+		export(get("/v1/reports/compliance", route.ActionReportsExport, s.complianceReport)),
+		{Method: http.MethodPost, Pattern: "/v1/reports", Action: route.ActionReportsExport, Audit: true, Streams: true, Handler: s.definedReport},
 	}
 }
 

@@ -68,6 +68,7 @@ type Config struct {
 	File        string      `yaml:"-"`
 	Ingest      Ingest      `yaml:"ingest"`
 	Metrics     Metrics     `yaml:"metrics"`
+	HTTP        HTTP        `yaml:"http"`
 	Meters      []meter.Def `yaml:"meters"`
 	DefaultPlan string      `yaml:"default_plan"`
 	Plans       []Plan      `yaml:"plans"`
@@ -113,6 +114,7 @@ func Defaults() *Config {
 	c := &Config{
 		Ingest:      Ingest{MaxBodyBytes: 16 << 20, MaxBatchEvents: 10000},
 		Metrics:     Metrics{SeriesLimit: 10000},
+		HTTP:        DefaultHTTP(),
 		Meters:      meter.Defaults(),
 		DefaultPlan: "unlimited",
 		Plans:       []Plan{{Name: "unlimited", Enforcement: Soft, WarningRatio: 0.8}},
@@ -245,6 +247,9 @@ func (c *Config) validate(root *yaml.Node) error {
 	}
 	if c.Metrics.SeriesLimit <= 0 {
 		return bad("must be positive", "metrics", "series_limit")
+	}
+	if err := c.HTTP.validate(bad); err != nil {
+		return err
 	}
 	if c.Metrics.PerUserLabels && c.Metrics.UserLabelKeyFile == "" {
 		return bad("per-user labels need a key file for the keyed hash that pseudonymises user ids", "metrics", "user_label_key_file")

@@ -184,8 +184,9 @@ type ack struct {
 	Duplicates int `json:"duplicates"`
 }
 
-// postUntilAcked posts a batch until the exporter acknowledges it. Connection errors and 5xx are
-// retried (the request is idempotent); 4xx is a bug in the generator and is returned.
+// postUntilAcked posts a batch until the exporter acknowledges it. Connection errors, 5xx and 429
+// (the credential's limit of requests in flight) are retried (the request is idempotent); any
+// other 4xx is a bug in the generator and is returned.
 func postUntilAcked(ctx context.Context, client *http.Client, o Options, body []byte) (ack, error) {
 	backoff := 100 * time.Millisecond
 	for {
@@ -208,7 +209,7 @@ func postUntilAcked(ctx context.Context, client *http.Client, o Options, body []
 					return ack{}, fmt.Errorf("decoding acknowledgement: %w", err)
 				}
 				return a, nil
-			case resp.StatusCode < 500:
+			case resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests:
 				return ack{}, fmt.Errorf("exporter refused a batch: %s: %s", resp.Status, bytes.TrimSpace(data))
 			}
 			err = fmt.Errorf("exporter answered %s", resp.Status)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,6 +93,13 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &mbe) {
 			a.Metrics.Rejected.WithLabelValues("body_too_large").Inc()
 			problem.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes; send smaller batches", mbe.Limit))
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// http.read_timeout passed: the connection is closed after this answer.
+			a.Metrics.Rejected.WithLabelValues("body_timeout").Inc()
+			a.Log.Info("request body not received in time; nothing stored", "remote", r.RemoteAddr, "read_timeout", cfg.HTTP.ReadTimeout, "received_bytes", len(body))
+			problem.Error(w, http.StatusRequestTimeout, fmt.Sprintf("the body was not received within http.read_timeout (%s); nothing was stored", cfg.HTTP.ReadTimeout))
 			return
 		}
 		problem.Error(w, http.StatusBadRequest, "reading the body: "+err.Error())

@@ -61,6 +61,8 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBatch bounds how many appends share one commit.
 	MaxBatch int
+	// MaxFieldBytes bounds each text field of an entry (Bound); DefaultMaxFieldBytes when 0.
+	MaxFieldBytes int
 }
 
 // Log appends to and reads the audit trail. Appends from any number of goroutines are grouped
@@ -70,6 +72,7 @@ type Log struct {
 	key    []byte
 	logger *slog.Logger
 	max    int
+	field  int
 
 	reqs chan appendReq
 	stop chan struct{}
@@ -101,8 +104,11 @@ func Open(db *pebble.DB, opts Options) (*Log, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
 	}
+	if opts.MaxFieldBytes <= 0 {
+		opts.MaxFieldBytes = DefaultMaxFieldBytes
+	}
 	l := &Log{
-		db: db, key: opts.Key, logger: opts.Logger, max: opts.MaxBatch,
+		db: db, key: opts.Key, logger: opts.Logger, max: opts.MaxBatch, field: opts.MaxFieldBytes,
 		reqs: make(chan appendReq, opts.MaxBatch), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	h, err := readHead(db)
@@ -136,8 +142,10 @@ func (l *Log) Close() error {
 }
 
 // Append records e durably and returns it with its Seq, Time (when unset), Prev and Hash.
+// Text fields longer than Options.MaxFieldBytes are cut and marked (Bound).
 // It returns once the entry is synced to disk.
 func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
+	e.bound(l.field)
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}

@@ -20,12 +20,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/auth"
 	"github.com/usagemeter/usagemeter/exporter/authz"
+	"github.com/usagemeter/usagemeter/exporter/limit"
 )
 
 // Anonymous is the principal of open mode (no auth configured): the operator chose to run
@@ -39,6 +41,20 @@ type Options struct {
 	Audit  *audit.Log          // nil: no audit trail
 	Logger *slog.Logger
 	Realm  string // WWW-Authenticate realm; default "usagemeter"
+	// Callers, when set, bounds each caller's requests in flight (limit.Requests): the caller
+	// is the authenticated principal, or the remote IP when there is no valid credential (or no
+	// credentials at all, in open mode).
+	Callers Limiter
+	// DenialAudit, when set, rate-limits the audit entries of requests refused without a valid
+	// credential: past it they are counted in usage_exporter_audit_denials_suppressed_total
+	// rather than written, so anonymous traffic cannot grow the store without bound.
+	DenialAudit *rate.Limiter
+}
+
+// Limiter bounds the requests in flight of one caller (limit.Requests.Acquire). When refusing,
+// it answers w itself.
+type Limiter interface {
+	Acquire(w http.ResponseWriter, caller string) (release func(), ok bool)
 }
 
 // Guard authenticates, authorizes and audits requests.
@@ -46,6 +62,10 @@ type Guard struct {
 	o         Options
 	auth      atomic.Pointer[auth.Authenticator] // swapped on config reload
 	decisions *prometheus.CounterVec
+	// suppressed counts denials not audited (Options.DenialAudit); lastWarn is when the
+	// operator was last told, in Unix nanoseconds.
+	suppressed prometheus.Counter
+	lastWarn   atomic.Int64
 }
 
 // Outcomes counted by usage_exporter_guard_decisions_total.
@@ -54,7 +74,14 @@ const (
 	outcomeDeny            = "deny"
 	outcomeUnauthenticated = "unauthenticated"
 	outcomeError           = "error"
+	outcomeLimited         = "limited"
 )
+
+// kindNone is the principal kind audited for a request without a valid credential.
+const kindNone = "none"
+
+// suppressWarnEvery spaces the warnings about suppressed denial audits.
+const suppressWarnEvery = time.Minute
 
 // New builds a Guard.
 func New(o Options) (*Guard, error) {
@@ -69,8 +96,13 @@ func New(o Options) (*Guard, error) {
 	}
 	g := &Guard{o: o, decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "usage_exporter_guard_decisions_total",
-		Help: "Requests decided by the guard, by route action and outcome (allow, deny, unauthenticated, error).",
-	}, []string{"action", "outcome"})}
+		Help: "Requests decided by the guard, by route action and outcome (allow, deny, unauthenticated, error, limited).",
+	}, []string{"action", "outcome"}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "usage_exporter_audit_denials_suppressed_total",
+			Help: "Refusals of requests without a valid credential not written to the audit trail because they passed http.denial_audit_rate.",
+		}),
+	}
 	g.auth.Store(o.Auth)
 	return g, nil
 }
@@ -129,12 +161,30 @@ func (g *Guard) Wrap(rt route.Route) http.Handler {
 		in := g.input(r, rt.Action, route.Tenant(r), User(r))
 		p, err := g.authenticate(r)
 		if err != nil {
-			in.Principal.Kind = "none"
+			release, ok := g.acquire(w, limit.RemoteIP(r), rt.Action)
+			if !ok {
+				return
+			}
+			defer release()
+			in.Principal.Kind = kindNone
 			g.decisions.WithLabelValues(rt.Action, outcomeUnauthenticated).Inc()
-			g.unauthorized(w, r, err)
-			g.audit(r, start, in, authz.Decision{Reason: err.Error()}, http.StatusUnauthorized)
+			d := authz.Decision{Reason: err.Error()}
+			audited := g.admitAudit(in, d)
+			g.unauthorized(w, r, err, audited || g.o.Audit == nil)
+			if audited {
+				g.appendAudit(r, start, in, d, http.StatusUnauthorized)
+			}
 			return
 		}
+		caller := p.Kind + ":" + p.Subject
+		if p.Kind == auth.KindAnonymous {
+			caller = limit.RemoteIP(r)
+		}
+		release, ok := g.acquire(w, caller, rt.Action)
+		if !ok {
+			return
+		}
+		defer release()
 		in.Principal = authz.Principal(p)
 		d, err := g.o.Authz.Decide(r.Context(), in)
 		if err != nil {
@@ -174,7 +224,7 @@ func (g *Guard) public(rt route.Route) http.Handler {
 			return
 		}
 		in := g.input(r, rt.Action, route.Tenant(r), "")
-		in.Principal.Kind = "none"
+		in.Principal.Kind = kindNone
 		reason := "refused by the handler"
 		if ref.refused {
 			in.Principal.Subject, reason = ref.subject, ref.reason
@@ -311,11 +361,30 @@ func (g *Guard) Allowed(r *http.Request, action, tenant string) bool {
 // ErrForbidden is wrapped by Check's denials; handlers answer it with 403.
 var ErrForbidden = errors.New("forbidden")
 
-// Describe implements prometheus.Collector (usage_exporter_guard_decisions_total).
-func (g *Guard) Describe(ch chan<- *prometheus.Desc) { g.decisions.Describe(ch) }
+// Describe implements prometheus.Collector (usage_exporter_guard_decisions_total,
+// usage_exporter_audit_denials_suppressed_total).
+func (g *Guard) Describe(ch chan<- *prometheus.Desc) {
+	g.decisions.Describe(ch)
+	g.suppressed.Describe(ch)
+}
 
 // Collect implements prometheus.Collector.
-func (g *Guard) Collect(ch chan<- prometheus.Metric) { g.decisions.Collect(ch) }
+func (g *Guard) Collect(ch chan<- prometheus.Metric) {
+	g.decisions.Collect(ch)
+	g.suppressed.Collect(ch)
+}
+
+// acquire takes one of caller's request slots; when refused, the answer (429) is sent.
+func (g *Guard) acquire(w http.ResponseWriter, caller, action string) (func(), bool) {
+	if g.o.Callers == nil {
+		return func() {}, true
+	}
+	release, ok := g.o.Callers.Acquire(w, caller)
+	if !ok {
+		g.decisions.WithLabelValues(action, outcomeLimited).Inc()
+	}
+	return release, ok
+}
 
 // User is the user a request is about: the {user} path value, else the user query parameter.
 func User(r *http.Request) string {
@@ -337,23 +406,49 @@ func (g *Guard) authenticate(r *http.Request) (auth.Principal, error) {
 	return a.Authenticate(r)
 }
 
-// unauthorized answers 401 with an RFC 6750 challenge.
-func (g *Guard) unauthorized(w http.ResponseWriter, r *http.Request, err error) {
+// unauthorized answers 401 with an RFC 6750 challenge. A bad credential is logged when its
+// denial was audited (the same rate limit keeps the log from flooding), with a bounded path.
+func (g *Guard) unauthorized(w http.ResponseWriter, r *http.Request, err error, audited bool) {
 	challenge := fmt.Sprintf("Bearer realm=%q", g.o.Realm)
 	detail := "credentials required: Authorization: Bearer <token>, or " + auth.APIKeyHeader
 	if !errors.Is(err, auth.ErrNoCredentials) {
 		challenge += `, error="invalid_token"`
 		detail = err.Error()
-		g.o.Logger.Info("authentication failed", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+		if audited {
+			g.o.Logger.Info("authentication failed", "path", audit.Bound(r.URL.Path, audit.DefaultMaxFieldBytes), "remote", r.RemoteAddr, "err", err)
+		}
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
 	problem.Write(w, problem.Details{Status: http.StatusUnauthorized, Detail: detail})
 }
 
+// audit writes the trail's entry of a request, unless admitAudit refuses it.
 func (g *Guard) audit(r *http.Request, start time.Time, in authz.Input, d authz.Decision, status int) {
-	if g.o.Audit == nil {
-		return
+	if g.admitAudit(in, d) {
+		g.appendAudit(r, start, in, d, status)
 	}
+}
+
+// admitAudit reports whether a request's entry is to be written: always, except denials
+// without a valid credential past Options.DenialAudit, which are counted instead.
+func (g *Guard) admitAudit(in authz.Input, d authz.Decision) bool {
+	if g.o.Audit == nil {
+		return false
+	}
+	if d.Allow || in.Principal.Kind != kindNone || g.o.DenialAudit == nil || g.o.DenialAudit.Allow() {
+		return true
+	}
+	g.suppressed.Inc()
+	now := time.Now().UnixNano()
+	if last := g.lastWarn.Load(); now-last >= int64(suppressWarnEvery) && g.lastWarn.CompareAndSwap(last, now) {
+		g.o.Logger.Warn("requests without a valid credential are refused faster than http.denial_audit_rate: the refusals past it are counted in usage_exporter_audit_denials_suppressed_total, not audited one by one",
+			"rate_per_second", float64(g.o.DenialAudit.Limit()), "burst", g.o.DenialAudit.Burst())
+	}
+	return false
+}
+
+// appendAudit writes the entry, with the query string and the extra actions the handler checked.
+func (g *Guard) appendAudit(r *http.Request, start time.Time, in authz.Input, d authz.Decision, status int) {
 	var checks string
 	if c, ok := r.Context().Value(checkedKey{}).(*checked); ok && d.Allow {
 		c.mu.Lock()
@@ -369,7 +464,7 @@ func (g *Guard) audit(r *http.Request, start time.Time, in authz.Input, d authz.
 		Allow: d.Allow, Reason: d.Reason, Status: status,
 	})
 	if err != nil {
-		g.o.Logger.Error("audit entry not written", "action", in.Action, "path", in.Path, "err", err)
+		g.o.Logger.Error("audit entry not written", "action", in.Action, "path", audit.Bound(in.Path, audit.DefaultMaxFieldBytes), "err", err)
 	}
 }
 

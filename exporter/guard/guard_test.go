@@ -32,7 +32,7 @@ type creds struct{ acmeAdmin, globexAdmin, sre, ingestAcme string }
 
 // setup builds a guard from a real config file section, the embedded policies and an audit
 // log in a real Pebble database.
-func setup(t *testing.T, log *audit.Log) (*guard.Guard, creds) {
+func setup(t *testing.T, log *audit.Log, opts ...func(*guard.Options)) (*guard.Guard, creds) {
 	t.Helper()
 	var c creds
 	var hashes [4]string
@@ -59,16 +59,20 @@ api_keys:
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newGuard(t, a, log), c
+	return newGuard(t, a, log, opts...), c
 }
 
-func newGuard(t *testing.T, a *auth.Authenticator, log *audit.Log) *guard.Guard {
+func newGuard(t *testing.T, a *auth.Authenticator, log *audit.Log, opts ...func(*guard.Options)) *guard.Guard {
 	t.Helper()
 	engine, err := authz.New(context.Background(), authz.Options{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := guard.New(guard.Options{Auth: a, Authz: engine, Audit: log, Logger: quiet})
+	o := guard.Options{Auth: a, Authz: engine, Audit: log, Logger: quiet}
+	for _, set := range opts {
+		set(&o)
+	}
+	g, err := guard.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +225,7 @@ func TestGuard(t *testing.T) {
 	}
 	// Outcomes by action: the unauthenticated pair, the denials and the allowed requests above.
 	if err := testutil.CollectAndCompare(g, strings.NewReader(`
-# HELP usage_exporter_guard_decisions_total Requests decided by the guard, by route action and outcome (allow, deny, unauthenticated, error).
+# HELP usage_exporter_guard_decisions_total Requests decided by the guard, by route action and outcome (allow, deny, unauthenticated, error, limited).
 # TYPE usage_exporter_guard_decisions_total counter
 usage_exporter_guard_decisions_total{action="audit.read",outcome="deny"} 1
 usage_exporter_guard_decisions_total{action="events.ingest",outcome="allow"} 1
@@ -232,7 +236,7 @@ usage_exporter_guard_decisions_total{action="usage.read",outcome="allow"} 4
 usage_exporter_guard_decisions_total{action="usage.read",outcome="deny"} 2
 usage_exporter_guard_decisions_total{action="usage.read",outcome="unauthenticated"} 2
 usage_exporter_guard_decisions_total{action="usage.read_users",outcome="deny"} 1
-`)); err != nil {
+`), "usage_exporter_guard_decisions_total"); err != nil {
 		t.Error(err)
 	}
 }

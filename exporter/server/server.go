@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"golang.org/x/time/rate"
 
 	"github.com/usagemeter/usagemeter/analytics"
 	"github.com/usagemeter/usagemeter/analytics/insights"
@@ -42,6 +43,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/collector"
 	"github.com/usagemeter/usagemeter/exporter/guard"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
+	"github.com/usagemeter/usagemeter/exporter/limit"
 	"github.com/usagemeter/usagemeter/exporter/quota"
 	"github.com/usagemeter/usagemeter/exporter/retention"
 )
@@ -89,6 +91,10 @@ type Server struct {
 	// AuthEnabled is false in open mode (no credentials configured).
 	AuthEnabled bool
 	Reload      func(context.Context) error
+
+	// HTTP are the server's timeouts and limits (the config's http section, read at start).
+	HTTP  config.HTTP
+	conns *limit.Conns
 
 	closers   []func()
 	engine    *authz.Engine
@@ -197,12 +203,20 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 			return nil, fmt.Errorf("auth.audit_key_file: %w", err)
 		}
 	}
-	auditLog, err := audit.Open(store.DB(), audit.Options{Key: auditKey, Logger: logger.With("component", "audit")})
+	auditLog, err := audit.Open(store.DB(), audit.Options{Key: auditKey, Logger: logger.With("component", "audit"), MaxFieldBytes: cfg.HTTP.AuditFieldMaxBytes})
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
 	}
 	srv.closers = append(srv.closers, func() { auditLog.Close() })
-	g, err := guard.New(guard.Options{Auth: authenticator, Authz: engine, Audit: auditLog, Logger: logger.With("component", "guard")})
+	srv.HTTP = cfg.HTTP
+	limits := limit.NewMetrics(logger.With("component", "limit"))
+	srv.conns = limit.NewConns(cfg.HTTP.MaxConnections, limits)
+	requests := limit.NewRequests(cfg.HTTP.MaxRequestsInFlight, cfg.HTTP.MaxRequestsInFlightPerCredential, limits)
+	if err := limits.Register(reg); err != nil {
+		return nil, err
+	}
+	g, err := guard.New(guard.Options{Auth: authenticator, Authz: engine, Audit: auditLog, Logger: logger.With("component", "guard"),
+		Callers: requests, DenialAudit: rate.NewLimiter(rate.Limit(cfg.HTTP.DenialAuditRate), cfg.HTTP.DenialAuditBurst)})
 	if err != nil {
 		return nil, err
 	}
@@ -244,6 +258,9 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		}
 		if err == nil && next.Metrics != current.Load().Metrics {
 			err = errors.New("metrics settings changed: restart the exporter to apply them")
+		}
+		if err == nil && next.HTTP != current.Load().HTTP {
+			err = errors.New("http settings (timeouts and limits) changed: restart the exporter to apply them")
 		}
 		var a *auth.Authenticator
 		if err == nil {
@@ -287,15 +304,22 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	}
 	srv.Routes = append(append(append(a.Routes(), bill.Routes()...), an.Routes()...),
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
-		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Handler: pprof.Profile},
-		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Handler: pprof.Trace},
+		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Profile},
+		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Trace},
 	)
 	mux := http.NewServeMux()
-	g.Handle(mux, srv.Routes...)
+	for _, rt := range srv.Routes {
+		if rt.Streams {
+			rt.Handler = limit.WriteDeadline(cfg.HTTP.ExportWriteTimeout, rt.Handler)
+		}
+		g.Handle(mux, rt)
+	}
 	// /metrics is protected like any exporter's: by the web config's TLS and basic auth.
 	mux.Handle("GET /metrics", collector.Handler(usage, reg, func(err error) { logger.Error("rendering /metrics", "err", err) }))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, srv.Routes) })
-	srv.Handler = mux
+	// Probes are not counted: a liveness probe refused under load would get the process
+	// restarted, which helps nobody.
+	srv.Handler = requests.Handler(mux, func(r *http.Request) bool { return r.URL.Path == "/-/healthy" || r.URL.Path == "/-/ready" })
 	return srv, nil
 }
 
@@ -354,13 +378,32 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 			}
 		}
 	}()
-	hs := &http.Server{Handler: srv.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	for i, l := range listeners {
+		listeners[i] = srv.conns.Listener(l)
+	}
+	hs := srv.httpServer(logger)
 	configFile := ""
 	if opts.Web.WebConfigFile != nil {
 		configFile = *opts.Web.WebConfigFile
 	}
 	// Serves until ctx is done, then lets in-flight requests finish; the store closes after.
 	return webserve.ServeListeners(ctx, listeners, hs, configFile, logger)
+}
+
+// httpServer is the HTTP server with the config's timeouts and limits. ReadTimeout covers the
+// body: a body sent too slowly fails to read, and the handler answers 408 with nothing stored.
+func (s *Server) httpServer(logger *slog.Logger) *http.Server {
+	h := s.HTTP
+	return &http.Server{
+		Handler:           s.Handler,
+		ReadHeaderTimeout: h.ReadHeaderTimeout,
+		ReadTimeout:       h.ReadTimeout,
+		WriteTimeout:      h.WriteTimeout,
+		IdleTimeout:       h.IdleTimeout,
+		MaxHeaderBytes:    h.MaxHeaderBytes,
+		ConnState:         s.conns.ConnState,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
 }
 
 // listen opens the listeners. Without any authentication configured the exporter listens on

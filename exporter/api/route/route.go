@@ -35,7 +35,10 @@ type Route struct {
 	Action  string // policy action; see the constants above
 	// Audit says whether allowed requests are written to the audit trail (reads, exports and
 	// admin actions are; ingestion and probes are not, to keep the trail about people).
-	Audit   bool
+	Audit bool
+	// Streams marks long responses (report exports, profiles): they get the export write
+	// deadline (http.export_write_timeout) instead of the ordinary one.
+	Streams bool
 	Handler http.HandlerFunc
 }
 
