@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/usagemeter/usagemeter/analytics/report"
+	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 )
 
@@ -107,6 +108,10 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, d report.Definit
 	now := s.now()
 	if err := s.checkReportAccess(r, &d); err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if unknown := s.unknownTenants(d.Tenants); len(unknown) > 0 {
+		problem.UnknownTenant(w, unknown...)
 		return
 	}
 	switch d.Kind {

@@ -294,7 +294,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	// /metrics is protected like any exporter's: by the web config's TLS and basic auth.
 	mux.Handle("GET /metrics", collector.Handler(usage, reg, func(err error) { logger.Error("rendering /metrics", "err", err) }))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, srv.Routes) })
-	srv.Handler = mux
+	srv.Handler = problemFallback(mux)
 	return srv, nil
 }
 
