@@ -16,6 +16,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/render"
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
+	"github.com/usagemeter/usagemeter/exporter/api/timeparse"
 )
 
 // Routes are the billing endpoints. Endpoints about one invoice or payment take an optional
@@ -77,7 +78,7 @@ func decode(r *http.Request, into any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(into); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("request body: %w", err)
+		return fmt.Errorf("request body: %w", timeparse.Explain(err))
 	}
 	return nil
 }

@@ -95,3 +95,13 @@ billing:
 		t.Fatalf("November billed %v, want %v", got, want)
 	}
 }
+
+// TestBadTimesAreExplained: a time in a request body that is not RFC 3339 is answered in words,
+// not with Go's layout ("2006-01-02T15:04:05Z07:00").
+func TestBadTimesAreExplained(t *testing.T) {
+	_, _, _, srv := server(t)
+	code, _, body := call(t, "POST", srv.URL+"/v1/tenants/acme/plan", "", map[string]any{"plan": "pro", "effective": "2026-11-01"})
+	if code != 400 || !strings.Contains(string(body), `\"2026-11-01\" is not an RFC 3339 time`) || strings.Contains(string(body), "2006") {
+		t.Fatalf("a date without a time: %d %s", code, body)
+	}
+}

@@ -166,7 +166,7 @@ func Parse(data []byte) (*Config, error) {
 	strict := yaml.NewDecoder(bytes.NewReader(data))
 	strict.KnownFields(true)
 	if err := strict.Decode(c); err != nil {
-		return nil, yamlError(err)
+		return nil, decodeError(&root, err)
 	}
 	if err := c.validate(&root); err != nil {
 		return nil, err
