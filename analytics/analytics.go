@@ -76,7 +76,7 @@ func (s *Service) Engine() *insights.Engine {
 // Routes are the analytics and report endpoints.
 func (s *Service) Routes() []route.Route {
 	get := func(p, action string, h http.HandlerFunc) route.Route {
-		return route.Route{Method: http.MethodGet, Pattern: p, Action: action, Audit: true, Handler: s.tenantsKnown(h)}
+		return route.Route{Method: http.MethodGet, Pattern: p, Action: action, Audit: true, Handler: s.tenantsKnown(s.withHistory(p, h))}
 	}
 	return []route.Route{
 		get("/v1/analytics/trends", route.ActionAnalyticsRead, s.trends),
