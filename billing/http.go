@@ -138,6 +138,14 @@ func Format(r *http.Request) string {
 	return "json"
 }
 
+// renderOptions names meters on customer documents as the configuration in force does.
+func (s *Service) renderOptions() render.Options {
+	if s.cfg == nil {
+		return render.Options{}
+	}
+	return render.Options{Meters: render.MeterNames(s.cfg.Load().Meters)}
+}
+
 func (s *Service) getInvoice(w http.ResponseWriter, r *http.Request) {
 	inv, ok := s.load(w, r)
 	if !ok {
@@ -154,7 +162,7 @@ func (s *Service) getInvoice(w http.ResponseWriter, r *http.Request) {
 		err = render.CSV(&buf, inv)
 	case "pdf":
 		ctype, ext = render.TypePDF, "pdf"
-		err = render.PDF(&buf, inv)
+		err = render.PDFWith(&buf, inv, s.renderOptions())
 	default:
 		problem.Error(w, http.StatusNotAcceptable, fmt.Sprintf("format %q: want json, csv or pdf", f))
 		return
