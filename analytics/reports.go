@@ -14,7 +14,16 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 )
 
-func (s *Service) source() *report.Source { return &report.Source{Store: s.Store} }
+func (s *Service) source() *report.Source {
+	src := &report.Source{Store: s.Store}
+	if s.Config != nil {
+		src.TenantName = func(tenant string) string {
+			t, _ := s.Config().Tenant(tenant)
+			return t.Name
+		}
+	}
+	return src
+}
 
 // definitionFromQuery reads a report definition from query parameters: format, tenant (or
 // tenants), meter, group_by, window, from/to or month or last, and filter=dim:v1|v2.
