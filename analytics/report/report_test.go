@@ -233,7 +233,7 @@ func TestFormatsCarryTheSameRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows = rows[1:] // the note line
+	// the header is row 1: notes are on their own sheet
 	if len(rows) != len(recs) || len(rows) < 10 {
 		t.Fatalf("xlsx %d rows, csv %d", len(rows), len(recs))
 	}
