@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-pdf/fpdf"
@@ -493,6 +494,11 @@ type pdfTables struct {
 	widths []float64
 	cols   []string
 	title  string
+	// aligns are the columns' alignments, known from the first row: numbers right-aligned, and
+	// their headers with them. Until then the header waits (pending).
+	aligns  []string
+	pending bool
+	rows    int
 }
 
 func newPDFTables(w io.Writer, title string, generated time.Time) *pdfTables {
@@ -518,13 +524,35 @@ func (p *pdfTables) header() {
 	p.pdf.SetFont("Helvetica", "B", 7.5)
 	p.pdf.SetFillColor(225, 225, 225)
 	for i, c := range p.cols {
-		p.pdf.CellFormat(p.widths[i], 5, p.tr(fitText(p.pdf, c, p.widths[i])), "B", 0, "L", true, 0, "")
+		p.pdf.CellFormat(p.widths[i], 5, p.tr(fitText(p.pdf, c, p.widths[i])), "B", 0, p.align(i), true, 0, "")
 	}
 	p.pdf.Ln(-1)
 	p.pdf.SetFont("Helvetica", "", 7.5)
 }
 
+func (p *pdfTables) align(i int) string {
+	if i < len(p.aligns) && p.aligns[i] != "" {
+		return p.aligns[i]
+	}
+	return "L"
+}
+
+// endTable closes the table in progress: a table without rows says "none".
+func (p *pdfTables) endTable() {
+	if p.cols == nil || p.rows > 0 {
+		return
+	}
+	if p.pending {
+		p.header()
+		p.pending = false
+	}
+	p.pdf.SetFont("Helvetica", "I", 7.5)
+	p.pdf.CellFormat(0, 4.2, "none", "", 1, "L", false, 0, "")
+	p.pdf.SetFont("Helvetica", "", 7.5)
+}
+
 func (p *pdfTables) Begin(title string, columns []string, notes ...string) error {
+	p.endTable()
 	p.pdf.Ln(3)
 	if p.pdf.GetY() > 170 {
 		p.pdf.AddPage()
@@ -540,11 +568,22 @@ func (p *pdfTables) Begin(title string, columns []string, notes ...string) error
 	for i := range columns {
 		p.widths[i] = 277 / float64(max(len(columns), 1))
 	}
-	p.header()
+	p.aligns, p.pending, p.rows = nil, true, 0
 	return p.pdf.Error()
 }
 
 func (p *pdfTables) Row(values ...any) error {
+	if p.pending {
+		p.aligns = make([]string, len(p.cols))
+		for i, v := range values {
+			if i < len(p.aligns) && isNumber(v) {
+				p.aligns[i] = "R"
+			}
+		}
+		p.header()
+		p.pending = false
+	}
+	p.rows++
 	if p.pdf.GetY() > 195 {
 		p.pdf.AddPage()
 		p.header()
@@ -553,18 +592,59 @@ func (p *pdfTables) Row(values ...any) error {
 		if i >= len(p.widths) {
 			break
 		}
-		align := "L"
-		switch v.(type) {
-		case int, int64, float64, *float64, *int64:
-			align = "R"
-		}
-		p.pdf.CellFormat(p.widths[i], 4.2, p.tr(fitText(p.pdf, text(v), p.widths[i])), "", 0, align, false, 0, "")
+		// The column's alignment, header included: a key/value table whose values start as text
+		// keeps its later numbers under the same edge.
+		p.pdf.CellFormat(p.widths[i], 4.2, p.tr(fitText(p.pdf, pdfText(v), p.widths[i])), "", 0, p.align(i), false, 0, "")
 	}
 	p.pdf.Ln(-1)
 	return p.pdf.Error()
 }
 
+func isNumber(v any) bool {
+	switch v.(type) {
+	case int, int64, float64, *float64, *int64:
+		return true
+	}
+	return false
+}
+
+// pdfText is text(v) for people: integers with thousands separators.
+func pdfText(v any) string {
+	switch x := v.(type) {
+	case int:
+		return groupDigits(int64(x))
+	case int64:
+		return groupDigits(x)
+	case *int64:
+		if x != nil {
+			return groupDigits(*x)
+		}
+	}
+	return text(v)
+}
+
+// groupDigits writes n with comma thousands separators.
+func groupDigits(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := n < 0
+	if neg {
+		s = s[1:]
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
 func (p *pdfTables) Close(err error) error {
+	p.endTable()
 	if err != nil {
 		p.pdf.SetTextColor(200, 0, 0)
 		p.pdf.MultiCell(0, 5, p.tr("error: "+err.Error()), "", "L", false)
