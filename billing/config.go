@@ -109,6 +109,9 @@ func NewFromConfig(cfg *config.Config, db *pebble.DB, usage rating.Usage, logger
 		return nil, err
 	}
 	s.cfg = cur
+	if sn, ok := usage.(interface{ Seen(string) bool }); ok {
+		s.seen = sn.Seen
+	}
 	return s, nil
 }
 

@@ -35,14 +35,14 @@ func (s *Service) Routes() []route.Route {
 		{Method: "POST", Pattern: "/v1/invoices/{id}/void", Action: route.ActionBillingWrite, Audit: true, Handler: s.void},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/credit-notes", Action: route.ActionBillingWrite, Audit: true, Handler: s.creditNote},
 		{Method: "GET", Pattern: "/v1/credit-notes", Action: route.ActionBillingRead, Audit: true, Handler: s.listCreditNotes},
-		{Method: "GET", Pattern: "/v1/tenants/{tenant}/balance", Action: route.ActionBillingRead, Audit: true, Handler: s.balance},
-		{Method: "GET", Pattern: "/v1/tenants/{tenant}/statement", Action: route.ActionBillingRead, Audit: true, Handler: s.statement},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/balance", Action: route.ActionBillingRead, Audit: true, Handler: s.tenantRead(s.balance)},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/statement", Action: route.ActionBillingRead, Audit: true, Handler: s.tenantRead(s.statement)},
 		{Method: "GET", Pattern: "/v1/payments", Action: route.ActionBillingRead, Audit: true, Handler: s.listPayments},
 		{Method: "POST", Pattern: "/v1/payments", Action: route.ActionBillingWrite, Audit: true, Handler: s.recordPayment},
 		{Method: "GET", Pattern: "/v1/plans", Action: route.ActionPlansRead, Audit: false, Handler: s.plans},
 		// A tenant's plan, history and costs are its own data: billing.read (tenant-scoped),
 		// not plans.read, which the policies grant as a tenant-independent catalogue read.
-		{Method: "GET", Pattern: "/v1/tenants/{tenant}/plan", Action: route.ActionBillingRead, Audit: true, Handler: s.tenantPlan},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/plan", Action: route.ActionBillingRead, Audit: true, Handler: s.tenantRead(s.tenantPlan)},
 		{Method: "POST", Pattern: "/v1/tenants/{tenant}/plan", Action: route.ActionPlansChange, Audit: true, Handler: s.changePlan},
 		{Method: "POST", Pattern: "/v1/webhooks/stripe", Action: route.ActionPublic, Audit: true, Handler: s.hook.ServeHTTP},
 	}

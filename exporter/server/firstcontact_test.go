@@ -67,6 +67,9 @@ func TestUnknownTenantIsNotFound(t *testing.T) {
 			"/v1/tenants/" + tenant + "/quotas",
 			"/v1/reports/usage?format=csv&last=24h&tenant=" + tenant,
 			"/v1/analytics/engagement?tenant=" + tenant,
+			"/v1/tenants/" + tenant + "/plan",
+			"/v1/tenants/" + tenant + "/balance",
+			"/v1/tenants/" + tenant + "/statement",
 		}
 	}
 	for _, path := range reads("tenant-001") {
