@@ -18,7 +18,7 @@ func TestAnswersSayWhenHistoryIsShort(t *testing.T) {
 	ledgertest.Load(t, st, ledgertest.E("user.login", d(11, 20, 9), "tenant", "acme", "user", "ann"))
 	srv, _ := server(t, st)
 	began, err := st.Began(t.Context())
-	if err != nil || !began.Equal(d(11, 1, 0)) {
+	if err != nil || !began.Equal(d(11, 20, 9)) {
 		t.Fatalf("began %s %v", began, err)
 	}
 	get := func(path string) map[string]json.RawMessage {
@@ -39,6 +39,7 @@ func TestAnswersSayWhenHistoryIsShort(t *testing.T) {
 		"/v1/analytics/engagement?tenant=acme&at=" + d(11, 21, 0).Format(time.RFC3339),
 		"/v1/analytics/seasonality?tenant=acme&meter=logins&to=" + d(11, 21, 0).Format(time.RFC3339),
 		"/v1/analytics/trends?at=" + d(11, 21, 0).Format(time.RFC3339),
+		"/v1/analytics/ingestion?tenant=acme&from=" + d(11, 20, 0).Format(time.RFC3339) + "&to=" + d(11, 21, 0).Format(time.RFC3339),
 	} {
 		m := get(path)
 		var h History
@@ -46,7 +47,7 @@ func TestAnswersSayWhenHistoryIsShort(t *testing.T) {
 			t.Errorf("GET %s: history %s (%v), want the history's beginning and a note beside the answer", path, m["history"], err)
 		}
 	}
-	inside := "/v1/analytics/ingestion?tenant=acme&from=" + d(11, 10, 0).Format(time.RFC3339) + "&to=" + d(11, 21, 0).Format(time.RFC3339)
+	inside := "/v1/analytics/ingestion?tenant=acme&from=" + d(11, 20, 9).Format(time.RFC3339) + "&to=" + d(11, 21, 0).Format(time.RFC3339)
 	if m := get(inside); m["history"] != nil {
 		t.Errorf("GET %s: a span inside the history has a note: %s", inside, m["history"])
 	}

@@ -30,7 +30,7 @@ func TestRunBillsOnlyPeriodsThatExisted(t *testing.T) {
 			Fields:     []event.Field{{Name: "user", Value: "u1"}, {Name: "feature", Value: "chat"}, {Name: "model", Value: "m"}},
 			Quantities: []event.Quantity{{Name: "input_tokens", Value: 10}, {Name: "output_tokens", Value: 5}}}
 	}
-	// A backfill reaches back before the store existed: its history begins in October 2026.
+	// A backfill reaches back before the store existed: its history begins on 2026-10-05.
 	if _, err := st.Commit(ctx, []event.Event{
 		tokens("1", "early", time.Date(2026, 10, 5, 12, 0, 0, 0, time.UTC)),
 		tokens("2", "late", time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)),
@@ -57,7 +57,7 @@ billing:
 		period rating.Period
 		want   string
 	}{
-		{rating.Period{Year: 2020, Month: time.January}, "ends before the ledger's history begins (2026-10-01)"},
+		{rating.Period{Year: 2020, Month: time.January}, "ends before the ledger's history begins (2026-10-05)"},
 		{rating.PeriodOf(time.Now()).Next(), "has not begun"},
 	} {
 		res, err := s.Run(ctx, c.period)

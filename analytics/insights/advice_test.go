@@ -38,6 +38,7 @@ billing:
 	// October, the month rated at 2026-11-20: heavy uses 5,000 tokens (5× free's limit), edge
 	// 900 (under the limit, inside free's warning band), light 100.
 	ledgertest.Load(t, st,
+		ai(d(9, 20, 9), "other", "u", "chat", "m", 1, 0), // the store's history begins on September 20
 		ai(d(10, 5, 9), "heavy", "u", "chat", "m", 5000, 0),
 		ai(d(10, 5, 9), "edge", "u", "chat", "m", 900, 0),
 		ai(d(10, 5, 9), "light", "u", "chat", "m", 100, 0),
@@ -64,7 +65,7 @@ billing:
 	if len(got) != 1 || got["light"] != "Move from plan enterprise to free" {
 		t.Errorf("advice %v, want only light moved to free (heavy exceeds free's limit, edge is in its warning band)", got)
 	}
-	// September is before the store's history (it begins in October): no advice on it.
+	// September is not a whole month of the store's history (it begins on the 20th): no advice.
 	if got := advised(d(10, 20, 0)); len(got) != 0 {
 		t.Errorf("advice on a month before the history: %v", got)
 	}

@@ -40,10 +40,11 @@ func (s *Store) Created() (time.Time, error) {
 	return time.Unix(0, int64(ns)).UTC(), nil
 }
 
-// Began is where the store's history begins: its creation, or the start of the earliest month
-// with usage when that is earlier (events are accepted up to 35 days late, so a backfill reaches
-// back before the store existed). Month totals survive retention, so archived months count.
-// Billing refuses periods that end before it: nothing can be known about them.
+// Began is where the store's history begins: its creation, or its earliest event when that is
+// earlier (events are accepted up to 35 days late, so a backfill reaches back before the store
+// existed). When retention archived the oldest raw events, the earliest month with usage (month
+// totals outlive retention) stands for them. Billing refuses periods that end before it, and
+// analytics says when a span starts before it: nothing is known about that time.
 func (s *Store) Began(ctx context.Context) (time.Time, error) {
 	began, err := s.Created()
 	if err != nil {
@@ -52,18 +53,44 @@ func (s *Store) Began(ctx context.Context) (time.Time, error) {
 	if err := s.Flush(ctx); err != nil {
 		return time.Time{}, err
 	}
-	prefix := []byte(pPeriod)
-	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	firstEvent, ok, err := s.firstKey(ctx, []byte(pEvent), 10)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("reading the earliest month with usage: %w", err)
+		return time.Time{}, err
 	}
-	if it.First() && len(it.Key()) >= len(prefix)+4 {
-		if first := monthStart(binary.BigEndian.Uint32(it.Key()[len(prefix):])); first.Before(began) {
-			began = first
+	var eventMonth time.Time
+	if ok {
+		t := eventTime(firstEvent)
+		eventMonth = monthStart(monthOf(t))
+		if t.Before(began) {
+			began = t
 		}
 	}
-	if err := it.Close(); err != nil {
-		return time.Time{}, fmt.Errorf("reading the earliest month with usage: %w", err)
+	firstPeriod, ok, err := s.firstKey(ctx, []byte(pPeriod), 4)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if ok {
+		m := monthStart(binary.BigEndian.Uint32(firstPeriod[len(pPeriod):]))
+		if (eventMonth.IsZero() || m.Before(eventMonth)) && m.Before(began) {
+			began = m // that month's raw events were archived
+		}
 	}
 	return began, nil
+}
+
+// firstKey is the first key with the prefix, at least minLen bytes past it.
+func (s *Store) firstKey(ctx context.Context, prefix []byte, minLen int) ([]byte, bool, error) {
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the first %s key: %w", prefix, err)
+	}
+	var key []byte
+	ok := it.First() && len(it.Key()) >= len(prefix)+minLen
+	if ok {
+		key = append(key, it.Key()...)
+	}
+	if err := it.Close(); err != nil {
+		return nil, false, fmt.Errorf("reading the first %s key: %w", prefix, err)
+	}
+	return key, ok, nil
 }
