@@ -17,13 +17,6 @@ import (
 // --storage.path holds no store: a verifier must never create what it verifies.
 var errNoStore = errors.New("no store")
 
-// failure marks an error of a command that ran, as opposed to a command line that did not parse:
-// Main exits 1 for it and 2 for a bad command line, whichever way the command was registered.
-type failure struct{ err error }
-
-func (f failure) Error() string { return f.err.Error() }
-func (f failure) Unwrap() error { return f.err }
-
 // openExisting opens the ledger at path for an offline command, refusing (errNoStore) when
 // there is no store there rather than creating an empty one.
 func openExisting(ctx context.Context, path string, cfg *config.Config, logger *slog.Logger) (*ledger.Store, error) {

@@ -4,7 +4,6 @@ package usagectl
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -159,6 +158,11 @@ func Main(args []string) int {
 	for _, r := range registrars {
 		r(app)
 	}
+	// Kingpin returns command line errors and the commands' own errors alike; the app's action
+	// runs after the command line has parsed and validated, before any command's action, so it
+	// tells them apart: exit 2 for a bad command line, 1 for a command that failed.
+	running := false
+	app.Action(func(*kingpin.ParseContext) error { running = true; return nil })
 
 	if len(args) == 0 {
 		app.UsageWriter(os.Stderr)
@@ -167,7 +171,7 @@ func Main(args []string) int {
 	}
 	if _, err := app.Parse(args); err != nil {
 		fmt.Fprintf(os.Stderr, "usagectl: %v\n", err)
-		if errors.As(err, new(failure)) {
+		if running {
 			return 1
 		}
 		return 2

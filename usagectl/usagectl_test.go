@@ -83,10 +83,24 @@ func TestHelpGoesToStdout(t *testing.T) {
 			t.Errorf("usagectl %v: exit %d, stdout %q, stderr %q", args, code, out, stderr)
 		}
 	}
-	for _, args := range [][]string{nil, {"--no-such-flag"}} {
+	for _, args := range [][]string{nil, {"--no-such-flag"}, {"invoices", "run"}, {"report", "usage", "--format", "docx"}} {
 		code, out, stderr := usagectl(t, args...)
 		if code != 2 || out != "" || stderr == "" {
 			t.Errorf("usagectl %v: exit %d, stdout %q, stderr %q; want exit 2 and the error on stderr", args, code, out, stderr)
+		}
+	}
+}
+
+// TestFailuresExitOne: a command that ran and failed exits 1, whatever area registered it; a bad
+// command line exits 2 (TestHelpGoesToStdout).
+func TestFailuresExitOne(t *testing.T) {
+	for _, args := range [][]string{
+		{"invoices", "run", "--period", "2026-10", "--url", "http://127.0.0.1:1"},
+		{"report", "usage", "--url", "http://127.0.0.1:1"},
+		{"ledger", "verify", "--storage.path", filepath.Join(t.TempDir(), "none")},
+	} {
+		if code, _, stderr := usagectl(t, args...); code != 1 || stderr == "" {
+			t.Errorf("usagectl %v: exit %d, stderr %q; want 1 and the error", args, code, stderr)
 		}
 	}
 }
