@@ -80,7 +80,7 @@ func (s *Service) Engine() *insights.Engine {
 // Routes are the analytics and report endpoints.
 func (s *Service) Routes() []route.Route {
 	get := func(p, action string, h http.HandlerFunc) route.Route {
-		return route.Route{Method: http.MethodGet, Pattern: p, Action: action, Audit: true, Handler: h}
+		return route.Route{Method: http.MethodGet, Pattern: p, Action: action, Audit: true, Handler: s.tenantsKnown(s.withHistory(p, h))}
 	}
 	export := func(rt route.Route) route.Route {
 		rt.Streams = true
@@ -97,7 +97,7 @@ func (s *Service) Routes() []route.Route {
 		get("/v1/analytics/insights", route.ActionAnalyticsRead, s.insights),
 		get("/v1/analytics/insights/applied", route.ActionAnalyticsRead, s.applied),
 		// Marking an insight applied records a baseline; it changes no usage or billing data.
-		{Method: http.MethodPost, Pattern: "/v1/analytics/tenants/{tenant}/insights/{id}/apply", Action: route.ActionAnalyticsWrite, Audit: true, Handler: s.apply},
+		{Method: http.MethodPost, Pattern: "/v1/analytics/tenants/{tenant}/insights/{id}/apply", Action: route.ActionAnalyticsWrite, Audit: true, Handler: s.tenantsKnown(s.apply)},
 		export(get("/v1/reports/usage", route.ActionReportsExport, s.usageReport)),
 		export(get("/v1/reports/executive", route.ActionReportsExport, s.executiveReport)),
 		export(get("/v1/reports/compliance", route.ActionReportsExport, s.complianceReport)),
@@ -276,6 +276,47 @@ func (s *Service) respond(w http.ResponseWriter, r *http.Request, p *params, com
 		return
 	}
 	writeJSON(w, v)
+}
+
+// known reports whether a tenant was ever named by an event or is configured: reads naming any
+// other tenant answer 404 (problem.UnknownTenant), so that a typo is not mistaken for a tenant
+// without usage.
+func (s *Service) known(tenant string) bool {
+	if s.Store.Seen(tenant) {
+		return true
+	}
+	if s.Config == nil {
+		return false
+	}
+	_, ok := s.Config().Tenant(tenant)
+	return ok
+}
+
+// tenantsKnown answers 404 (problem.UnknownTenant) before h when the request names a tenant
+// (?tenant=, a comma list, or the path's {tenant}) that is not known.
+func (s *Service) tenantsKnown(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		named := (&params{r: r}).list("tenant")
+		if t := r.PathValue("tenant"); t != "" {
+			named = append(named, t)
+		}
+		if unknown := s.unknownTenants(named); len(unknown) > 0 {
+			problem.UnknownTenant(w, unknown...)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// unknownTenants lists the tenants of ts that are not known.
+func (s *Service) unknownTenants(ts []string) []string {
+	var out []string
+	for _, t := range ts {
+		if !s.known(t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // authorizeUsers checks the per-user permission for a tenant ("" = all).

@@ -10,10 +10,20 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/usagemeter/usagemeter/analytics/report"
+	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 )
 
-func (s *Service) source() *report.Source { return &report.Source{Store: s.Store} }
+func (s *Service) source() *report.Source {
+	src := &report.Source{Store: s.Store}
+	if s.Config != nil {
+		src.TenantName = func(tenant string) string {
+			t, _ := s.Config().Tenant(tenant)
+			return t.Name
+		}
+	}
+	return src
+}
 
 // definitionFromQuery reads a report definition from query parameters: format, tenant (or
 // tenants), meter, group_by, window, from/to or month or last, and filter=dim:v1|v2.
@@ -107,6 +117,10 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, d report.Definit
 	now := s.now()
 	if err := s.checkReportAccess(r, &d); err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if unknown := s.unknownTenants(d.Tenants); len(unknown) > 0 {
+		problem.UnknownTenant(w, unknown...)
 		return
 	}
 	switch d.Kind {

@@ -38,6 +38,9 @@ type Service struct {
 	*invoice.Service
 	hook *stripehook.Handler
 	cfg  *atomic.Pointer[config.Config] // set by NewFromConfig
+	// seen reports whether the ledger saw a tenant (ledger.Store.Seen), set by NewFromConfig on
+	// a ledger; nil: every tenant is known (see knownTenant).
+	seen func(string) bool
 }
 
 // New opens the billing service on the ledger's DB.

@@ -1,10 +1,12 @@
 package billing
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -73,7 +75,7 @@ func NewFromConfig(cfg *config.Config, db *pebble.DB, usage rating.Usage, logger
 	}
 	cur := &atomic.Pointer[config.Config]{}
 	cur.Store(cfg)
-	s, err := New(Options{
+	o := Options{
 		DB: db, Catalogue: cat, Usage: usage, Logger: logger,
 		Stock: func(m string) bool {
 			d, ok := cur.Load().Meter(m)
@@ -92,11 +94,24 @@ func NewFromConfig(cfg *config.Config, db *pebble.DB, usage rating.Usage, logger
 			}
 			return ids
 		},
-	})
+		TenantStart: func(tenant string) time.Time {
+			t, _ := cur.Load().Tenant(tenant)
+			return t.Start
+		},
+	}
+	if b, ok := usage.(interface {
+		Began(context.Context) (time.Time, error)
+	}); ok {
+		o.Began = b.Began
+	}
+	s, err := New(o)
 	if err != nil {
 		return nil, err
 	}
 	s.cfg = cur
+	if sn, ok := usage.(interface{ Seen(string) bool }); ok {
+		s.seen = sn.Seen
+	}
 	return s, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/render"
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
+	"github.com/usagemeter/usagemeter/exporter/api/timeparse"
 )
 
 // Routes are the billing endpoints. Endpoints about one invoice or payment take an optional
@@ -34,14 +35,14 @@ func (s *Service) Routes() []route.Route {
 		{Method: "POST", Pattern: "/v1/invoices/{id}/void", Action: route.ActionBillingWrite, Audit: true, Handler: s.void},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/credit-notes", Action: route.ActionBillingWrite, Audit: true, Handler: s.creditNote},
 		{Method: "GET", Pattern: "/v1/credit-notes", Action: route.ActionBillingRead, Audit: true, Handler: s.listCreditNotes},
-		{Method: "GET", Pattern: "/v1/tenants/{tenant}/balance", Action: route.ActionBillingRead, Audit: true, Handler: s.balance},
-		{Method: "GET", Pattern: "/v1/tenants/{tenant}/statement", Action: route.ActionBillingRead, Audit: true, Handler: s.statement},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/balance", Action: route.ActionBillingRead, Audit: true, Handler: s.tenantRead(s.balance)},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/statement", Action: route.ActionBillingRead, Audit: true, Handler: s.tenantRead(s.statement)},
 		{Method: "GET", Pattern: "/v1/payments", Action: route.ActionBillingRead, Audit: true, Handler: s.listPayments},
 		{Method: "POST", Pattern: "/v1/payments", Action: route.ActionBillingWrite, Audit: true, Handler: s.recordPayment},
 		{Method: "GET", Pattern: "/v1/plans", Action: route.ActionPlansRead, Audit: false, Handler: s.plans},
 		// A tenant's plan, history and costs are its own data: billing.read (tenant-scoped),
 		// not plans.read, which the policies grant as a tenant-independent catalogue read.
-		{Method: "GET", Pattern: "/v1/tenants/{tenant}/plan", Action: route.ActionBillingRead, Audit: true, Handler: s.tenantPlan},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/plan", Action: route.ActionBillingRead, Audit: true, Handler: s.tenantRead(s.tenantPlan)},
 		{Method: "POST", Pattern: "/v1/tenants/{tenant}/plan", Action: route.ActionPlansChange, Audit: true, Handler: s.changePlan},
 		{Method: "POST", Pattern: "/v1/webhooks/stripe", Action: route.ActionPublic, Audit: true, Handler: s.hook.ServeHTTP},
 	}
@@ -77,7 +78,7 @@ func decode(r *http.Request, into any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(into); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("request body: %w", err)
+		return fmt.Errorf("request body: %w", timeparse.Explain(err))
 	}
 	return nil
 }
@@ -137,6 +138,14 @@ func Format(r *http.Request) string {
 	return "json"
 }
 
+// renderOptions names meters on customer documents as the configuration in force does.
+func (s *Service) renderOptions() render.Options {
+	if s.cfg == nil {
+		return render.Options{}
+	}
+	return render.Options{Meters: render.MeterNames(s.cfg.Load().Meters)}
+}
+
 func (s *Service) getInvoice(w http.ResponseWriter, r *http.Request) {
 	inv, ok := s.load(w, r)
 	if !ok {
@@ -153,7 +162,7 @@ func (s *Service) getInvoice(w http.ResponseWriter, r *http.Request) {
 		err = render.CSV(&buf, inv)
 	case "pdf":
 		ctype, ext = render.TypePDF, "pdf"
-		err = render.PDF(&buf, inv)
+		err = render.PDFWith(&buf, inv, s.renderOptions())
 	default:
 		problem.Error(w, http.StatusNotAcceptable, fmt.Sprintf("format %q: want json, csv or pdf", f))
 		return

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -61,6 +62,9 @@ type Tenant struct {
 	Plan         string           `yaml:"plan"`
 	Limits       map[string]int64 `yaml:"limits,omitempty"`
 	WarningRatio *float64         `yaml:"warning_ratio,omitempty"`
+	// Start is when the tenant began (a date or RFC 3339 time): it is billed from that month
+	// on. Zero: from its first usage or subscription.
+	Start time.Time `yaml:"start,omitempty"`
 }
 
 // Config is the whole file.
@@ -164,7 +168,7 @@ func Parse(data []byte) (*Config, error) {
 	strict := yaml.NewDecoder(bytes.NewReader(data))
 	strict.KnownFields(true)
 	if err := strict.Decode(c); err != nil {
-		return nil, yamlError(err)
+		return nil, decodeError(&root, err)
 	}
 	if err := c.validate(&root); err != nil {
 		return nil, err

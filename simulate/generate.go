@@ -21,18 +21,21 @@ type Tenant struct {
 // Generator makes events. It is deterministic for a seed.
 type Generator struct {
 	Tenants []Tenant
-	// QuotaBreakers get heavy AI token usage, to cross their quotas.
+	// QuotaBreakers get heavy AI token usage, to cross their quotas: together BreakerShare of
+	// the events, in equal parts, whatever the seed (their Zipf weights are not used), so that
+	// the local stack's alert timeline does not depend on the seed drawn.
 	QuotaBreakers map[string]bool
 	// Anomaly is a tenant whose traffic jumps twentyfold while AnomalyActive returns true.
 	Anomaly       string
 	AnomalyActive func(time.Time) bool
 
-	rng     *rand.Rand
-	cum     []float64
-	seq     uint64
-	source  string
-	docs    map[string][]doc // live documents per tenant, so deletions match creations
-	storage map[string]int64
+	rng      *rand.Rand
+	cum      []float64
+	breakers []int // indexes of QuotaBreakers in Tenants, found on first use
+	seq      uint64
+	source   string
+	docs     map[string][]doc // live documents per tenant, so deletions match creations
+	storage  map[string]int64
 }
 
 type doc struct {
@@ -84,6 +87,34 @@ func (g *Generator) pickTenant(at time.Time) *Tenant {
 			}
 		}
 	}
+	if len(g.QuotaBreakers) > 0 && len(g.QuotaBreakers) < len(g.Tenants) {
+		if g.breakers == nil {
+			g.breakers = []int{}
+			for i := range g.Tenants {
+				if g.QuotaBreakers[g.Tenants[i].ID] {
+					g.breakers = append(g.breakers, i)
+				}
+			}
+		}
+		if len(g.breakers) > 0 {
+			if g.rng.Float64() < BreakerShare {
+				return &g.Tenants[g.breakers[g.rng.IntN(len(g.breakers))]]
+			}
+			for {
+				if t := g.zipf(); !g.QuotaBreakers[t.ID] {
+					return t
+				}
+			}
+		}
+	}
+	return g.zipf()
+}
+
+// BreakerShare is the share of events that go to the quota breakers, together.
+const BreakerShare = 0.2
+
+// zipf draws a tenant by weight.
+func (g *Generator) zipf() *Tenant {
 	x := g.rng.Float64()
 	lo, hi := 0, len(g.cum)-1
 	for lo < hi {

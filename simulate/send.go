@@ -37,7 +37,10 @@ type Options struct {
 // Stats of a run.
 type Stats struct {
 	Sent, Accepted, Duplicates, Requests int64
-	Elapsed                              time.Duration
+	// Resent counts the events of the batches resent on purpose (RetryRatio): their duplicates
+	// are expected. Duplicates beyond them were stored before this run (the same seed again).
+	Resent  int64
+	Elapsed time.Duration
 }
 
 type batch struct {
@@ -83,6 +86,9 @@ func Run(ctx context.Context, g *Generator, totals *Totals, o Options) (Stats, e
 				atomic.AddInt64(&st.Requests, 1)
 				atomic.AddInt64(&st.Accepted, int64(res.Accepted))
 				atomic.AddInt64(&st.Duplicates, int64(res.Duplicates))
+				if b.retry {
+					atomic.AddInt64(&st.Resent, int64(len(b.events)))
+				}
 				if totals != nil && !b.retry {
 					mu.Lock()
 					for _, e := range b.events {
@@ -163,6 +169,10 @@ produce:
 	close(batches)
 	wg.Wait()
 	st.Elapsed = time.Since(start)
+	if st.Duplicates > st.Resent {
+		o.Log.Warn("events already stored before this run were acknowledged and not counted again: the exporter holds an earlier run with the same --seed (the same event ids); give another --seed to send new events",
+			"already_stored", st.Duplicates-st.Resent, "seed_source", g.source)
+	}
 	if err, _ := firstErr.Load().(error); err != nil && ctx.Err() == nil {
 		return st, err
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/auth"
-	"github.com/usagemeter/usagemeter/exporter/ledger"
 )
 
 func init() { registrars = append(registrars, registerSecurity) }
@@ -44,32 +43,35 @@ func registerSecurity(app *kingpin.Application) {
 	verify := au.Command("verify", "Verify the hash chain of the audit trail offline (stop the exporter first): detects any change, deletion or reordering.")
 	path := verify.Flag("storage.path", "The exporter's store directory.").Default("./data").String()
 	cfgFile := verify.Flag("config.file", "The exporter's config file (for auth.audit_key_file and the meters).").String()
-	verify.Action(func(*kingpin.ParseContext) error {
-		ctx := context.Background()
-		cfg, err := config.Load(*cfgFile)
-		if err != nil {
+	verify.Action(func(*kingpin.ParseContext) error { return verifyAudit(*path, *cfgFile) })
+}
+
+// verifyAudit checks the audit trail's hash chain in the store at path.
+func verifyAudit(path, cfgFile string) error {
+	ctx := context.Background()
+	cfg, err := config.Load(cfgFile)
+	if err != nil {
+		return err
+	}
+	ac, err := auth.ParseConfig(&cfg.Auth)
+	if err != nil {
+		return err
+	}
+	var key []byte
+	if ac.AuditKeyFile != "" {
+		if key, err = auth.LoadKey(ac.AuditKeyFile); err != nil {
 			return err
 		}
-		ac, err := auth.ParseConfig(&cfg.Auth)
-		if err != nil {
-			return err
-		}
-		var key []byte
-		if ac.AuditKeyFile != "" {
-			if key, err = auth.LoadKey(ac.AuditKeyFile); err != nil {
-				return err
-			}
-		}
-		s, err := ledger.Open(ctx, ledger.Options{Path: *path, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels})
-		if err != nil {
-			return fmt.Errorf("%w (is an exporter still running on this store?)", err)
-		}
-		defer s.Close()
-		res, err := audit.Verify(ctx, s.DB(), key)
-		if err != nil {
-			return fmt.Errorf("audit trail NOT intact: %w", err)
-		}
-		fmt.Printf("audit trail intact: %d entries, head %s\n", res.Entries, res.Head)
-		return nil
-	})
+	}
+	s, err := openExisting(ctx, path, cfg, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	res, err := audit.Verify(ctx, s.DB(), key)
+	if err != nil {
+		return fmt.Errorf("audit trail NOT intact: %w", err)
+	}
+	fmt.Printf("audit trail intact: %d entries, head %s\n", res.Entries, res.Head)
+	return nil
 }

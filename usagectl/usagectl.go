@@ -27,6 +27,9 @@ func Main(args []string) int {
 	app := kingpin.New("usagectl", "Administers usagemeter: simulate workloads, check the ledger, bill, report.")
 	app.Version(version.Print("usagectl"))
 	app.HelpFlag.Short('h')
+	// Help asked for is the answer, on stdout (usagectl --help | less); errors go to stderr.
+	app.UsageWriter(os.Stdout)
+	app.ErrorWriter(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := promslog.New(&promslog.Config{Writer: os.Stderr})
@@ -112,14 +115,7 @@ func Main(args []string) int {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := os.Stat(*ledPath); err != nil {
-			return nil, fmt.Errorf("no store at %s: %w", *ledPath, err)
-		}
-		s, err := ledger.Open(ctx, ledger.Options{Path: *ledPath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels, Logger: logger})
-		if err != nil {
-			return nil, fmt.Errorf("%w (is an exporter still running on this store?)", err)
-		}
-		return s, nil
+		return openExisting(ctx, *ledPath, cfg, logger)
 	}
 	led.Command("verify", "Recompute every rollup and total from the raw events and compare.").Action(func(*kingpin.ParseContext) error {
 		run = func() error {
@@ -162,9 +158,22 @@ func Main(args []string) int {
 	for _, r := range registrars {
 		r(app)
 	}
+	// Kingpin returns command line errors and the commands' own errors alike; the app's action
+	// runs after the command line has parsed and validated, before any command's action, so it
+	// tells them apart: exit 2 for a bad command line, 1 for a command that failed.
+	running := false
+	app.Action(func(*kingpin.ParseContext) error { running = true; return nil })
 
+	if len(args) == 0 {
+		app.UsageWriter(os.Stderr)
+		app.Usage(nil)
+		return 2
+	}
 	if _, err := app.Parse(args); err != nil {
 		fmt.Fprintf(os.Stderr, "usagectl: %v\n", err)
+		if running {
+			return 1
+		}
 		return 2
 	}
 	if run == nil {

@@ -279,6 +279,12 @@ func (e *Engine) lastSeen(ctx context.Context, l *lookups, tenant string) (map[s
 func (e *Engine) planRightSizing(ctx context.Context, tenant string, at time.Time) ([]Insight, error) {
 	month := time.Date(at.Year(), at.Month(), 1, 0, 0, 0, 0, time.UTC)
 	p := rating.PeriodOf(month.AddDate(0, -1, 0))
+	// Evidence threshold: a plan is advised only on a whole month of recorded usage. On a store
+	// younger than the month (a fresh stack) every tenant's usage looks tiny.
+	began, err := e.Store.Began(ctx)
+	if err != nil || began.After(p.Start()) {
+		return nil, err
+	}
 	current, err := e.planOf(ctx, tenant, p.End().Add(-time.Nanosecond))
 	if err != nil || current == "" {
 		return nil, err
@@ -352,7 +358,8 @@ func (e *Engine) limitsRightSizing(ctx context.Context, c *config.Config, tenant
 		fits, smaller, score := true, false, 0.0
 		for _, m := range meters {
 			lim, ok := q.Limits[m]
-			if !ok || lim > cur.Limits[m] || used[m] > lim {
+			// Room under the plan's warning level, not only under its limit (see adviceLimits).
+			if !ok || lim > cur.Limits[m] || used[m] > int64(float64(lim)*q.WarningRatio) {
 				fits = false
 				break
 			}

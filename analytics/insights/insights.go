@@ -108,7 +108,30 @@ func (e *Engine) rater(cat *pricing.Catalogue) *rating.Rater {
 	if cat == nil {
 		return nil
 	}
-	return &rating.Rater{Catalogue: cat, Usage: e.Store, Stock: e.Pricing.Stock}
+	return &rating.Rater{Catalogue: cat, Usage: e.Store, Stock: e.Pricing.Stock, Limits: e.adviceLimits}
+}
+
+// adviceLimits are the limits a plan must leave room under before it is recommended: each limit
+// times the plan's warning ratio. A plan the usage exceeds (a hard limit would refuse it), or
+// would sit in its warning band, is no advice: without this, every plan fitted, and an
+// enterprise tenant was told to move to free. No configuration: no limits known.
+func (e *Engine) adviceLimits(plan string) map[string]int64 {
+	if e.Config == nil {
+		return nil
+	}
+	c := e.Config()
+	if c == nil {
+		return nil
+	}
+	p, ok := c.Plan(plan)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]int64, len(p.Limits))
+	for m, lim := range p.Limits {
+		out[m] = int64(float64(lim) * p.WarningRatio)
+	}
+	return out
 }
 
 // Engine detects insights.

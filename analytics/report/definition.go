@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/usagemeter/usagemeter/exporter/api/timeparse"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 )
 
@@ -59,7 +60,7 @@ func Parse(data []byte) (Definition, error) {
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&d); err != nil {
-		return d, fmt.Errorf("report definition: %w", err)
+		return d, fmt.Errorf("report definition: %w", timeparse.Explain(err))
 	}
 	return d, d.Check()
 }

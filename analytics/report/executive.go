@@ -3,6 +3,7 @@ package report
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/usagemeter/usagemeter/analytics/forecast"
@@ -42,6 +43,45 @@ type Executive struct {
 	InsightSavings  int64    `json:"insight_savings"`
 	InsightCurrency string   `json:"insight_currency,omitempty"`
 	Notes           []string `json:"notes,omitempty"`
+	// TenantNames maps the ids shown (movers, insights) to display names, where configured.
+	TenantNames map[string]string `json:"tenant_names,omitempty"`
+}
+
+// MoverMinShare is the evidence threshold of a top mover: a tenant whose usage in both weeks is
+// below this share of all tenants' usage in the last week is not a mover, however large its
+// percentage (a test tenant going from 1 to 100 events is not news).
+const MoverMinShare = 0.01
+
+// topMovers keeps the growths that pass MoverMinShare and ranks them by the size of their weekly
+// change in units, largest first.
+func topMovers(gs []stats.Growth, n int) []stats.Growth {
+	var total int64
+	for _, g := range gs {
+		total += g.WeekOverWeek.Current
+	}
+	floor := max(1, int64(float64(total)*MoverMinShare))
+	var out []stats.Growth
+	for _, g := range gs {
+		if max(g.WeekOverWeek.Current, g.WeekOverWeek.Previous) >= floor && g.WeekOverWeek.Delta != 0 {
+			out = append(out, g)
+		}
+	}
+	abs := func(v int64) int64 {
+		if v < 0 {
+			return -v
+		}
+		return v
+	}
+	sort.SliceStable(out, func(i, j int) bool { return abs(out[i].WeekOverWeek.Delta) > abs(out[j].WeekOverWeek.Delta) })
+	return out[:min(n, len(out))]
+}
+
+// Name is a tenant's display name, or its id.
+func (x *Executive) Name(tenant string) string {
+	if n := x.TenantNames[tenant]; n != "" {
+		return n
+	}
+	return tenant
 }
 
 // KPIMeters are the meters summed into KPIs, when configured.
@@ -128,7 +168,8 @@ func (s *Source) ExecutiveSummary(ctx context.Context, tenants []string, now tim
 	if err != nil {
 		return nil, err
 	}
-	x.Movers = movers[:min(5, len(movers))]
+	x.Movers = topMovers(movers, 5)
+	x.Notes = append(x.Notes, fmt.Sprintf("Top movers: ranked by the size of the weekly change; tenants below %.0f%% of the week's %s are left out.", 100*MoverMinShare, x.chartName()))
 	if eng != nil {
 		ins, err := eng.Detect(ctx, tenants, to)
 		if err != nil {
@@ -144,6 +185,15 @@ func (s *Source) ExecutiveSummary(ctx context.Context, tenants []string, now tim
 		x.Insights = ins[:min(5, len(ins))]
 	} else {
 		x.Notes = append(x.Notes, "insights not wired")
+	}
+	if s.TenantName != nil {
+		x.TenantNames = map[string]string{}
+		for _, g := range x.Movers {
+			x.TenantNames[g.Tenant] = s.TenantName(g.Tenant)
+		}
+		for _, in := range x.Insights {
+			x.TenantNames[in.Tenant] = s.TenantName(in.Tenant)
+		}
 	}
 	return x, nil
 }
@@ -176,20 +226,20 @@ func (x *Executive) WriteTables(t Tables) error {
 			return err
 		}
 	}
-	if err := t.Begin("Top movers", []string{"tenant", "meter", "current_week", "previous_week", "change_percent"}); err != nil {
+	if err := t.Begin("Top movers", []string{"tenant", "tenant_name", "meter", "current_week", "previous_week", "change_percent"}); err != nil {
 		return err
 	}
 	for _, g := range x.Movers {
-		if err := t.Row(g.Tenant, g.Meter, g.WeekOverWeek.Current, g.WeekOverWeek.Previous, g.WeekOverWeek.Percent); err != nil {
+		if err := t.Row(g.Tenant, x.Name(g.Tenant), g.Meter, g.WeekOverWeek.Current, g.WeekOverWeek.Previous, g.WeekOverWeek.Percent); err != nil {
 			return err
 		}
 	}
-	if err := t.Begin("Top insights", []string{"id", "tenant", "kind", "title", "units", "unit", "amount", "currency"},
+	if err := t.Begin("Top insights", []string{"id", "tenant", "tenant_name", "kind", "title", "units", "unit", "amount", "currency"},
 		fmt.Sprintf("%d insights; priced savings %d minor units %s", x.InsightCount, x.InsightSavings, x.InsightCurrency)); err != nil {
 		return err
 	}
 	for _, in := range x.Insights {
-		if err := t.Row(in.ID, in.Tenant, in.Kind, in.Title, in.Saving.Units, in.Saving.Unit, in.Saving.Amount, in.Saving.Currency); err != nil {
+		if err := t.Row(in.ID, in.Tenant, x.Name(in.Tenant), in.Kind, in.Title, in.Saving.Units, in.Saving.Unit, in.Saving.Amount, in.Saving.Currency); err != nil {
 			return err
 		}
 	}

@@ -31,8 +31,20 @@ func human(v float64, unit string) string {
 		return fmt.Sprintf("%.2fM", v/1e6)
 	case a >= 1e4:
 		return fmt.Sprintf("%.1fk", v/1e3)
+	case a >= 1e3: // 5200 → 5,200
+		return fmt.Sprintf("%d,%03d", int64(v)/1000, int64(math.Abs(v))%1000)
 	}
 	return fmt.Sprintf("%.0f", v)
+}
+
+// chartName is the charted meter as people read it: its KPI name ("AI tokens"), else its name.
+func (x *Executive) chartName() string {
+	for _, k := range KPIMeters {
+		if k.Meter == x.ChartMeter {
+			return k.Name
+		}
+	}
+	return x.ChartMeter
 }
 
 // WritePDF draws the summary on one A4 page: KPI tiles, a bar chart of the last 30 days, a line
@@ -84,16 +96,16 @@ func (x *Executive) WritePDF(w io.Writer) error {
 	}
 
 	y := top + 2*21 + 3
-	barChart(pdf, tr, 12, y, 186, 48, "Daily "+x.ChartMeter+", last 30 days", x.Daily)
+	barChart(pdf, tr, 12, y, 186, 48, "Daily "+x.chartName()+", last 30 days", x.Daily)
 	y += 54
 	lineChart(pdf, tr, 12, y, 186, 50, fmt.Sprintf("%s by day: 12 weeks and a 7-day Holt-Winters forecast (backtest on the last 7 days: MAPE %.1f%%, RMSE %s)",
-		x.ChartMeter, x.Backtest.MAPE, human(x.Backtest.RMSE, "")), x.History, x.Forecast)
+		x.chartName(), x.Backtest.MAPE, human(x.Backtest.RMSE, "")), x.History, x.Forecast)
 	y += 56
 
 	// Top movers.
 	pdf.SetXY(12, y)
 	pdf.SetFont("Helvetica", "B", 9.5)
-	pdf.CellFormat(0, 5, tr("Top movers, week over week ("+x.ChartMeter+")"), "", 1, "L", false, 0, "")
+	pdf.CellFormat(0, 5, tr("Top movers, week over week ("+x.chartName()+")"), "", 1, "L", false, 0, "")
 	pdf.SetFont("Helvetica", "", 8)
 	for _, g := range x.Movers {
 		pct := "new"
@@ -101,7 +113,7 @@ func (x *Executive) WritePDF(w io.Writer) error {
 			pct = fmt.Sprintf("%+.1f%%", *g.WeekOverWeek.Percent)
 		}
 		pdf.SetX(12)
-		pdf.CellFormat(60, 4.2, tr(fitText(pdf, g.Tenant, 60)), "", 0, "L", false, 0, "")
+		pdf.CellFormat(60, 4.2, tr(fitText(pdf, x.Name(g.Tenant), 60)), "", 0, "L", false, 0, "")
 		pdf.CellFormat(40, 4.2, tr(human(float64(g.WeekOverWeek.Current), g.Unit)), "", 0, "R", false, 0, "")
 		pdf.CellFormat(40, 4.2, tr("from "+human(float64(g.WeekOverWeek.Previous), g.Unit)), "", 0, "R", false, 0, "")
 		pdf.CellFormat(30, 4.2, pct, "", 1, "R", false, 0, "")
@@ -128,7 +140,7 @@ func (x *Executive) WritePDF(w io.Writer) error {
 			saving += fmt.Sprintf("  %s %s", fmtMinor(*in.Saving.Amount), in.Saving.Currency)
 		}
 		pdf.SetX(12)
-		pdf.CellFormat(30, 4.2, tr(fitText(pdf, in.Tenant, 30)), "", 0, "L", false, 0, "")
+		pdf.CellFormat(30, 4.2, tr(fitText(pdf, x.Name(in.Tenant), 30)), "", 0, "L", false, 0, "")
 		pdf.CellFormat(116, 4.2, tr(fitText(pdf, in.Title, 116)), "", 0, "L", false, 0, "")
 		pdf.CellFormat(40, 4.2, tr(saving), "", 1, "R", false, 0, "")
 	}

@@ -234,7 +234,7 @@ func TestFormatsCarryTheSameRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows = rows[1:] // the note line
+	// the header is row 1: notes are on their own sheet
 	if len(rows) != len(recs) || len(rows) < 10 {
 		t.Fatalf("xlsx %d rows, csv %d", len(rows), len(recs))
 	}
@@ -340,8 +340,8 @@ func TestExecutiveSummary(t *testing.T) {
 	if len(x.Daily) != 30 || x.Daily[29].Value != 250 || x.Daily[0].Value != 150 || len(x.Forecast) != 7 || len(x.History) != 84 {
 		t.Errorf("daily %d (last %v) forecast %d history %d", len(x.Daily), x.Daily[29].Value, len(x.Forecast), len(x.History))
 	}
-	// acme grew 100 % week over week (1400 vs 700), beta 0 %.
-	if x.Movers[0].Tenant != "acme" || *x.Movers[0].WeekOverWeek.Percent != 100 || x.Movers[1].Tenant != "beta" {
+	// acme grew 100 % week over week (1400 vs 700); beta did not move (0 %), so it is no mover.
+	if len(x.Movers) != 1 || x.Movers[0].Tenant != "acme" || *x.Movers[0].WeekOverWeek.Percent != 100 {
 		t.Errorf("movers %+v", x.Movers)
 	}
 	// acme's chat on gpt-large: gpt-small serves chat for beta.
@@ -352,6 +352,7 @@ func TestExecutiveSummary(t *testing.T) {
 	if err := x.WritePDF(&buf); err != nil {
 		t.Fatal(err)
 	}
+	sample(t, "executive.pdf", buf.Bytes())
 	r, err := pdf.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
 	if err != nil {
 		t.Fatal(err)
@@ -422,6 +423,7 @@ func TestComplianceReport(t *testing.T) {
 	if !a.Verified || a.ChainLength != 4 || a.Entries != 2 || a.Denied != 1 || a.Subjects != 2 || a.ByAction["usage.read"] != 1 || len(a.Listed) != 2 {
 		t.Errorf("audit %+v", a)
 	}
+	compliancePDF(t, c, "compliance.pdf", false)
 	// The report says when there is nothing to say.
 	c, err = s.ComplianceReport(ctx, "", time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), nov1, nov1, nil, nil, ScopeFull)
 	if err != nil || len(c.Held) != 2 || c.RetentionNote == "" || c.Audit.Available {
@@ -434,6 +436,55 @@ func TestComplianceReport(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "not available: the audit log is not wired") {
 		t.Errorf("csv: %s", buf.String())
+	}
+	compliancePDF(t, c, "compliance-empty.pdf", true)
+}
+
+// compliancePDF renders c as PDF and checks what a reader sees: headers aligned with their
+// columns (numbers right-aligned under right-aligned headers) and "none" for an empty table.
+func compliancePDF(t *testing.T, c *Compliance, name string, empty bool) {
+	t.Helper()
+	var buf bytes.Buffer
+	tb, _ := NewTables(PDF, &buf, "Compliance report", nov1)
+	if err := c.WriteTables(tb); err != nil || tb.Close(nil) != nil {
+		t.Fatal(err)
+	}
+	sample(t, name, buf.Bytes())
+	r, err := pdf.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, _ := r.GetPlainText()
+	txt, _ := io.ReadAll(tr)
+	if bytes.Contains(txt, []byte("none")) != empty {
+		t.Errorf("empty tables %v, \"none\" shown %v:\n%s", empty, !empty, txt)
+	}
+}
+
+// TestPDFTablesAlignHeadersWithColumns: a column of numbers is right-aligned, header included;
+// a text column, and a key/value column whose values start as text, are left-aligned.
+func TestPDFTablesAlignHeadersWithColumns(t *testing.T) {
+	p := newPDFTables(io.Discard, "t", nov1)
+	var none *float64
+	if err := p.Begin("Data held", []string{"tenant", "raw_events", "first_event", "change_percent"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Row("acme", int64(1234567), nov1, none); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"L", "R", "L", "R"} {
+		if got := p.align(i); got != want {
+			t.Errorf("column %s aligned %s, want %s", p.cols[i], got, want)
+		}
+	}
+	if got := pdfText(int64(1234567)); got != "1,234,567" {
+		t.Errorf("pdfText = %q", got)
+	}
+	p.Begin("Audit summary", []string{"item", "value"})
+	p.Row("period", "2026-10-01T00:00:00Z to 2026-11-01T00:00:00Z")
+	p.Row("chain_length", int64(4))
+	if p.align(1) != "L" {
+		t.Errorf("a key/value column aligned %s", p.align(1))
 	}
 }
 

@@ -17,6 +17,9 @@ type Source struct {
 	Store *ledger.Store
 	// Workers bounds the tenants read concurrently (default GOMAXPROCS).
 	Workers int
+	// TenantName is a tenant's display name (config tenants[].name), "" when it has none. Reports
+	// people read (the executive summary) show it instead of the id. May be nil.
+	TenantName func(tenant string) string
 }
 
 // tenants returns the definition's tenants, or every tenant the ledger knows (flow usage in the

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-pdf/fpdf"
@@ -253,10 +254,20 @@ type xlsxTables struct {
 	out    io.Writer
 	f      *excelize.File
 	sw     *excelize.StreamWriter
+	sheet  string
+	cols   []string
 	row    int
 	sheets int
 	names  map[string]bool
+	// pending holds a sheet's first rows until the column widths are known from them.
+	pending [][]any
+	started bool
+	notes   [][2]string // sheet, note: written on their own sheet at the end
+	styles  struct{ header, date, number int }
 }
+
+// xlsxWidthRows is how many rows of a sheet size its columns before the sheet is streamed.
+const xlsxWidthRows = 200
 
 func sheetName(title string, taken map[string]bool) string {
 	// Excel limits sheet names to 31 characters and forbids []:*?/\.
@@ -282,14 +293,24 @@ func sheetName(title string, taken map[string]bool) string {
 	return name
 }
 
+// Begin starts a sheet: the header on row 1 (bold, frozen, with filters), the notes kept for the
+// Notes sheet. Times are date cells in UTC shown as RFC 3339; percentages and other numbers are
+// numbers.
 func (x *xlsxTables) Begin(title string, columns []string, notes ...string) error {
-	if x.sw != nil {
-		if err := x.sw.Flush(); err != nil {
-			return err
-		}
+	if err := x.endSheet(); err != nil {
+		return err
 	}
 	if x.names == nil {
-		x.names = map[string]bool{}
+		x.names = map[string]bool{"Notes": true}
+		var err error
+		if x.styles.header, err = x.f.NewStyle(&excelize.Style{Font: &excelize.Font{Bold: true},
+			Fill: excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"E7E6E6"}}}); err != nil {
+			return err
+		}
+		fmtDate := `yyyy-mm-dd"T"hh:mm:ss"Z"`
+		if x.styles.date, err = x.f.NewStyle(&excelize.Style{CustomNumFmt: &fmtDate}); err != nil {
+			return err
+		}
 	}
 	name := sheetName(title, x.names)
 	if x.sheets == 0 {
@@ -304,11 +325,9 @@ func (x *xlsxTables) Begin(title string, columns []string, notes ...string) erro
 	if err != nil {
 		return err
 	}
-	x.sw, x.row = sw, 0
+	x.sw, x.sheet, x.cols, x.row, x.pending, x.started = sw, name, columns, 0, nil, false
 	for _, n := range notes {
-		if err := x.Row(n); err != nil {
-			return err
-		}
+		x.notes = append(x.notes, [2]string{name, n})
 	}
 	hdr := make([]any, len(columns))
 	for i, c := range columns {
@@ -318,23 +337,123 @@ func (x *xlsxTables) Begin(title string, columns []string, notes ...string) erro
 }
 
 func (x *xlsxTables) Row(values ...any) error {
+	vals := make([]any, len(values))
+	for i, v := range values {
+		switch t := v.(type) {
+		case time.Time:
+			vals[i] = excelize.Cell{StyleID: x.styles.date, Value: t.UTC()}
+		case *float64:
+			if t != nil {
+				vals[i] = *t
+			}
+		case *int64:
+			if t != nil {
+				vals[i] = *t
+			}
+		default:
+			vals[i] = v
+		}
+	}
+	if !x.started {
+		x.pending = append(x.pending, vals)
+		if len(x.pending) < xlsxWidthRows {
+			return nil
+		}
+		return x.start()
+	}
+	return x.write(vals)
+}
+
+func (x *xlsxTables) write(vals []any) error {
 	x.row++
 	cell, err := excelize.CoordinatesToCellName(1, x.row)
 	if err != nil {
 		return err
 	}
-	vals := make([]any, len(values))
-	for i, v := range values {
-		switch t := v.(type) {
-		case time.Time:
-			vals[i] = t.UTC().Format(time.RFC3339) // text: spreadsheets would shift it to local time
-		case *float64, *int64:
-			vals[i] = text(v)
-		default:
-			vals[i] = v
-		}
+	if x.row == 1 {
+		return x.sw.SetRow(cell, vals, excelize.RowOpts{StyleID: x.styles.header})
 	}
 	return x.sw.SetRow(cell, vals)
+}
+
+// start sizes the columns on the pending rows, freezes the header and writes the rows.
+func (x *xlsxTables) start() error {
+	x.started = true
+	n := len(x.cols)
+	for _, r := range x.pending {
+		n = max(n, len(r))
+	}
+	for c := 0; c < n; c++ {
+		w := 8
+		for _, r := range x.pending {
+			if c < len(r) {
+				w = max(w, cellWidth(r[c]))
+			}
+		}
+		if err := x.sw.SetColWidth(c+1, c+1, float64(min(w+2, 60))); err != nil {
+			return err
+		}
+	}
+	if err := x.sw.SetPanes(&excelize.Panes{Freeze: true, YSplit: 1, TopLeftCell: "A2", ActivePane: "bottomLeft"}); err != nil {
+		return err
+	}
+	for _, r := range x.pending {
+		if err := x.write(r); err != nil {
+			return err
+		}
+	}
+	x.pending = nil
+	return nil
+}
+
+// cellWidth is a value's width in characters as shown.
+func cellWidth(v any) int {
+	switch t := v.(type) {
+	case excelize.Cell:
+		if _, ok := t.Value.(time.Time); ok {
+			return len("2006-01-02T15:04:05Z")
+		}
+		return cellWidth(t.Value)
+	case float64:
+		return len(formatFloat(t))
+	}
+	return len([]rune(text(v)))
+}
+
+// endSheet writes the sheet's rows, puts filters on its header and data, and flushes it.
+func (x *xlsxTables) endSheet() error {
+	if x.sw == nil {
+		return nil
+	}
+	if !x.started {
+		if err := x.start(); err != nil {
+			return err
+		}
+	}
+	if len(x.cols) > 0 && x.row >= 1 && uniqueHeaders(x.cols) {
+		last, err := excelize.CoordinatesToCellName(len(x.cols), max(x.row, 2))
+		if err != nil {
+			return err
+		}
+		off := false
+		if err := x.sw.AddTable(&excelize.Table{Range: "A1:" + last, StyleName: "TableStyleLight1", ShowRowStripes: &off}); err != nil {
+			return err
+		}
+	}
+	err := x.sw.Flush()
+	x.sw = nil
+	return err
+}
+
+func uniqueHeaders(cols []string) bool {
+	seen := map[string]bool{}
+	for _, c := range cols {
+		if c == "" || seen[c] {
+			return false
+		}
+		seen[c] = true
+	}
+	return true
 }
 
 func (x *xlsxTables) Close(err error) error {
@@ -347,9 +466,21 @@ func (x *xlsxTables) Close(err error) error {
 		}
 		x.Row("error: " + err.Error())
 	}
-	if x.sw != nil {
-		if ferr := x.sw.Flush(); ferr != nil {
-			return ferr
+	if ferr := x.endSheet(); ferr != nil {
+		return ferr
+	}
+	if len(x.notes) > 0 {
+		if _, nerr := x.f.NewSheet("Notes"); nerr != nil {
+			return nerr
+		}
+		_ = x.f.SetColWidth("Notes", "A", "A", 24)
+		_ = x.f.SetColWidth("Notes", "B", "B", 120)
+		_ = x.f.SetSheetRow("Notes", "A1", &[]any{"sheet", "note"})
+		_ = x.f.SetCellStyle("Notes", "A1", "B1", x.styles.header)
+		for i, n := range x.notes {
+			if serr := x.f.SetSheetRow("Notes", fmt.Sprintf("A%d", i+2), &[]any{n[0], n[1]}); serr != nil {
+				return serr
+			}
 		}
 	}
 	return x.f.Write(x.out)
@@ -363,6 +494,11 @@ type pdfTables struct {
 	widths []float64
 	cols   []string
 	title  string
+	// aligns are the columns' alignments, known from the first row: numbers right-aligned, and
+	// their headers with them. Until then the header waits (pending).
+	aligns  []string
+	pending bool
+	rows    int
 }
 
 func newPDFTables(w io.Writer, title string, generated time.Time) *pdfTables {
@@ -388,13 +524,35 @@ func (p *pdfTables) header() {
 	p.pdf.SetFont("Helvetica", "B", 7.5)
 	p.pdf.SetFillColor(225, 225, 225)
 	for i, c := range p.cols {
-		p.pdf.CellFormat(p.widths[i], 5, p.tr(fitText(p.pdf, c, p.widths[i])), "B", 0, "L", true, 0, "")
+		p.pdf.CellFormat(p.widths[i], 5, p.tr(fitText(p.pdf, c, p.widths[i])), "B", 0, p.align(i), true, 0, "")
 	}
 	p.pdf.Ln(-1)
 	p.pdf.SetFont("Helvetica", "", 7.5)
 }
 
+func (p *pdfTables) align(i int) string {
+	if i < len(p.aligns) && p.aligns[i] != "" {
+		return p.aligns[i]
+	}
+	return "L"
+}
+
+// endTable closes the table in progress: a table without rows says "none".
+func (p *pdfTables) endTable() {
+	if p.cols == nil || p.rows > 0 {
+		return
+	}
+	if p.pending {
+		p.header()
+		p.pending = false
+	}
+	p.pdf.SetFont("Helvetica", "I", 7.5)
+	p.pdf.CellFormat(0, 4.2, "none", "", 1, "L", false, 0, "")
+	p.pdf.SetFont("Helvetica", "", 7.5)
+}
+
 func (p *pdfTables) Begin(title string, columns []string, notes ...string) error {
+	p.endTable()
 	p.pdf.Ln(3)
 	if p.pdf.GetY() > 170 {
 		p.pdf.AddPage()
@@ -410,11 +568,22 @@ func (p *pdfTables) Begin(title string, columns []string, notes ...string) error
 	for i := range columns {
 		p.widths[i] = 277 / float64(max(len(columns), 1))
 	}
-	p.header()
+	p.aligns, p.pending, p.rows = nil, true, 0
 	return p.pdf.Error()
 }
 
 func (p *pdfTables) Row(values ...any) error {
+	if p.pending {
+		p.aligns = make([]string, len(p.cols))
+		for i, v := range values {
+			if i < len(p.aligns) && isNumber(v) {
+				p.aligns[i] = "R"
+			}
+		}
+		p.header()
+		p.pending = false
+	}
+	p.rows++
 	if p.pdf.GetY() > 195 {
 		p.pdf.AddPage()
 		p.header()
@@ -423,18 +592,59 @@ func (p *pdfTables) Row(values ...any) error {
 		if i >= len(p.widths) {
 			break
 		}
-		align := "L"
-		switch v.(type) {
-		case int, int64, float64, *float64, *int64:
-			align = "R"
-		}
-		p.pdf.CellFormat(p.widths[i], 4.2, p.tr(fitText(p.pdf, text(v), p.widths[i])), "", 0, align, false, 0, "")
+		// The column's alignment, header included: a key/value table whose values start as text
+		// keeps its later numbers under the same edge.
+		p.pdf.CellFormat(p.widths[i], 4.2, p.tr(fitText(p.pdf, pdfText(v), p.widths[i])), "", 0, p.align(i), false, 0, "")
 	}
 	p.pdf.Ln(-1)
 	return p.pdf.Error()
 }
 
+func isNumber(v any) bool {
+	switch v.(type) {
+	case int, int64, float64, *float64, *int64:
+		return true
+	}
+	return false
+}
+
+// pdfText is text(v) for people: integers with thousands separators.
+func pdfText(v any) string {
+	switch x := v.(type) {
+	case int:
+		return groupDigits(int64(x))
+	case int64:
+		return groupDigits(x)
+	case *int64:
+		if x != nil {
+			return groupDigits(*x)
+		}
+	}
+	return text(v)
+}
+
+// groupDigits writes n with comma thousands separators.
+func groupDigits(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := n < 0
+	if neg {
+		s = s[1:]
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
 func (p *pdfTables) Close(err error) error {
+	p.endTable()
 	if err != nil {
 		p.pdf.SetTextColor(200, 0, 0)
 		p.pdf.MultiCell(0, 5, p.tr("error: "+err.Error()), "", "L", false)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -28,6 +29,7 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 	cmd.Flag("output", "file to write (default stdout)").Short('o').StringVar(&c.output)
 
 	var format, tenant, from, to, month, last, window string
+	var formatSet bool
 	var meters, groupBy, filters []string
 	period := func(cc *kingpin.CmdClause) {
 		cc.Flag("from", "period start, RFC 3339 on an hour").StringVar(&from)
@@ -37,6 +39,7 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 	}
 	query := func() url.Values {
 		q := url.Values{}
+		format = c.format
 		for k, v := range map[string]string{"format": format, "tenant": tenant, "from": from, "to": to, "month": month, "last": last, "window": window} {
 			if v != "" {
 				q.Set(k, v)
@@ -59,7 +62,7 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 	}
 
 	usage := cmd.Command("usage", "Usage report: every meter (or --meter), every tenant (or --tenant), by window and groups.")
-	usage.Flag("format", "csv, json, pdf or xlsx").Default("csv").EnumVar(&format, "csv", "json", "pdf", "xlsx")
+	usage.Flag("format", "csv, json, pdf or xlsx").Default("csv").IsSetByUser(&formatSet).EnumVar(&format, "csv", "json", "pdf", "xlsx")
 	usage.Flag("tenant", "one tenant (default: all)").StringVar(&tenant)
 	usage.Flag("meter", "a meter (repeatable; default: all)").StringsVar(&meters)
 	usage.Flag("group-by", "dimensions to group by (repeatable or comma list), e.g. model,user").StringsVar(&groupBy)
@@ -67,28 +70,37 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 	usage.Flag("filter", "keep rows whose dimension has one of the values: model=gpt-large,gpt-small (repeatable)").StringsVar(&filters)
 	period(usage)
 	usage.Action(func(*kingpin.ParseContext) error {
+		if err := c.pickFormat(format, formatSet); err != nil {
+			return err
+		}
 		return c.fetch(http.MethodGet, "/v1/reports/usage", query(), nil, "")
 	})
 
 	exec := cmd.Command("executive", "Executive summary of the last 30 days: KPIs, trends, top movers, forecast, insights (one PDF page).")
-	exec.Flag("format", "pdf, csv, json or xlsx").Default("pdf").EnumVar(&format, "csv", "json", "pdf", "xlsx")
+	exec.Flag("format", "pdf, csv, json or xlsx").Default("pdf").IsSetByUser(&formatSet).EnumVar(&format, "csv", "json", "pdf", "xlsx")
 	exec.Flag("tenant", "one tenant (default: all)").StringVar(&tenant)
 	exec.Action(func(*kingpin.ParseContext) error {
+		if err := c.pickFormat(format, formatSet); err != nil {
+			return err
+		}
 		return c.fetch(http.MethodGet, "/v1/reports/executive", query(), nil, "")
 	})
 
 	comp := cmd.Command("compliance", "Compliance report: data held, retention, the access audit of the period and the audit chain's verification.")
-	comp.Flag("format", "pdf, csv, json or xlsx").Default("pdf").EnumVar(&format, "csv", "json", "pdf", "xlsx")
+	comp.Flag("format", "pdf, csv, json or xlsx").Default("pdf").IsSetByUser(&formatSet).EnumVar(&format, "csv", "json", "pdf", "xlsx")
 	comp.Flag("tenant", "one tenant (default: all)").StringVar(&tenant)
 	period(comp)
 	comp.Action(func(*kingpin.ParseContext) error {
+		if err := c.pickFormat(format, formatSet); err != nil {
+			return err
+		}
 		return c.fetch(http.MethodGet, "/v1/reports/compliance", query(), nil, "")
 	})
 
 	var file string
 	run := cmd.Command("run", "Run a report definition file (YAML or JSON: kind, meters, group_by, window, period, filters, tenants, format).")
 	run.Arg("definition", "the definition file, - for stdin").Required().StringVar(&file)
-	run.Flag("format", "override the definition's format").EnumVar(&format, "csv", "json", "pdf", "xlsx")
+	run.Flag("format", "override the definition's format").IsSetByUser(&formatSet).EnumVar(&format, "csv", "json", "pdf", "xlsx")
 	run.Flag("tenant", "the definition's single tenant (needed by tenant-scoped tokens)").StringVar(&tenant)
 	run.Action(func(*kingpin.ParseContext) error {
 		var body []byte
@@ -101,9 +113,12 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 		if err != nil {
 			return fmt.Errorf("reading the definition: %w", err)
 		}
+		if err := c.pickFormat(format, formatSet); err != nil {
+			return err
+		}
 		q := url.Values{}
-		if format != "" {
-			q.Set("format", format)
+		if c.format != "" {
+			q.Set("format", c.format)
 		}
 		if tenant != "" {
 			q.Set("tenant", tenant)
@@ -116,6 +131,26 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 type client struct {
 	apiclient.Client
 	output string
+	format string // the format asked for, after pickFormat
+}
+
+// pickFormat reconciles --format with the output file's extension: without --format, -o
+// report.xlsx asks for XLSX (a report definition's own format included); a --format that
+// contradicts the extension is refused rather than writing XLSX into report.csv.
+func (c *client) pickFormat(format string, set bool) error {
+	ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(c.output)), ".")
+	known := ext == "csv" || ext == "json" || ext == "pdf" || ext == "xlsx"
+	switch {
+	case !known:
+		c.format = format
+	case !set:
+		c.format = ext
+	case format != ext:
+		return fmt.Errorf("--format %s but --output %s: give the file a .%s name, or drop --format to write %s", format, c.output, format, strings.ToUpper(ext))
+	default:
+		c.format = format
+	}
+	return nil
 }
 
 func (c *client) fetch(method, path string, q url.Values, body []byte, contentType string) error {

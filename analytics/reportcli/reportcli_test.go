@@ -81,4 +81,27 @@ func TestReportCommands(t *testing.T) {
 	if _, err := run("report", "usage", "--meter", "nope"); err == nil || !strings.Contains(err.Error(), `unknown meter "nope"`) {
 		t.Errorf("bad meter: %v", err)
 	}
+
+	// The output's name decides the format when --format is not given (issue #19: the docs
+	// wrote a definition's XLSX into report.csv); a --format contradicting it is refused.
+	os.WriteFile(def, []byte("name: tokens\nmeters: [ai_tokens]\nwindow: none\nperiod: {month: \"2026-11\"}\nformat: xlsx\n"), 0o600)
+	csvOut := filepath.Join(dir, "report.csv")
+	if _, err := run("report", "run", def, "--tenant", "acme", "-o", csvOut); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(csvOut); !bytes.Contains(b, []byte("tenant,meter,unit")) {
+		t.Errorf("report.csv holds %q, want CSV", b[:min(8, len(b))])
+	}
+	if _, err := run("report", "usage", "--format", "xlsx", "-o", filepath.Join(dir, "u.csv")); err == nil || !strings.Contains(err.Error(), "--format xlsx but --output") {
+		t.Errorf("--format xlsx -o u.csv: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "u.csv")); err == nil {
+		t.Error("a refused report left a file")
+	}
+	if _, err := run("report", "usage", "--month", "2026-11", "-o", filepath.Join(dir, "u.json")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "u.json")); !bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
+		t.Errorf("u.json holds %q", b[:min(8, len(b))])
+	}
 }

@@ -8,10 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	apiclient "github.com/usagemeter/usagemeter/exporter/api/client"
+	"github.com/usagemeter/usagemeter/exporter/api/timeparse"
 	"io"
 	"net/url"
 	"os"
-	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 )
@@ -113,9 +113,9 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		body := map[string]any{"tenant": pr.tenant, "invoice": pr.invoice, "amount": pr.amount,
 			"currency": pr.currency, "method": pr.method, "reference": pr.reference}
 		if pr.received != "" {
-			t, err := time.Parse(time.RFC3339, pr.received)
+			t, err := timeparse.RFC3339("--received-at", pr.received)
 			if err != nil {
-				return fmt.Errorf("--received-at: %w", err)
+				return err
 			}
 			body["received_at"] = t
 		}
@@ -149,9 +149,9 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 	ch.Action(func(*kingpin.ParseContext) error {
 		body := map[string]any{"plan": chPlan}
 		if chEffective != "" {
-			t, err := time.Parse(time.RFC3339, chEffective)
+			t, err := timeparse.RFC3339("--effective", chEffective)
 			if err != nil {
-				return fmt.Errorf("--effective: %w", err)
+				return err
 			}
 			body["effective"] = t
 		}

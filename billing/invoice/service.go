@@ -44,8 +44,14 @@ type Options struct {
 	// Tenants lists tenants to consider on every run besides those with usage (configured ones,
 	// which may owe a base fee without any usage). May be nil.
 	Tenants func() []string
-	Now     func() time.Time // nil: time.Now
-	Logger  *slog.Logger     // nil: slog.Default()
+	// TenantStart is a configured tenant's start (config tenants[].start), zero when none: the
+	// tenant is billed from that month on. May be nil.
+	TenantStart func(tenant string) time.Time
+	// Began is where the ledger's history begins (ledger.Store.Began): periods that end before
+	// it are refused, since nothing is known about them. Nil: no bound.
+	Began  func(ctx context.Context) (time.Time, error)
+	Now    func() time.Time // nil: time.Now
+	Logger *slog.Logger     // nil: slog.Default()
 }
 
 // Service is the billing back office. Writes are serialized by one mutex, which is also what
@@ -57,6 +63,8 @@ type Service struct {
 	limits      func(string) map[string]int64
 	defaultPlan func(string) string
 	tenants     func() []string
+	tenantStart func(string) time.Time
+	began       func(context.Context) (time.Time, error)
 	now         func() time.Time
 	log         *slog.Logger
 
@@ -75,7 +83,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("invoice: the catalogue has no plans")
 	}
 	s := &Service{db: o.DB, usage: o.Usage, stock: o.Stock, limits: o.Limits, defaultPlan: o.DefaultPlan, tenants: o.Tenants,
-		now: o.Now, log: o.Logger, cat: o.Catalogue}
+		tenantStart: o.TenantStart, began: o.Began, now: o.Now, log: o.Logger, cat: o.Catalogue}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -118,8 +126,9 @@ func parseDraftID(id string) (rating.Period, string, bool) {
 	return p, rest[8:], true
 }
 
-// Run rates the period for every tenant that has usage in it, is configured, or has
-// subscriptions, and has no finalized invoice for it yet. Before the grace period is over the
+// Run rates the period for every tenant that existed in it (see existed) and has no finalized
+// invoice for it yet. A period that has not begun, or that ends before the ledger's history
+// begins, is refused (ErrInvalid). Before the grace period is over the
 // invoices are (re)written as drafts; after it they are finalized, numbered and the period is
 // marked closed. Running again is safe: finalized invoices are never touched.
 func (s *Service) Run(ctx context.Context, p rating.Period) (RunResult, error) {
@@ -128,6 +137,10 @@ func (s *Service) Run(ctx context.Context, p rating.Period) (RunResult, error) {
 	cat := s.Catalogue()
 	now := s.now()
 	res := RunResult{Period: p, Invoices: []string{}}
+	began, err := s.checkPeriod(ctx, p, now)
+	if err != nil {
+		return res, err
+	}
 
 	used, err := s.usage.Tenants(ctx, p.Start(), p.End())
 	if err != nil {
@@ -157,9 +170,9 @@ func (s *Service) Run(ctx context.Context, p rating.Period) (RunResult, error) {
 	for t := range st.subs {
 		cand[t] = true
 	}
-	tenants := make([]string, 0, len(cand))
-	for t := range cand {
-		tenants = append(tenants, t)
+	tenants, err := s.existed(ctx, p, began, now, cand, usedSet, st)
+	if err != nil {
+		return res, fmt.Errorf("invoice run %s: %w", p, err)
 	}
 	sort.Strings(tenants)
 	res.Tenants = len(tenants)

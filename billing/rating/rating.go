@@ -188,6 +188,10 @@ type Suggestion struct {
 	Plan        string       `json:"plan"`
 	Cost        money.Amount `json:"cost"`
 	Saving      money.Amount `json:"saving"`
+	// Upgrade is set when the suggested plan's base fee is above the current plan's: a larger
+	// plan whose included usage makes it cheaper. Only upgrades are shown to customers (the
+	// invoice PDF); a cheaper, smaller plan is for account managers (JSON).
+	Upgrade bool `json:"upgrade"`
 }
 
 // Suggest rates the whole period under every plan of the catalogue whose limits the usage fits
@@ -230,6 +234,11 @@ func (r *Rater) suggest(ctx context.Context, tenant string, p Period, current st
 		return nil, nil
 	}
 	best.Saving = cur - best.Cost
+	if to, ok := r.Catalogue.Plan(best.Plan); ok {
+		if from, ok := r.Catalogue.Plan(current); ok {
+			best.Upgrade = to.BaseFee > from.BaseFee
+		}
+	}
 	return best, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/invoice"
 	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/billing/rating"
+	"github.com/usagemeter/usagemeter/exporter/meter"
 )
 
 // Media types of the renders.
@@ -100,9 +101,19 @@ func tierText(l rating.Line, cur money.Currency) string {
 	return strings.Join(parts, "; ")
 }
 
-// PDF writes a one-document A4 invoice: seller, buyer, number and period, the lines (with tier
-// breakdowns), totals and status. Core fonts only, so the output needs no font files.
-func PDF(w io.Writer, inv *invoice.Invoice) error {
+// PDF writes the invoice as PDFWith does, naming meters by the built-in meters' display names.
+func PDF(w io.Writer, inv *invoice.Invoice) error { return PDFWith(w, inv, Options{}) }
+
+// PDFWith writes a one-document A4 invoice for the customer: seller, buyer, number and period,
+// the lines (meters by their display names, quantities with their units and thousands
+// separators, tier breakdowns), totals and status. A plan suggestion is printed only when it is
+// an upgrade: the invoice never advertises a cheaper plan to a paying customer. Core fonts only,
+// so the output needs no font files.
+func PDFWith(w io.Writer, inv *invoice.Invoice, o Options) error {
+	names := o.Meters
+	if names == nil {
+		names = MeterNames(meter.Defaults())
+	}
 	cur := inv.Currency
 	pdf := fpdf.New("P", "mm", "A4", "")
 	tr := pdf.UnicodeTranslatorFromDescriptor("") // UTF-8 → cp1252 for the core fonts
@@ -131,7 +142,7 @@ func PDF(w io.Writer, inv *invoice.Invoice) error {
 		meta = append(meta, "Due: "+inv.DueAt.Format("2006-01-02"))
 	}
 	for _, sg := range inv.Segments {
-		meta = append(meta, "Plan "+sg.Plan+": "+sg.From.Format(time.RFC3339)+" to "+sg.To.Format(time.RFC3339))
+		meta = append(meta, "Plan: "+sg.Plan+", "+dayRange(sg.From, sg.To))
 	}
 	for _, m := range meta {
 		pdf.CellFormat(0, 5, tr(m), "", 1, "L", false, 0, "")
@@ -164,7 +175,7 @@ func PDF(w io.Writer, inv *invoice.Invoice) error {
 		w     float64
 		head  string
 		align string
-	}{{88, "Description", "L"}, {22, "Period", "L"}, {30, "Quantity", "R"}, {40, "Amount (" + cur.Code + ")", "R"}}
+	}{{80, "Description", "L"}, {18, "Period", "L"}, {47, "Quantity", "R"}, {35, "Amount (" + cur.Code + ")", "R"}}
 	pdf.SetFont("Helvetica", "B", 9)
 	pdf.SetFillColor(230, 230, 230)
 	for _, c := range cols {
@@ -174,22 +185,30 @@ func PDF(w io.Writer, inv *invoice.Invoice) error {
 	pdf.SetFont("Helvetica", "", 8.5)
 	for _, l := range inv.Lines {
 		desc := l.Description
+		unit := ""
+		if l.Meter != "" {
+			display, u := names(l.Meter)
+			unit = u
+			if desc == l.Meter { // no description in the price catalogue: the meter's display name
+				desc = display
+			}
+		}
 		if l.Proration != "" {
 			desc += " (prorated " + l.Proration + ")"
 		}
-		qty := strconv.FormatInt(l.Quantity, 10)
 		pdf.CellFormat(cols[0].w, 5, tr(fit(pdf, desc, cols[0].w)), "", 0, "L", false, 0, "")
 		pdf.CellFormat(cols[1].w, 5, l.Period.String(), "", 0, "L", false, 0, "")
-		pdf.CellFormat(cols[2].w, 5, qty, "", 0, "R", false, 0, "")
-		pdf.CellFormat(cols[3].w, 5, l.Amount.Format(cur), "", 1, "R", false, 0, "")
+		pdf.CellFormat(cols[2].w, 5, tr(quantity(l.Quantity, unit)), "", 0, "R", false, 0, "")
+		pdf.CellFormat(cols[3].w, 5, grouped(l.Amount.Format(cur)), "", 1, "R", false, 0, "")
 		detail := ""
+		counts := fmt.Sprintf("%s billable (%s included)", quantity(l.Billable, unit), Thousands(l.Included))
 		switch {
 		case l.UnitPrice != nil:
-			detail = fmt.Sprintf("%d billable (%d included) x %s", l.Billable, l.Included, l.UnitPrice.Format(cur))
+			detail = counts + " x " + l.UnitPrice.Format(cur) + " " + cur.Code
 		case len(l.Tiers) > 0:
-			detail = fmt.Sprintf("%d billable (%d included): %s", l.Billable, l.Included, tierText(l, cur))
+			detail = counts + ": " + tierWords(l, cur)
 		case l.Kind == rating.KindUsage && l.Included > 0:
-			detail = fmt.Sprintf("%d billable (%d included)", l.Billable, l.Included)
+			detail = counts
 		}
 		if detail != "" {
 			pdf.SetFont("Helvetica", "I", 7.5)
@@ -211,13 +230,13 @@ func PDF(w io.Writer, inv *invoice.Invoice) error {
 			border = "T"
 		}
 		pdf.CellFormat(cols[0].w+cols[1].w+cols[2].w, 6, tr(t.label), border, 0, "R", false, 0, "")
-		pdf.CellFormat(cols[3].w, 6, t.amount.Format(cur)+" "+cur.Code, border, 1, "R", false, 0, "")
+		pdf.CellFormat(cols[3].w, 6, grouped(t.amount.Format(cur))+" "+cur.Code, border, 1, "R", false, 0, "")
 	}
-	if s := inv.Suggestion; s != nil {
+	if s := inv.Suggestion; s != nil && s.Upgrade {
 		pdf.Ln(4)
 		pdf.SetFont("Helvetica", "I", 8.5)
 		pdf.MultiCell(0, 4.5, tr(fmt.Sprintf("Your usage in %s would have cost %s %s on the %s plan instead of %s %s on %s.",
-			s.Period, s.Cost.Format(cur), cur.Code, s.Plan, s.CurrentCost.Format(cur), cur.Code, s.CurrentPlan)), "", "L", false)
+			s.Period, grouped(s.Cost.Format(cur)), cur.Code, s.Plan, grouped(s.CurrentCost.Format(cur)), cur.Code, s.CurrentPlan)), "", "L", false)
 	}
 	if err := pdf.Output(w); err != nil {
 		return fmt.Errorf("render %s as PDF: %w", inv.ID, err)

@@ -71,11 +71,18 @@ func TestPDFParsesBack(t *testing.T) {
 		"Invoice INV-00000007", "Usagemeter Inc.", "1 Meter Street", // seller
 		"Acme Corp", "42 Harbour Road", "Tax ID: GB123", // buyer
 		"Period: 2026-10 (2026-10-01 to 2026-10-31)", "Due: 2026-11-18",
-		"Base fee, plan pro", "ai_tokens", "62000000", "820.00", "active_users", "465.00", // lines
-		"Subtotal", "1484.00 USD", "Prepaid credit applied", "-10.00 USD", "Amount due", "1474.00 USD", // totals
+		// lines: display names, quantities with units and thousands separators
+		"Base fee, plan pro", "AI tokens", "62,000,000 tokens", "820.00", "Distinct active users", "180 users", "465.00",
+		"57,000,000 tokens billable (5,000,000 included): tier 1 (1 to 50,000,000)", "0 bytes billable (107,374,182,400 included)",
+		"Subtotal", "1,484.00 USD", "Prepaid credit applied", "-10.00 USD", "Amount due", "1,474.00 USD", // totals
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("PDF text lacks %q\n%s", want, text)
+		}
+	}
+	for _, raw := range []string{"ai_tokens", "active_users", "62000000", "1484.00"} {
+		if strings.Contains(text, raw) {
+			t.Errorf("PDF text shows the raw %q", raw)
 		}
 	}
 }

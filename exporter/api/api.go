@@ -198,6 +198,10 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if !a.known(q.Tenant) {
+		problem.UnknownTenant(w, q.Tenant)
+		return
+	}
 	perUser := slices.Contains(q.GroupBy, "user") || q.Where["user"] != ""
 	if perUser && a.Authorize != nil {
 		if err := a.Authorize(r, route.ActionUsageUserRead, q.Tenant); err != nil {
@@ -266,8 +270,26 @@ func ParseUsageQuery(r *http.Request, now time.Time) (ledger.Query, error) {
 	return q, nil
 }
 
+// known reports whether a tenant was ever named by an event or is configured. Reads of any other
+// tenant answer 404 (problem.UnknownTenant); ingestion and quota admission accept new tenants.
+func (a *API) known(tenant string) bool {
+	if a.Store.Seen(tenant) {
+		return true
+	}
+	if a.Config == nil {
+		return false
+	}
+	_, ok := a.Config().Tenant(tenant)
+	return ok
+}
+
 func (a *API) meters(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"meters": a.Store.Meters()})
+	defs := a.Store.Meters()
+	out := make([]Meter, len(defs))
+	for i, d := range defs {
+		out[i] = meterOf(d)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"meters": out})
 }
 
 // QuotasResponse is the body of GET /v1/tenants/{tenant}/quotas.
@@ -281,6 +303,10 @@ func (a *API) quotas(w http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
 	if !event.ValidID(tenant) {
 		problem.Error(w, http.StatusBadRequest, "tenant: not a valid tenant id")
+		return
+	}
+	if !a.known(tenant) {
+		problem.UnknownTenant(w, tenant)
 		return
 	}
 	plan, quotas := a.Quotas.Tenant(r.Context(), tenant)

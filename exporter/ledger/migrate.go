@@ -30,6 +30,9 @@ var (
 )
 
 func (s *Store) migrate(ctx context.Context) error {
+	if err := s.recordCreated(); err != nil {
+		return err
+	}
 	v, err := s.getUint(keyVersion)
 	if err != nil {
 		return err

@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/meter"
 )
+
+// verifyProgressEvery is how often Verify logs how far it got.
+var verifyProgressEvery = 5 * time.Second
 
 // Verify recomputes every rollup, total and month total from the raw events, in memory, and
 // compares them with what the store holds. It returns the differences (empty when the ledger
@@ -25,7 +29,15 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 	want := map[string]meter.State{}
 	wantSets := map[string]bool{}
 	a := &arena{} // the keys live on in want: chunks shared by many events, not one each
+	// Reading every raw event takes about 10 s per million: say so, and how far it got.
+	s.log.Info("verifying ledger: recomputing every rollup and total from the raw events")
+	n, last := 0, time.Now()
 	err := s.forEachRaw(ctx, func(key, _ []byte, ev *event.Event) error {
+		n++
+		if time.Since(last) >= verifyProgressEvery {
+			s.log.Info("verifying ledger", "events_read", n, "at_event_time", ev.Time.UTC().Format(time.RFC3339))
+			last = time.Now()
+		}
 		p := s.prepare(ev, 0, a)
 		for _, o := range p.ops {
 			if o.kind == opUnique {
@@ -44,6 +56,7 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.log.Info("verifying ledger: raw events read, comparing with the stored rollups and totals", "events_read", n)
 	var diffs []string
 	for _, p := range []string{pRollup, pTotal, pPeriod, pActive, pUnique} {
 		if p == pAdmit {

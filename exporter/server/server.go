@@ -319,7 +319,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, srv.Routes) })
 	// Probes are not counted: a liveness probe refused under load would get the process
 	// restarted, which helps nobody.
-	srv.Handler = requests.Handler(mux, func(r *http.Request) bool { return r.URL.Path == "/-/healthy" || r.URL.Path == "/-/ready" })
+	srv.Handler = requests.Handler(problemFallback(mux), func(r *http.Request) bool { return r.URL.Path == "/-/healthy" || r.URL.Path == "/-/ready" })
 	return srv, nil
 }
 

@@ -3,6 +3,7 @@ package problem
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 )
 
@@ -42,4 +43,19 @@ func Write(w http.ResponseWriter, p Details) {
 // Error sends a problem with only a status and a detail message.
 func Error(w http.ResponseWriter, status int, detail string) {
 	Write(w, Details{Status: status, Detail: detail})
+}
+
+// TypeUnknownTenant is the problem type of a read naming a tenant that no event has named and
+// the configuration does not list.
+const TypeUnknownTenant = "https://usagemeter.dev/problems/unknown-tenant"
+
+// UnknownTenant answers 404 for reads naming tenants never seen and not configured: without it a
+// typo would look like a tenant with no usage. Events for new tenants are accepted as ever.
+func UnknownTenant(w http.ResponseWriter, tenants ...string) {
+	what := fmt.Sprintf("tenant %q has", tenants[0])
+	if len(tenants) > 1 {
+		what = fmt.Sprintf("tenants %q have", tenants)
+	}
+	Write(w, Details{Type: TypeUnknownTenant, Title: "Unknown tenant", Status: http.StatusNotFound,
+		Detail: what + " never been seen (no stored event names it) and is not configured (tenants: in the config file); check the spelling"})
 }
