@@ -28,7 +28,7 @@ func TestHTTPDefaultsAndOverrides(t *testing.T) {
 func TestHTTPErrorsNameLineField(t *testing.T) {
 	cases := []struct{ src, want string }{
 		{"http:\n  read_timeout: 0s\n", "2: http.read_timeout: must be a positive duration"},
-		{"http:\n  idle_timeout: soon\n", "2: cannot unmarshal !!str `soon` into time.Duration"},
+		{"http:\n  idle_timeout: soon\n", `2: http.idle_timeout: "soon" is a string, want a duration`},
 		{"http:\n  read_timeout: 3m\n", "http.write_timeout: must be at least read_timeout"},
 		{"http:\n  read_header_timeout: 2m\n", "http.read_header_timeout: must not exceed read_timeout"},
 		{"http:\n  export_write_timeout: 1m\n", "http.export_write_timeout: must be at least write_timeout"},
