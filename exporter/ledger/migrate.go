@@ -59,11 +59,12 @@ func (s *Store) migrate(ctx context.Context) error {
 	default:
 		same := string(old) == sig
 		closer.Close()
-		if !same {
-			s.log.Warn("meter definitions changed: rebuilding rollups and totals from the raw events")
-			if _, err := s.Rebuild(ctx); err != nil {
-				return err
-			}
+		if same {
+			return nil // nothing to write: a start on a full disk must not need space
+		}
+		s.log.Warn("meter definitions changed: rebuilding rollups and totals from the raw events")
+		if _, err := s.Rebuild(ctx); err != nil {
+			return err
 		}
 	}
 	return s.db.Set(keyMeters, []byte(sig), pebble.Sync)
