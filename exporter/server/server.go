@@ -53,8 +53,8 @@ type Options struct {
 	// StorageMinFreeBytes is the free space below which writes are refused (507).
 	StorageMinFreeBytes int64
 	ConfigFile          string
-	Insecure    bool
-	Log         *promslog.Config
+	Insecure            bool
+	Log                 *promslog.Config
 }
 
 // Main runs the exporter with the given arguments; it returns the process exit code.
