@@ -117,7 +117,7 @@ func Main(args []string) int {
 		}
 		s, err := ledger.Open(ctx, ledger.Options{Path: *ledPath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels, Logger: logger})
 		if err != nil {
-			return nil, fmt.Errorf("%w (is an exporter still running on this store?)", err)
+			return nil, err // it names the lock's holder, or the damage
 		}
 		return s, nil
 	}

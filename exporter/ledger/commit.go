@@ -151,10 +151,18 @@ func (s *Store) commitAccepted(acc []*prepared) error {
 	if err := b.Set(journalKey(seq), journal, nil); err != nil {
 		return err
 	}
+	acked := s.ackedEvents + uint64(len(acc))
+	if err := b.Set(keyAcked, binary.BigEndian.AppendUint64(nil, acked), nil); err != nil {
+		return err
+	}
 	if err := s.commitBatch(b, pebble.Sync); err != nil {
 		return err
 	}
-	s.groupSeq = seq
+	s.groupSeq, s.ackedEvents = seq, acked
+	if err := s.watermark.set(seq, false); err != nil {
+		// The group is durable; only the check of a damaged log at the next start is weaker.
+		s.log.Warn("recording the last acknowledged group", "err", err)
+	}
 	s.applyCommitted(acc, seq)
 	if c := s.changes.Load(); c != nil {
 		c.committed(seq, acc)

@@ -3,10 +3,12 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -33,8 +35,10 @@ func (e *DamagedError) Error() string {
 	if len(e.Files) > 0 {
 		where = " (" + strings.Join(e.Files, ", ") + ")"
 	}
-	return fmt.Sprintf("the store at %s is damaged%s: %v. Nothing was changed. Restore the store directory from a backup "+
-		"(docs/operator-guide.md, \"A damaged store\"); do not delete files from it by hand", e.Path, where, e.Err)
+	// Pebble's corruption errors span lines (details, stack traces): the first says what is wrong.
+	what, _, _ := strings.Cut(e.Err.Error(), "\n")
+	return fmt.Sprintf("the store at %s is damaged%s: %s. The exporter wrote no event. Restore the store directory from a backup "+
+		"(docs/operator-guide.md, \"A damaged store\"); do not delete files from it by hand", e.Path, where, what)
 }
 
 func (e *DamagedError) Unwrap() error { return e.Err }
@@ -54,6 +58,29 @@ func recoverInto(err *error, what string) {
 		return
 	}
 	*err = fmt.Errorf("%s: %w: %v", what, errPanicked, r)
+}
+
+// damageListener reports damage Pebble finds in a table to the log, once per file, instead of
+// Pebble's default, a Fatalf (a crash with a stack trace): the read that found it fails with a
+// corruption error, which the store reports as a DamagedError.
+func damageListener(log *slog.Logger) *pebble.EventListener {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	return &pebble.EventListener{
+		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			mu.Lock()
+			first := !seen[info.Path]
+			seen[info.Path] = true
+			mu.Unlock()
+			if first {
+				detail := ""
+				if info.Details != nil {
+					detail = info.Details.Error()
+				}
+				log.Error("the store is damaged: a file failed its checksum; restore the store from a backup", "file", info.Path, "keys", info.Bounds.String(), "err", detail)
+			}
+		},
+	}
 }
 
 // openPebble opens the store's database, telling damage and missing files apart from other
@@ -83,13 +110,17 @@ func damaged(path string, err error) error {
 	}
 	msg := err.Error()
 	switch {
-	case errors.Is(err, pebble.ErrCorruption), errors.Is(err, errPanicked):
-	case errors.Is(err, os.ErrNotExist) && strings.Contains(msg, "pebble"):
+	case pebble.IsCorruptionError(err), errors.Is(err, errPanicked):
+	case errors.Is(err, os.ErrNotExist), strings.Contains(msg, "does not exist"), strings.Contains(msg, "no such file"):
 		// A table or log the MANIFEST names is missing: the directory is incomplete.
 	default:
 		return err
 	}
-	return &DamagedError{Path: path, Files: namedFiles(path, msg), Err: err}
+	files := namedFiles(path, msg)
+	if strings.Contains(msg, "WAL") && len(files) == 0 {
+		files = walFiles(path) // Pebble names the log only in the error's details
+	}
+	return &DamagedError{Path: path, Files: files, Err: err}
 }
 
 // namedFiles lists the store's files an error message names (Pebble names them by number:

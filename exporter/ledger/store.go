@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,6 +101,8 @@ type Store struct {
 	crashed     bool                    // tests: stop as a crash would, without the final flush
 	space       *spaceGuard
 	lock        *storeLock
+	watermark   *watermark // the last group acknowledged (acked.go); writer goroutine
+	ackedEvents uint64     // events ever accepted, as m/acked holds it; writer goroutine
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
@@ -142,6 +145,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// to records that were synced, which it then refuses to open (see damage.go); table
 		// footers carry a checksum. A store of an older format is upgraded on open.
 		FormatMajorVersion: pebble.FormatTableFormatV6,
+		EventListener:      damageListener(opts.Logger),
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	po.Levels[0].FilterType = pebble.TableFilter
@@ -204,7 +208,20 @@ func (s *Store) load(ctx context.Context) (err error) {
 	if _, err := s.space.refresh(); err != nil {
 		s.log.Warn("cannot read the free disk space of the store; the reserve is not enforced", "path", s.opts.Path, "err", err)
 	}
+	wm, acked, known, err := openWatermark(s.opts.Path)
+	if err != nil {
+		return err
+	}
+	s.watermark = wm
+	if known {
+		if err := s.checkAcknowledged(ctx, acked); err != nil {
+			return err
+		}
+	}
 	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	if err := s.loadAcked(); err != nil {
 		return err
 	}
 	if err := s.loadMirror(ctx); err != nil {
@@ -216,7 +233,8 @@ func (s *Store) load(ctx context.Context) (err error) {
 	if err := s.loadSeen(ctx); err != nil {
 		return fmt.Errorf("loading the dedupe filter: %w", err)
 	}
-	return nil
+	// From here on the watermark follows the store (a rebuild at open renumbers the groups).
+	return s.watermark.set(s.groupSeq, true)
 }
 
 // writerTurn is work to run in the writer goroutine with nothing beside it.
@@ -263,7 +281,7 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	var flushErr error
 	if s.space.failed() == nil && !s.crashed {
-		flushErr = s.flushMemtables()
+		flushErr = errors.Join(s.flushMemtables(), s.watermark.set(s.groupSeq, true))
 	}
 	return errors.Join(flushErr, s.closeDB())
 }
@@ -281,6 +299,7 @@ func (s *Store) flushMemtables() (err error) {
 // while closing its log: that is reported, not a crash.
 func (s *Store) closeDB() (err error) {
 	defer s.lock.release()
+	defer s.watermark.close()
 	defer recoverInto(&err, "closing the store")
 	return s.db.Close()
 }
@@ -445,7 +464,8 @@ func (q *quietLogger) Errorf(format string, args ...any) {
 // own calls into Pebble recover into an error (recoverInto); one in Pebble's background jobs
 // still ends the process, after this line says why.
 func (q *quietLogger) Fatalf(format string, args ...any) {
-	f := &pebbleFatal{msg: fmt.Sprintf(format, args...)}
+	msg, _, _ := strings.Cut(fmt.Sprintf(format, args...), "\n") // not the stack traces of %+v
+	f := &pebbleFatal{msg: msg}
 	for _, a := range args {
 		if err, ok := a.(error); ok && f.err == nil {
 			f.err = err // so that callers can tell ENOSPC from the rest

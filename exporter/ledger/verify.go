@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -22,10 +23,16 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 	} else if len(archived) > 0 {
 		return nil, fmt.Errorf("raw events of %d month(s) are archived (first %s): restore them (usagectl archive restore) before verifying", len(archived), archived[0].Format("2006-01"))
 	}
+	ackedBefore, err := s.getUint(keyAcked)
+	if err != nil {
+		return nil, err
+	}
 	want := map[string]meter.State{}
 	wantSets := map[string]bool{}
 	a := &arena{} // the keys live on in want: chunks shared by many events, not one each
-	err := s.forEachRaw(ctx, func(key, _ []byte, ev *event.Event) error {
+	var raw uint64
+	err = s.forEachRaw(ctx, func(key, _ []byte, ev *event.Event) error {
+		raw++
 		p := s.prepare(ev, 0, a)
 		for _, o := range p.ops {
 			if o.kind == opUnique {
@@ -45,6 +52,14 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	var diffs []string
+	// Every event accepted is stored raw: fewer raw events than acknowledged means events lost.
+	if acked, err := s.getUint(keyAcked); err != nil {
+		return nil, err
+	} else if acked != ackedBefore {
+		return nil, errors.New("events were committed while verifying: stop the exporter and verify offline (usagectl ledger verify)")
+	} else if raw != acked {
+		diffs = append(diffs, fmt.Sprintf("acknowledged events missing: %d accepted, %d stored raw (%+d)", acked, raw, int64(raw)-int64(acked)))
+	}
 	for _, p := range []string{pRollup, pTotal, pPeriod, pActive, pUnique} {
 		if p == pAdmit {
 			continue
