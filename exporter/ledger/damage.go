@@ -15,11 +15,12 @@ import (
 
 // Damage. Pebble checks every block of its tables and every record of its write-ahead log
 // against a checksum. A damaged table is found when it is read (at the latest by `usagectl
-// ledger verify`, which reads everything); damage to synced records of the write-ahead log is
-// found when Pebble replays it at open (the store writes WAL sync chunks, so the replay tells
-// damage from the torn tail a crash leaves). A torn tail is not damage: it is the group whose
-// fsync the crash interrupted, which was never acknowledged. Either way the store refuses to
-// open, or the read fails, with a DamagedError; it never panics and never goes on silently.
+// ledger verify`, which reads everything). Damage inside the write-ahead log is found when Pebble
+// replays it at open if valid records follow it; otherwise Pebble takes it for the torn tail a
+// crash leaves (the group whose fsync the crash interrupted, never acknowledged) and stops there,
+// and the watermark of the last acknowledged group (acked.go) tells whether acknowledged groups
+// were lost. Either way the store refuses to open, or the read fails, with a DamagedError; it
+// never panics and never goes on silently.
 
 // DamagedError is a store that cannot be read as it is: which store, what is wrong, and what the
 // operator can do.
