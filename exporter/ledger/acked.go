@@ -31,37 +31,46 @@ const watermarkFile = "ledger.acked"
 
 var keyAcked = []byte(pMeta + "acked")
 
-// watermark is the open watermark file; writer goroutine only.
+// watermark is the open watermark file: the last group acknowledged and the events accepted
+// through it; writer goroutine only.
 type watermark struct {
 	f   *os.File
-	buf [8]byte
+	buf [16]byte
 }
 
-func openWatermark(dir string) (*watermark, uint64, bool, error) {
+// acknowledged is what the watermark file says.
+type acknowledged struct {
+	group, events uint64
+	known         bool // false for a new store (or one written before the watermark)
+}
+
+func openWatermark(dir string) (*watermark, acknowledged, error) {
 	path := filepath.Join(dir, watermarkFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("opening %s: %w", path, err)
+		return nil, acknowledged{}, fmt.Errorf("opening %s: %w", path, err)
 	}
 	w := &watermark{f: f}
 	n, err := f.ReadAt(w.buf[:], 0)
 	switch {
 	case n == len(w.buf):
-		return w, binary.BigEndian.Uint64(w.buf[:]), true, nil
+		return w, acknowledged{group: binary.BigEndian.Uint64(w.buf[:8]), events: binary.BigEndian.Uint64(w.buf[8:]), known: true}, nil
 	case n == 0 && errors.Is(err, io.EOF):
-		return w, 0, false, nil // a new store, or one written before the watermark
+		return w, acknowledged{}, nil
 	default:
 		f.Close()
-		return nil, 0, false, fmt.Errorf("reading %s: %d bytes, %v", path, n, err)
+		return nil, acknowledged{}, fmt.Errorf("reading %s: %d bytes, %v", path, n, err)
 	}
 }
 
-// set records group seq as acknowledged; sync makes it durable (at open and close).
-func (w *watermark) set(seq uint64, sync bool) error {
+// set records group seq, through which events were accepted, as acknowledged; sync makes it
+// durable (at open and close).
+func (w *watermark) set(seq, events uint64, sync bool) error {
 	if w == nil {
 		return nil
 	}
-	binary.BigEndian.PutUint64(w.buf[:], seq)
+	binary.BigEndian.PutUint64(w.buf[:8], seq)
+	binary.BigEndian.PutUint64(w.buf[8:], events)
 	if _, err := w.f.WriteAt(w.buf[:], 0); err != nil {
 		return fmt.Errorf("writing %s: %w", w.f.Name(), err)
 	}
@@ -96,21 +105,26 @@ func (s *Store) lastGroup(ctx context.Context) (uint64, error) {
 	return cp, it.Error()
 }
 
-// checkAcknowledged refuses a store that lost groups it acknowledged (see above).
-func (s *Store) checkAcknowledged(ctx context.Context, acked uint64) error {
+// checkAcknowledged refuses a store that lost groups it acknowledged (see above); a salvage
+// records the loss instead.
+func (s *Store) checkAcknowledged(ctx context.Context, acked acknowledged) error {
 	last, err := s.lastGroup(ctx)
 	if err != nil {
 		return err
 	}
-	if last >= acked {
+	if last >= acked.group {
+		return nil
+	}
+	if s.opts.salvage != nil {
+		s.opts.salvage.LostGroups = [2]uint64{last + 1, acked.group}
 		return nil
 	}
 	// Pebble has replayed what was left of the log by now: the files to name are gone.
 	return &DamagedError{Path: s.opts.Path, Err: fmt.Errorf(
 		"acknowledged events are missing: the store ends at group %d, but groups up to %d were acknowledged (%s); "+
-			"the write-ahead log was truncated or damaged after the exporter stopped. If the store was restored from an older backup "+
-			"on purpose, the events acknowledged since that backup are lost: delete %s to accept that",
-		last, acked, watermarkFile, filepath.Join(s.opts.Path, watermarkFile))}
+			"the write-ahead log was truncated or damaged after the exporter stopped. To keep what is intact and accept the loss, "+
+			"stop every exporter on the store and run: usagectl ledger salvage --storage.path=%s",
+		last, acked.group, watermarkFile, s.opts.Path)}
 }
 
 func walFiles(dir string) []string {

@@ -159,7 +159,7 @@ func (s *Store) commitAccepted(acc []*prepared) error {
 		return err
 	}
 	s.groupSeq, s.ackedEvents = seq, acked
-	if err := s.watermark.set(seq, false); err != nil {
+	if err := s.watermark.set(seq, acked, false); err != nil {
 		// The group is durable; only the check of a damaged log at the next start is weaker.
 		s.log.Warn("recording the last acknowledged group", "err", err)
 	}

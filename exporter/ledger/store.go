@@ -51,6 +51,8 @@ type Options struct {
 	MinFreeBytes int64
 	// SpaceCheckInterval is how often the free space is read while no write arrives (default 1s).
 	SpaceCheckInterval time.Duration
+
+	salvage *SalvageReport // set by Salvage: record a loss of acknowledged groups, not refuse
 }
 
 // Result is the outcome of committing one request.
@@ -209,15 +211,18 @@ func (s *Store) load(ctx context.Context) (err error) {
 	if _, err := s.space.refresh(); err != nil {
 		s.log.Warn("cannot read the free disk space of the store; the reserve is not enforced", "path", s.opts.Path, "err", err)
 	}
-	wm, acked, known, err := openWatermark(s.opts.Path)
+	wm, acked, err := openWatermark(s.opts.Path)
 	if err != nil {
 		return err
 	}
 	s.watermark = wm
-	if known {
+	if acked.known {
 		if err := s.checkAcknowledged(ctx, acked); err != nil {
 			return err
 		}
+	}
+	if s.opts.salvage != nil {
+		s.opts.salvage.acked = acked
 	}
 	if err := s.migrate(ctx); err != nil {
 		return err
@@ -235,7 +240,7 @@ func (s *Store) load(ctx context.Context) (err error) {
 		return fmt.Errorf("loading the dedupe filter: %w", err)
 	}
 	// From here on the watermark follows the store (a rebuild at open renumbers the groups).
-	return s.watermark.set(s.groupSeq, true)
+	return s.watermark.set(s.groupSeq, s.ackedEvents, true)
 }
 
 // writerTurn is work to run in the writer goroutine with nothing beside it.
@@ -282,7 +287,7 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	var flushErr error
 	if s.space.failed() == nil && !s.crashed {
-		flushErr = errors.Join(s.flushMemtables(), s.watermark.set(s.groupSeq, true))
+		flushErr = errors.Join(s.flushMemtables(), s.watermark.set(s.groupSeq, s.ackedEvents, true))
 	}
 	return errors.Join(flushErr, s.closeDB())
 }

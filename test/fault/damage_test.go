@@ -1,6 +1,7 @@
 package fault
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,7 +102,37 @@ func TestWALAfterKill(t *testing.T) {
 				t.Errorf("the refusal of a truncated log does not say acknowledged events are missing:\n%s", out)
 			}
 			t.Logf("operator sees: %s", lastLine(out))
-			// The operator restores the backup: nothing acknowledged is lost.
+			if !strings.Contains(out, "usagectl ledger salvage --storage.path="+store) {
+				t.Errorf("the refusal does not offer the salvage:\n%s", out)
+			}
+
+			// Without a backup: an explicit salvage keeps what is intact and says exactly what
+			// was lost; the ledger then counts what the client saw acknowledged, less that.
+			salvaged := store + ".salvaged"
+			copyDir(t, store, salvaged)
+			if out, err := exec.Command(usagectlBin, "ledger", "salvage", "--storage.path="+salvaged).CombinedOutput(); err == nil || !strings.Contains(string(out), "--accept-loss") {
+				t.Errorf("salvage without --accept-loss: %v\n%s", err, out)
+			}
+			sout, err := exec.Command(usagectlBin, "ledger", "salvage", "--storage.path="+salvaged, "--accept-loss").CombinedOutput()
+			if err != nil {
+				t.Fatalf("salvage: %v\n%s", err, sout)
+			}
+			var lost, acked, kept int64
+			var from, to int
+			if _, err := fmt.Sscanf(string(sout[strings.Index(string(sout), "LOST"):]), "LOST %d acknowledged events (groups %d to %d; %d were acknowledged, %d are kept)", &lost, &from, &to, &acked, &kept); err != nil {
+				t.Fatalf("salvage does not say what was lost (%v):\n%s", err, sout)
+			}
+			t.Logf("salvage says: %s", strings.TrimSpace(string(sout)))
+			if lost <= 0 || acked != c.acked || kept != c.acked-lost {
+				t.Errorf("salvage reports %d lost, %d acknowledged, %d kept; the client saw %d acknowledged", lost, acked, kept, c.acked)
+			}
+			checkCountedLess(t, salvaged, c, lost)
+			aout, err := exec.Command(usagectlBin, "audit", "verify", "--storage.path="+salvaged).CombinedOutput()
+			if err != nil || !strings.Contains(string(aout), "audit trail intact") {
+				t.Errorf("audit verify after salvage: %v\n%s", err, aout)
+			}
+
+			// With a backup: the operator restores it, and nothing acknowledged is lost.
 			os.RemoveAll(store)
 			copyDir(t, backup, store)
 			checkCounted(t, store, c)
