@@ -11,6 +11,8 @@ import (
 // reached (rules/storage.yml).
 type Storage struct {
 	Space func() ledger.SpaceStatus
+	// Corruptions is how many times damage was found in the store's files (a failed checksum).
+	Corruptions func() int64
 }
 
 var (
@@ -22,6 +24,8 @@ var (
 		"Free space kept in reserve: writes that would leave less are refused with 507 (--storage.min-free-bytes).", nil, nil)
 	storageWritableDesc = prometheus.NewDesc("usage_exporter_storage_writable",
 		"1 while the store accepts writes; 0 while it refuses them, for the reason labelled (insufficient_storage, write_failed).", []string{"reason"}, nil)
+	storageCorruptionsDesc = prometheus.NewDesc("usage_exporter_storage_corruptions_total",
+		"Times damage was found in the store's files (a failed checksum) since the exporter started: the reads that met it failed.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -30,6 +34,7 @@ func (c Storage) Describe(ch chan<- *prometheus.Desc) {
 	ch <- storageSizeDesc
 	ch <- storageMinFreeDesc
 	ch <- storageWritableDesc
+	ch <- storageCorruptionsDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -45,4 +50,7 @@ func (c Storage) Collect(ch chan<- prometheus.Metric) {
 		writable = 1
 	}
 	ch <- prometheus.MustNewConstMetric(storageWritableDesc, prometheus.GaugeValue, writable, st.Reason)
+	if c.Corruptions != nil {
+		ch <- prometheus.MustNewConstMetric(storageCorruptionsDesc, prometheus.CounterValue, float64(c.Corruptions()))
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -64,11 +65,12 @@ func recoverInto(err *error, what string) {
 // damageListener reports damage Pebble finds in a table to the log, once per file, instead of
 // Pebble's default, a Fatalf (a crash with a stack trace): the read that found it fails with a
 // corruption error, which the store reports as a DamagedError.
-func damageListener(log *slog.Logger) *pebble.EventListener {
+func damageListener(log *slog.Logger, found *atomic.Int64) *pebble.EventListener {
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	return &pebble.EventListener{
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			found.Add(1)
 			mu.Lock()
 			first := !seen[info.Path]
 			seen[info.Path] = true
@@ -83,6 +85,9 @@ func damageListener(log *slog.Logger) *pebble.EventListener {
 		},
 	}
 }
+
+// CorruptionsFound is how many times Pebble found damage in the store's files since it opened.
+func (s *Store) CorruptionsFound() int64 { return s.corruptions.Load() }
 
 // openPebble opens the store's database, telling damage and missing files apart from other
 // failures.

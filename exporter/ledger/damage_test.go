@@ -254,3 +254,25 @@ func TestSalvage(t *testing.T) {
 		t.Fatalf("verify after restart: %v %v", err, diffs)
 	}
 }
+
+// Damage met while running fails the read that met it, is counted (an alert watches the count),
+// and is no panic.
+func TestDamageFoundWhileRunning(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := loaded(t, dir, 2000)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	sst := largest(t, files(t, dir, "*.sst"))
+	for _, at := range []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6} { // blocks not read by the open: raw events
+		flip(t, sst, at)
+	}
+	_, err := s.Verify(ctx)
+	wantDamaged(t, err, filepath.Base(sst), "restore")
+	if s.CorruptionsFound() == 0 {
+		t.Fatalf("damage met while running was not counted: %v", err)
+	}
+}

@@ -103,6 +103,7 @@ type Store struct {
 	crashed     bool                    // tests: stop as a crash would, without the final flush
 	space       *spaceGuard
 	lock        *storeLock
+	corruptions *atomic.Int64 // damage Pebble found (damage.go)
 	watermark   *watermark // the last group acknowledged (acked.go); writer goroutine
 	ackedEvents uint64     // events ever accepted, as m/acked holds it; writer goroutine
 }
@@ -133,6 +134,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	// Every dedupe lookup reads the index and filter blocks of the tables it may hit: keep
 	// them in memory, or each lookup is a pread (Pebble's default cache is 8 MiB).
+	corruptions := new(atomic.Int64)
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
 	po := &pebble.Options{
@@ -148,7 +150,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// tail, but it brings columnar tables, 6% more CPU per ingested event (make
 		// bench-ingest-vs), and cannot be undone; the watermark (acked.go) catches a log that
 		// lost acknowledged groups instead.
-		EventListener: damageListener(opts.Logger),
+		EventListener: damageListener(opts.Logger, corruptions),
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	po.Levels[0].FilterType = pebble.TableFilter
@@ -171,6 +173,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s := &Store{
 		db:          db,
 		lock:        lock,
+		corruptions: corruptions,
 		space:       newSpaceGuard(opts.Path, opts.MinFreeBytes, opts.Logger),
 		opts:        opts,
 		log:         opts.Logger,

@@ -14,7 +14,9 @@ import (
 // Verify recomputes every rollup, total and month total from the raw events, in memory, and
 // compares them with what the store holds. It returns the differences (empty when the ledger
 // is consistent). Run it offline (usagectl ledger verify) or in tests.
-func (s *Store) Verify(ctx context.Context) ([]string, error) {
+func (s *Store) Verify(ctx context.Context) (diffs []string, err error) {
+	defer func() { err = damaged(s.opts.Path, err) }() // name the damaged file, if that is what failed
+	defer recoverInto(&err, "verifying the ledger")
 	if err := s.Flush(ctx); err != nil {
 		return nil, err
 	}
@@ -51,7 +53,6 @@ func (s *Store) Verify(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var diffs []string
 	// Every event accepted is stored raw: fewer raw events than acknowledged means events lost.
 	if acked, err := s.getUint(keyAcked); err != nil {
 		return nil, err

@@ -231,7 +231,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	quotas := quota.New(store, current.Load, bill)
 	usage := collector.NewUsage(store, pseudonymize)
 	reg.MustRegister(
-		collector.Storage{Space: store.Space},
+		collector.Storage{Space: store.Space, Corruptions: store.CorruptionsFound},
 		quota.NewCollector(quotas),
 		engine,
 		g,
