@@ -104,8 +104,8 @@ type Store struct {
 	space       *spaceGuard
 	lock        *storeLock
 	corruptions *atomic.Int64 // damage Pebble found (damage.go)
-	watermark   *watermark // the last group acknowledged (acked.go); writer goroutine
-	ackedEvents uint64     // events ever accepted, as m/acked holds it; writer goroutine
+	watermark   *watermark    // the last group acknowledged (acked.go); writer goroutine
+	ackedEvents uint64        // events ever accepted, as m/acked holds it; writer goroutine
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
