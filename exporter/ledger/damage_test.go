@@ -192,7 +192,7 @@ func TestVerifyFindsMissingEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(diffs) == 0 || !strings.Contains(strings.Join(diffs, "\n"), "acknowledged events missing: 500 accepted, 495 stored raw") {
+	if len(diffs) == 0 || !strings.Contains(strings.Join(diffs, "\n"), "acknowledged events missing: 500 accepted, 495 stored raw (5 missing)") {
 		t.Fatalf("verify after losing 5 raw events: %v", diffs)
 	}
 }
