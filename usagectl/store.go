@@ -31,7 +31,7 @@ func openExisting(ctx context.Context, path string, cfg *config.Config, logger *
 	s, err := ledger.Open(ctx, ledger.Options{Path: path, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit,
 		PerUserLabels: cfg.Metrics.PerUserLabels, Logger: logger})
 	if err != nil {
-		return nil, fmt.Errorf("%w (is an exporter still running on this store?)", err)
+		return nil, err // it names the lock's holder, or the damage
 	}
 	return s, nil
 }

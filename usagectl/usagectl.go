@@ -155,6 +155,13 @@ func Main(args []string) int {
 		return nil
 	})
 
+	salvage := led.Command("salvage", "Open a store whose write-ahead log lost acknowledged events (stop the exporter first): copy it aside, keep what is intact, derive rollups and totals again, report exactly what was lost, and record it in the audit trail. Prefer restoring a backup.")
+	acceptLoss := salvage.Flag("accept-loss", "Required: accept that the acknowledged events the store lost stay lost (their producers must resend them).").Bool()
+	salvage.Action(func(*kingpin.ParseContext) error {
+		run = func() error { return salvageLedger(ctx, *ledPath, *ledConfig, *acceptLoss) }
+		return nil
+	})
+
 	for _, r := range registrars {
 		r(app)
 	}

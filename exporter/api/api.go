@@ -128,19 +128,39 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.Store.Commit(r.Context(), events)
 	if err != nil {
-		a.Metrics.Rejected.WithLabelValues("store_error").Add(float64(len(events)))
-		status := http.StatusInternalServerError
-		if errors.Is(err, ledger.ErrClosed) || errors.Is(err, context.Canceled) {
-			status = http.StatusServiceUnavailable
-			w.Header().Set("Retry-After", "1")
-		}
-		a.Log.Error("storing events failed", "err", err, "events", len(events))
-		problem.Error(w, status, "the events were not stored; retry the same request (it is idempotent)")
+		a.storeFailed(w, err, len(events))
 		return
 	}
 	a.Metrics.Accepted.Add(float64(res.Accepted))
 	a.Metrics.Duplicates.Add(float64(res.Duplicates))
 	writeJSON(w, http.StatusAccepted, Accepted{Accepted: res.Accepted, Duplicates: res.Duplicates})
+}
+
+// storeFailed answers a request whose events the store did not take. Nothing of it was stored
+// (a group is all or nothing), so the client retries the same request later. Refusals for lack
+// of space are expected while the disk is full: the store logs them, throttled, not here.
+func (a *API) storeFailed(w http.ResponseWriter, err error, events int) {
+	const retry = "; nothing of this request was stored: retry the same request later (it is idempotent)"
+	switch {
+	case errors.Is(err, ledger.ErrInsufficientStorage):
+		a.Metrics.Rejected.WithLabelValues("insufficient_storage").Add(float64(events))
+		w.Header().Set("Retry-After", "30")
+		problem.Write(w, problem.Details{Type: problem.TypeInsufficientStorage, Title: "Insufficient storage",
+			Status: http.StatusInsufficientStorage, Detail: err.Error() + retry})
+	case errors.Is(err, ledger.ErrWriteFailed):
+		a.Metrics.Rejected.WithLabelValues("store_failed").Add(float64(events))
+		w.Header().Set("Retry-After", "60")
+		problem.Write(w, problem.Details{Type: problem.TypeStoreFailed, Title: "Store unavailable for writes",
+			Status: http.StatusServiceUnavailable, Detail: err.Error() + retry})
+	case errors.Is(err, ledger.ErrClosed), errors.Is(err, context.Canceled):
+		a.Metrics.Rejected.WithLabelValues("store_error").Add(float64(events))
+		w.Header().Set("Retry-After", "1")
+		problem.Error(w, http.StatusServiceUnavailable, "the exporter is stopping"+retry)
+	default:
+		a.Metrics.Rejected.WithLabelValues("store_error").Add(float64(events))
+		a.Log.Error("storing events failed", "err", err, "events", events)
+		problem.Error(w, http.StatusInternalServerError, "the events were not stored"+retry)
+	}
 }
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
@@ -332,6 +352,15 @@ func (a *API) ready(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, "Not ready: the store is not open.\n")
 		return
+	}
+	// Reads go on while the store refuses writes, but a load balancer should send events
+	// elsewhere.
+	if a.Store != nil {
+		if st := a.Store.Space(); !st.Writable {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "Not ready: the store refuses writes (%s): %d bytes free, %d kept in reserve.\n", st.Reason, st.FreeBytes, st.MinFreeBytes)
+			return
+		}
 	}
 	io.WriteString(w, "Ready.\n")
 }

@@ -37,7 +37,7 @@ func NewSelfMetrics(reg prometheus.Registerer, storeSize func() float64) *SelfMe
 		ReloadTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "usage_exporter_config_last_reload_success_timestamp_seconds",
 			Help: "Time of the last successful configuration reload."}),
 	}
-	for _, r := range []string{"malformed", "invalid", "too_old", "too_new", "body_too_large", "body_timeout", "batch_too_large", "unsupported_media_type", "store_error"} {
+	for _, r := range []string{"malformed", "invalid", "too_old", "too_new", "body_too_large", "body_timeout", "batch_too_large", "unsupported_media_type", "store_error", "insufficient_storage", "store_failed"} {
 		m.Rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.Received, m.Accepted, m.Duplicates, m.Rejected, m.CommitDuration, m.CommitEvents, m.ReloadSuccess, m.ReloadTime,

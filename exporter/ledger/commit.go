@@ -42,7 +42,11 @@ func (s *Store) commitGroup(group []*commitReq) {
 	clear(gb.inGroup)
 	acc := gb.accepted[:0]
 	results := make([]Result, len(group))
-	err := func() error {
+	err := func() (err error) {
+		defer recoverInto(&err, "committing a group")
+		if err := s.space.check(groupBytes(group)); err != nil {
+			return err
+		}
 		var dk [18]byte
 		copy(dk[:], pDedupe)
 		for ri, r := range group {
@@ -79,9 +83,12 @@ func (s *Store) commitGroup(group []*commitReq) {
 		gb.accepted = acc[:0]
 	}()
 	if err != nil {
-		s.log.Error("ledger commit failed; the group is refused", "err", err, "events", len(acc))
+		if !errors.Is(err, ErrInsufficientStorage) && !errors.Is(err, ErrWriteFailed) {
+			// The guard logs its own refusals, throttled.
+			s.log.Error("ledger commit failed; the group is refused", "err", err, "events", len(acc))
+		}
 		for _, r := range group {
-			r.done <- commitDone{err: fmt.Errorf("storing %d events: %w", len(acc), err)}
+			r.done <- commitDone{err: fmt.Errorf("storing %d events: %w", len(r.events), err)}
 		}
 		return
 	}
@@ -144,15 +151,51 @@ func (s *Store) commitAccepted(acc []*prepared) error {
 	if err := b.Set(journalKey(seq), journal, nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	acked := s.ackedEvents + uint64(len(acc))
+	if err := b.Set(keyAcked, binary.BigEndian.AppendUint64(nil, acked), nil); err != nil {
 		return err
 	}
-	s.groupSeq = seq
+	if err := s.commitBatch(b, pebble.Sync); err != nil {
+		return err
+	}
+	s.groupSeq, s.ackedEvents = seq, acked
+	if err := s.watermark.set(seq, acked, false); err != nil {
+		// The group is durable; only the check of a damaged log at the next start is weaker.
+		s.log.Warn("recording the last acknowledged group", "err", err)
+	}
 	s.applyCommitted(acc, seq)
 	if c := s.changes.Load(); c != nil {
 		c.committed(seq, acc)
 	}
 	return nil
+}
+
+// commitBatch commits b. Pebble cannot go on after a failed write (see space.go): the store
+// then refuses every later write, and a panic of Pebble's is that failure too.
+func (s *Store) commitBatch(b *pebble.Batch, opt *pebble.WriteOptions) (err error) {
+	if err := s.space.failed(); err != nil {
+		return fmt.Errorf("%w (%v)", ErrWriteFailed, err)
+	}
+	defer func() {
+		if err != nil {
+			s.space.fail(err)
+			err = fmt.Errorf("%w: %w", ErrWriteFailed, err)
+		}
+	}()
+	defer recoverInto(&err, "writing to the store")
+	return b.Commit(opt)
+}
+
+// groupBytes estimates what committing a group adds to the disk: each raw event twice (the
+// write-ahead log, then a table), and its keys.
+func groupBytes(group []*commitReq) int64 {
+	var n int64
+	for _, r := range group {
+		for i := range r.events {
+			n += 2*int64(len(r.events[i].raw)) + 128
+		}
+	}
+	return n
 }
 
 // sortedPrepared is an event of a group with the key it is sorted by: its dedupe hash, or its

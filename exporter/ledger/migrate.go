@@ -18,10 +18,18 @@ import (
 
 // schemaVersion is the layout of the key space. Each migration moves a store from version n-1 to
 // n; they run in order at start-up.
-const schemaVersion = 1
+const schemaVersion = 2
 
 var migrations = map[uint64]func(ctx context.Context, s *Store) error{
 	1: func(context.Context, *Store) error { return nil }, // the initial layout
+	// m/acked: the count of events ever accepted, which verify checks the raw events against.
+	2: func(ctx context.Context, s *Store) error {
+		n, err := s.countRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("counting the raw events: %w", err)
+		}
+		return s.db.Set(keyAcked, binary.BigEndian.AppendUint64(nil, n), pebble.Sync)
+	},
 }
 
 var (
@@ -62,11 +70,12 @@ func (s *Store) migrate(ctx context.Context) error {
 	default:
 		same := string(old) == sig
 		closer.Close()
-		if !same {
-			s.log.Warn("meter definitions changed: rebuilding rollups and totals from the raw events")
-			if _, err := s.Rebuild(ctx); err != nil {
-				return err
-			}
+		if same {
+			return nil // nothing to write: a start on a full disk must not need space
+		}
+		s.log.Warn("meter definitions changed: rebuilding rollups and totals from the raw events")
+		if _, err := s.Rebuild(ctx); err != nil {
+			return err
 		}
 	}
 	return s.db.Set(keyMeters, []byte(sig), pebble.Sync)

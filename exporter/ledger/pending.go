@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -257,7 +258,9 @@ func (s *Store) flusher() {
 			default: // told already (a retry)
 			}
 			if err != nil {
-				s.log.Error("flushing derived usage failed; the journal keeps the events, retrying at the next flush", "err", err)
+				if !errors.Is(err, ErrWriteFailed) { // logged once by the guard
+					s.log.Error("flushing derived usage failed; the journal keeps the events, retrying at the next flush", "err", err)
+				}
 				break
 			}
 			queue[0] = nil
@@ -272,6 +275,10 @@ func (s *Store) flusher() {
 func (s *Store) writeFlush(job *flushJob) error {
 	if len(job.entries) == 0 {
 		return nil
+	}
+	if err := s.space.failed(); err != nil {
+		// The journal keeps the events; the replay at the next start derives them.
+		return fmt.Errorf("%w (%v)", ErrWriteFailed, err)
 	}
 	start := time.Now()
 	// In key order, as in commitAccepted: the memtable inserts them several times faster.
@@ -307,7 +314,7 @@ func (s *Store) writeFlush(job *flushJob) error {
 	if job.sync {
 		opt = pebble.Sync
 	}
-	if err := b.Commit(opt); err != nil {
+	if err := s.commitBatch(b, opt); err != nil {
 		return fmt.Errorf("flushing derived usage: %w", err)
 	}
 	s.log.Debug("flushed derived usage", "keys", len(job.entries), "through_group", job.seq, "took", time.Since(start))
@@ -437,7 +444,7 @@ func (s *Store) deriveAgain(acc []*prepared, seq uint64) error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	s.resolveSeries(acc, b)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commitBatch(b, pebble.Sync); err != nil {
 		return fmt.Errorf("admitting series: %w", err)
 	}
 	s.applyCommitted(acc, seq)

@@ -52,9 +52,11 @@ import (
 type Options struct {
 	Web         *web.FlagConfig
 	StoragePath string
-	ConfigFile  string
-	Insecure    bool
-	Log         *promslog.Config
+	// StorageMinFreeBytes is the free space below which writes are refused (507).
+	StorageMinFreeBytes int64
+	ConfigFile          string
+	Insecure            bool
+	Log                 *promslog.Config
 }
 
 // Main runs the exporter with the given arguments; it returns the process exit code.
@@ -63,6 +65,7 @@ func Main(args []string) int {
 	opts := Options{Log: &promslog.Config{}}
 	opts.Web = kingpinflag.AddFlags(app, ":9477")
 	app.Flag("storage.path", "Directory of the embedded store.").Default("./data").StringVar(&opts.StoragePath)
+	minFree := app.Flag("storage.min-free-bytes", "Free space kept on the store's filesystem: writes that would leave less are refused with 507 Insufficient Storage, and resume once space is freed. 0 keeps no reserve (not advised: the store's own flushes need room).").Default("256MiB").Bytes()
 	app.Flag("config.file", "Configuration file: meters, plans, tenants, auth, billing (YAML). Built-in defaults when absent.").StringVar(&opts.ConfigFile)
 	app.Flag("web.insecure", "Allow listening beyond loopback without any authentication configured.").BoolVar(&opts.Insecure)
 	flag.AddFlags(app, opts.Log)
@@ -72,6 +75,7 @@ func Main(args []string) int {
 		fmt.Fprintf(os.Stderr, "usage-exporter: %v\n", err)
 		return 2
 	}
+	opts.StorageMinFreeBytes = int64(*minFree)
 	logger := promslog.New(opts.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -172,8 +176,9 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	changes := ledger.NewChanges(0, insights.RawTypes()...)
 	store, err = ledger.Open(ctx, ledger.Options{
 		Path: opts.StoragePath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels,
-		Logger:   logger.With("component", "ledger"),
-		OnCommit: self.ObserveCommit,
+		Logger:       logger.With("component", "ledger"),
+		OnCommit:     self.ObserveCommit,
+		MinFreeBytes: opts.StorageMinFreeBytes,
 	})
 	if err != nil {
 		return nil, err
@@ -240,6 +245,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	quotas := quota.New(store, current.Load, bill)
 	usage := collector.NewUsage(store, pseudonymize)
 	reg.MustRegister(
+		collector.Storage{Space: store.Space, Corruptions: store.CorruptionsFound},
 		quota.NewCappedCollector(quotas, usage.Admission()),
 		engine,
 		g,

@@ -10,6 +10,13 @@ import (
 // ContentType is the media type of a problem document.
 const ContentType = "application/problem+json"
 
+// Problem types of the store's refusals (the type URI identifies the problem; it need not
+// resolve).
+const (
+	TypeInsufficientStorage = "https://github.com/usagemeter/usagemeter/blob/main/docs/operator-guide.md#a-full-disk"
+	TypeStoreFailed         = "https://github.com/usagemeter/usagemeter/blob/main/docs/operator-guide.md#a-failed-write"
+)
+
 // FieldError locates one bad field of one event in a request.
 type FieldError struct {
 	Index  int    `json:"index"`

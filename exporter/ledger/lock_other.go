@@ -1,0 +1,5 @@
+//go:build !unix
+
+package ledger
+
+func lockHolderPID(string) int { return 0 }
