@@ -97,7 +97,7 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
-	events, err := a.decoderOf(cfg).Decode(r.Header.Get("Content-Type"), body)
+	events, err := a.decoderOf(cfg).DecodeHTTP(r.Header, body)
 	if err != nil {
 		a.reject(w, err)
 		return
