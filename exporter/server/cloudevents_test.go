@@ -33,7 +33,11 @@ func open(t testing.TB) (*Server, *httptest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	ts := httptest.NewServer(srv.Handler)
+	var h http.Handler = srv.Handler
+	if tt, ok := t.(*testing.T); ok {
+		h = validating(tt, h) // every request of a test is checked against the OpenAPI document
+	}
+	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 	return srv, ts
 }
