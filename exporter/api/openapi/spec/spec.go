@@ -262,7 +262,7 @@ func operations(g *gen) []op {
 		{method: "POST", path: "/v1/tenants/{tenant}/plan", tag: "billing", summary: "Change a tenant's plan", params: []*openapi3.Parameter{tenantPath},
 			body: g.body(jsonBody{value: changePlanRequest{}, required: true, desc: "effective: when the change applies (default now)"}), status: 200, resp: invoice.Subscription{}},
 		{method: "POST", path: "/v1/webhooks/stripe", tag: "billing", summary: "Stripe payment webhook (signed by Stripe-Signature)", public: true,
-			body: &openapi3.RequestBody{Required: true, Content: openapi3.NewContentWithJSONSchema(openapi3.NewObjectSchema().WithAnyAdditionalProperties())},
+			body:   &openapi3.RequestBody{Required: true, Content: openapi3.NewContentWithJSONSchema(openapi3.NewObjectSchema().WithAnyAdditionalProperties())},
 			status: 200, resp: nil},
 
 		{method: "GET", path: "/v1/analytics/trends", tag: "analytics", summary: "Usage growth per tenant and meter", params: []*openapi3.Parameter{
