@@ -9,12 +9,16 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines bench-cloudevents lint go-test
+.PHONY: openapi build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines bench-cloudevents lint go-test
 
 build: build-go ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
 
 build-go: ## usage-exporter and usagectl into ./bin
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/usage-exporter ./cmd/usagectl
+
+openapi: tools ## regenerate the OpenAPI document (exporter/api/openapi/openapi.json) and its Go client
+	$(GO) test ./exporter/api/openapi/spec -run TestCommittedDocumentIsCurrent -update
+	cd exporter/api/openapi/usageapi && $(TOOLS)/oapi-codegen -config oapi-codegen.yaml ../openapi.json
 
 # Area fragments: each adds its own prerequisites to test, bench and build.
 include $(sort $(wildcard mk/*.mk))
