@@ -71,6 +71,12 @@ func enum(vals ...string) *openapi3.Schema {
 func integer(lo, hi float64) *openapi3.Schema {
 	return openapi3.NewIntegerSchema().WithMin(lo).WithMax(hi)
 }
+
+// strings_ is a repeatable query parameter (meter=a&meter=b).
+func strings_() *openapi3.Schema {
+	return openapi3.NewArraySchema().WithItems(openapi3.NewStringSchema())
+}
+
 func month() *openapi3.Schema { return openapi3.NewStringSchema().WithPattern(`^\d{4}-\d{2}$`) }
 
 var (
@@ -187,7 +193,7 @@ const (
 func operations(g *gen) []op {
 	reportParams := []*openapi3.Parameter{
 		query("format", "csv (default), json, pdf or xlsx.", false, enum("csv", "json", "pdf", "xlsx")),
-		query("meter", "Meters, comma-separated or repeated; default every meter.", false, str()),
+		query("meter", "Meters (repeated, or comma-separated); default every meter.", false, strings_()),
 		query("group_by", "Dimensions, comma-separated.", false, str()),
 		query("window", "hour, day, month (default) or none.", false, enum("hour", "day", "month", "none")),
 		query("tenants", "Tenants, comma-separated; default every tenant with usage.", false, str()),
@@ -196,7 +202,7 @@ func operations(g *gen) []op {
 		query("to", "End of the period (RFC 3339).", false, rfc3339()),
 		query("month", "A calendar month, YYYY-MM.", false, month()),
 		query("last", "A period ending now, e.g. 7d, 3m.", false, str()),
-		query("filter", "dimension:value1|value2, repeatable.", false, str()),
+		query("filter", "dimension:value1|value2 (repeated for several dimensions).", false, strings_()),
 	}
 	reportTypes := []string{typeCSV, typePDF, typeXLSX}
 	ops := []op{
@@ -218,7 +224,7 @@ func operations(g *gen) []op {
 		{method: "POST", path: "/v1/quota/check", tag: "quotas", summary: "Quota admission: may this amount be used?",
 			params: []*openapi3.Parameter{tenantQuery}, body: g.body(jsonBody{value: api.QuotaCheckRequest{}, required: true}), status: 200, resp: api.QuotaCheckResponse{}},
 		{method: "GET", path: "/v1/audit", tag: "audit", summary: "The audit trail, in order", params: []*openapi3.Parameter{
-			query("after", "Entries after this sequence number.", false, openapi3.NewIntegerSchema().WithMin(0)),
+			query("after", "Entries after this sequence number.", false, openapi3.NewInt64Schema().WithMin(0)),
 			query("limit", "At most this many entries.", false, integer(1, 1000)),
 		}, status: 200, resp: auditResponse{}},
 		{method: "POST", path: "/-/reload", tag: "operations", summary: "Reload the configuration", status: 200, resp: reloadResponse{}},
@@ -266,7 +272,7 @@ func operations(g *gen) []op {
 			status: 200, resp: nil},
 
 		{method: "GET", path: "/v1/analytics/trends", tag: "analytics", summary: "Usage growth per tenant and meter", params: []*openapi3.Parameter{
-			tenantQuery, query("meter", "Meters, comma-separated (default ai_tokens).", false, str()), query("at", "As of (default now).", false, rfc3339()),
+			tenantQuery, query("meter", "Meters (repeated, or comma-separated; default ai_tokens).", false, strings_()), query("at", "As of (default now).", false, rfc3339()),
 			query("limit", "At most this many rows.", false, integer(1, 100000))}, status: 200, resp: analytics.TrendsResponse{}},
 		{method: "GET", path: "/v1/analytics/seasonality", tag: "analytics", summary: "Hour-of-week usage profile", params: []*openapi3.Parameter{
 			query("tenant", "The tenant.", true, str()), query("meter", "The meter.", true, str()),
@@ -300,8 +306,8 @@ func operations(g *gen) []op {
 		{method: "GET", path: "/v1/reports/executive", tag: "reports", summary: "Executive summary", params: reportParams, status: 200, resp: "application/json", respTypes: reportTypes},
 		{method: "GET", path: "/v1/reports/compliance", tag: "reports", summary: "Compliance report", params: reportParams, status: 200, resp: "application/json", respTypes: reportTypes},
 		{method: "POST", path: "/v1/reports", tag: "reports", summary: "A report from a definition (JSON or YAML)", params: []*openapi3.Parameter{
-			query("format", "Overrides the definition's format.", false, enum("csv", "json", "pdf", "xlsx"))},
-			body: g.body(jsonBody{value: report.Definition{}, required: true}), status: 200, resp: "application/json", respTypes: reportTypes},
+			query("format", "Overrides the definition's format.", false, enum("csv", "json", "pdf", "xlsx")), tenantQuery},
+			body: g.yamlOrJSON(report.Definition{}), status: 200, resp: "application/json", respTypes: reportTypes},
 	}
 	return ops
 }
@@ -404,6 +410,15 @@ func (g *gen) ref(v any) *openapi3.SchemaRef {
 		g.err = fmt.Errorf("schema of %T: %w", v, err)
 	}
 	return r
+}
+
+// yamlOrJSON is a body taken as JSON or as YAML (JSON's superset): report definitions.
+func (g *gen) yamlOrJSON(v any) *openapi3.RequestBody {
+	ref := g.ref(v)
+	return &openapi3.RequestBody{Required: true, Content: openapi3.Content{
+		"application/json": &openapi3.MediaType{Schema: ref},
+		"application/yaml": &openapi3.MediaType{Schema: ref},
+	}}
 }
 
 func (g *gen) body(b jsonBody) *openapi3.RequestBody {

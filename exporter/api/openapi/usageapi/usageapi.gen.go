@@ -1164,8 +1164,8 @@ type GetV1AnalyticsTrendsParams struct {
 	// Tenant The tenant. Also what the policies authorize on.
 	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
 
-	// Meter Meters, comma-separated (default ai_tokens).
-	Meter *string `form:"meter,omitempty" json:"meter,omitempty"`
+	// Meter Meters (repeated, or comma-separated; default ai_tokens).
+	Meter *[]string `form:"meter,omitempty" json:"meter,omitempty"`
 
 	// At As of (default now).
 	At *time.Time `form:"at,omitempty" json:"at,omitempty"`
@@ -1177,7 +1177,7 @@ type GetV1AnalyticsTrendsParams struct {
 // GetV1AuditParams defines parameters for GetV1Audit.
 type GetV1AuditParams struct {
 	// After Entries after this sequence number.
-	After *int `form:"after,omitempty" json:"after,omitempty"`
+	After *int64 `form:"after,omitempty" json:"after,omitempty"`
 
 	// Limit At most this many entries.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
@@ -1288,6 +1288,9 @@ type PostV1QuotaCheckParams struct {
 type PostV1ReportsParams struct {
 	// Format Overrides the definition's format.
 	Format *PostV1ReportsParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // PostV1ReportsParamsFormat defines parameters for PostV1Reports.
@@ -1298,8 +1301,8 @@ type GetV1ReportsComplianceParams struct {
 	// Format csv (default), json, pdf or xlsx.
 	Format *GetV1ReportsComplianceParamsFormat `form:"format,omitempty" json:"format,omitempty"`
 
-	// Meter Meters, comma-separated or repeated; default every meter.
-	Meter *string `form:"meter,omitempty" json:"meter,omitempty"`
+	// Meter Meters (repeated, or comma-separated); default every meter.
+	Meter *[]string `form:"meter,omitempty" json:"meter,omitempty"`
 
 	// GroupBy Dimensions, comma-separated.
 	GroupBy *string `form:"group_by,omitempty" json:"group_by,omitempty"`
@@ -1325,8 +1328,8 @@ type GetV1ReportsComplianceParams struct {
 	// Last A period ending now, e.g. 7d, 3m.
 	Last *string `form:"last,omitempty" json:"last,omitempty"`
 
-	// Filter dimension:value1|value2, repeatable.
-	Filter *string `form:"filter,omitempty" json:"filter,omitempty"`
+	// Filter dimension:value1|value2 (repeated for several dimensions).
+	Filter *[]string `form:"filter,omitempty" json:"filter,omitempty"`
 }
 
 // GetV1ReportsComplianceParamsFormat defines parameters for GetV1ReportsCompliance.
@@ -1340,8 +1343,8 @@ type GetV1ReportsExecutiveParams struct {
 	// Format csv (default), json, pdf or xlsx.
 	Format *GetV1ReportsExecutiveParamsFormat `form:"format,omitempty" json:"format,omitempty"`
 
-	// Meter Meters, comma-separated or repeated; default every meter.
-	Meter *string `form:"meter,omitempty" json:"meter,omitempty"`
+	// Meter Meters (repeated, or comma-separated); default every meter.
+	Meter *[]string `form:"meter,omitempty" json:"meter,omitempty"`
 
 	// GroupBy Dimensions, comma-separated.
 	GroupBy *string `form:"group_by,omitempty" json:"group_by,omitempty"`
@@ -1367,8 +1370,8 @@ type GetV1ReportsExecutiveParams struct {
 	// Last A period ending now, e.g. 7d, 3m.
 	Last *string `form:"last,omitempty" json:"last,omitempty"`
 
-	// Filter dimension:value1|value2, repeatable.
-	Filter *string `form:"filter,omitempty" json:"filter,omitempty"`
+	// Filter dimension:value1|value2 (repeated for several dimensions).
+	Filter *[]string `form:"filter,omitempty" json:"filter,omitempty"`
 }
 
 // GetV1ReportsExecutiveParamsFormat defines parameters for GetV1ReportsExecutive.
@@ -1382,8 +1385,8 @@ type GetV1ReportsUsageParams struct {
 	// Format csv (default), json, pdf or xlsx.
 	Format *GetV1ReportsUsageParamsFormat `form:"format,omitempty" json:"format,omitempty"`
 
-	// Meter Meters, comma-separated or repeated; default every meter.
-	Meter *string `form:"meter,omitempty" json:"meter,omitempty"`
+	// Meter Meters (repeated, or comma-separated); default every meter.
+	Meter *[]string `form:"meter,omitempty" json:"meter,omitempty"`
 
 	// GroupBy Dimensions, comma-separated.
 	GroupBy *string `form:"group_by,omitempty" json:"group_by,omitempty"`
@@ -1409,8 +1412,8 @@ type GetV1ReportsUsageParams struct {
 	// Last A period ending now, e.g. 7d, 3m.
 	Last *string `form:"last,omitempty" json:"last,omitempty"`
 
-	// Filter dimension:value1|value2, repeatable.
-	Filter *string `form:"filter,omitempty" json:"filter,omitempty"`
+	// Filter dimension:value1|value2 (repeated for several dimensions).
+	Filter *[]string `form:"filter,omitempty" json:"filter,omitempty"`
 }
 
 // GetV1ReportsUsageParamsFormat defines parameters for GetV1ReportsUsage.
@@ -3844,7 +3847,7 @@ func NewGetV1AnalyticsTrendsRequest(server string, params *GetV1AnalyticsTrendsP
 
 		if params.Meter != nil {
 
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "meter", *params.Meter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "meter", *params.Meter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -3922,7 +3925,7 @@ func NewGetV1AuditRequest(server string, params *GetV1AuditParams) (*http.Reques
 
 		if params.After != nil {
 
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -4878,6 +4881,18 @@ func NewPostV1ReportsRequestWithBody(server string, params *PostV1ReportsParams,
 
 		}
 
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -4936,7 +4951,7 @@ func NewGetV1ReportsComplianceRequest(server string, params *GetV1ReportsComplia
 
 		if params.Meter != nil {
 
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "meter", *params.Meter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "meter", *params.Meter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -5044,7 +5059,7 @@ func NewGetV1ReportsComplianceRequest(server string, params *GetV1ReportsComplia
 
 		if params.Filter != nil {
 
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "filter", *params.Filter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "filter", *params.Filter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -5110,7 +5125,7 @@ func NewGetV1ReportsExecutiveRequest(server string, params *GetV1ReportsExecutiv
 
 		if params.Meter != nil {
 
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "meter", *params.Meter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "meter", *params.Meter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -5218,7 +5233,7 @@ func NewGetV1ReportsExecutiveRequest(server string, params *GetV1ReportsExecutiv
 
 		if params.Filter != nil {
 
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "filter", *params.Filter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "filter", *params.Filter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -5284,7 +5299,7 @@ func NewGetV1ReportsUsageRequest(server string, params *GetV1ReportsUsageParams)
 
 		if params.Meter != nil {
 
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "meter", *params.Meter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "meter", *params.Meter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -5392,7 +5407,7 @@ func NewGetV1ReportsUsageRequest(server string, params *GetV1ReportsUsageParams)
 
 		if params.Filter != nil {
 
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "filter", *params.Filter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "filter", *params.Filter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
