@@ -15,6 +15,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"github.com/usagemeter/usagemeter/exporter/api/openapi"
@@ -96,6 +97,28 @@ func validating(t *testing.T, h http.Handler) http.Handler {
 }
 
 func validatingWith(errorf func(format string, args ...any), h http.Handler) (http.Handler, error) {
+	v, err := newValidator(errorf)
+	if err != nil {
+		return nil, err
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		v.check(r, body, rec.status, rec.Header(), rec.body.Bytes())
+	}), nil
+}
+
+// validator checks exchanges against the OpenAPI document.
+type validator struct {
+	router interface {
+		FindRoute(*http.Request) (*routers.Route, map[string]string, error)
+	}
+	errorf func(format string, args ...any)
+}
+
+func newValidator(errorf func(format string, args ...any)) (*validator, error) {
 	doc, err := loadDocument()
 	if err != nil {
 		return nil, err
@@ -106,36 +129,70 @@ func validatingWith(errorf func(format string, args ...any), h http.Handler) (ht
 	if err != nil {
 		return nil, err
 	}
+	return &validator{router: router, errorf: errorf}, nil
+}
+
+// check validates one request and its answer. A request the document forbids is reported only
+// when the exporter accepted it; an answer that breaks its operation's schema always is.
+func (v *validator) check(r *http.Request, reqBody []byte, status int, header http.Header, body []byte) {
+	route, params, err := v.router.FindRoute(r)
+	if err != nil {
+		v.errorf("OpenAPI: %s %s has no operation in the document: %v", r.Method, r.URL.Path, err)
+		return
+	}
 	opts := &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true, MultiError: true}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route, params, err := router.FindRoute(r)
-		if err != nil {
-			errorf("OpenAPI: %s %s has no operation in the document: %v", r.Method, r.URL.Path, err)
-			h.ServeHTTP(w, r)
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		check := r.Clone(r.Context())
-		check.Body = io.NopCloser(bytes.NewReader(body))
-		in := &openapi3filter.RequestValidationInput{Request: check, PathParams: params, Route: route, Options: opts}
-		reqErr := openapi3filter.ValidateRequest(r.Context(), in)
+	req := r.Clone(r.Context())
+	req.Body = io.NopCloser(bytes.NewReader(reqBody))
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
+	reqErr := openapi3filter.ValidateRequest(r.Context(), in)
+	if reqErr != nil && status < 300 {
+		v.errorf("OpenAPI: %s %s was accepted (%d) but the document forbids it: %v", r.Method, r.URL, status, reqErr)
+	}
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: status, Header: header, Options: opts}
+	out.SetBodyBytes(body)
+	if err := openapi3filter.ValidateResponse(r.Context(), out); err != nil {
+		v.errorf("OpenAPI: the answer to %s %s (%d, %s) does not match the document: %v\n%.500s", r.Method, r.URL, status, header.Get("Content-Type"), err, body)
+	}
+}
 
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		h.ServeHTTP(rec, r)
+// validatingTransport checks every exchange of an HTTP client against the OpenAPI document: the
+// end-to-end tests, which talk to a usage-exporter process, send their requests through it.
+type validatingTransport struct {
+	v    *validator
+	next http.RoundTripper
+}
 
-		if reqErr != nil && rec.status < 300 {
-			errorf("OpenAPI: %s %s was accepted (%d) but the document forbids it: %v", r.Method, r.URL, rec.status, reqErr)
-		}
-		if reqErr != nil {
-			in.Options = &openapi3filter.Options{ExcludeRequestBody: true, ExcludeRequestQueryParams: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
-		}
-		out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: rec.status, Header: rec.Header(), Options: opts}
-		out.SetBodyBytes(rec.body.Bytes())
-		if err := openapi3filter.ValidateResponse(r.Context(), out); err != nil {
-			errorf("OpenAPI: the answer to %s %s (%d, %s) does not match the document: %v\n%.500s", r.Method, r.URL, rec.status, rec.Header().Get("Content-Type"), err, rec.body.String())
-		}
-	}), nil
+func (t *validatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	var reqBody []byte
+	if r.Body != nil {
+		reqBody, _ = io.ReadAll(r.Body)
+		r.Body.Close()
+		r = r.Clone(r.Context())
+		r.Body = io.NopCloser(bytes.NewReader(reqBody))
+	}
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		return resp, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err == nil { // a cut-off answer (the exporter was killed) is no answer to check
+		t.v.check(r, reqBody, resp.StatusCode, resp.Header, body)
+	}
+	return resp, nil
+}
+
+// ValidateClient makes http.DefaultClient, which the end-to-end tests use, check every exchange
+// against the OpenAPI document for the rest of the test.
+func ValidateClient(t *testing.T) {
+	v, err := newValidator(t.Errorf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := http.DefaultClient.Transport
+	http.DefaultClient.Transport = &validatingTransport{v: v, next: http.DefaultTransport}
+	t.Cleanup(func() { http.DefaultClient.Transport = prev })
 }
 
 // recorder passes an answer through and keeps a copy.
