@@ -96,7 +96,7 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 	cn.Action(func(*kingpin.ParseContext) error {
 		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
 			return api.PostV1InvoicesIdCreditNotes(ctx, number, &usageapi.PostV1InvoicesIdCreditNotesParams{Tenant: opt(tenant)},
-				usageapi.CreditNoteRequest{Amount: amount, Reason: reason})
+				usageapi.CreditNoteRequest{Amount: amount, Reason: opt(reason)})
 		})
 	})
 
@@ -115,14 +115,14 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		if pr.invoice == "" && pr.tenant == "" {
 			return fmt.Errorf("payments record: --invoice or --tenant is required")
 		}
-		body := usageapi.BillingPaymentRequest{Tenant: pr.tenant, Invoice: pr.invoice, Amount: pr.amount,
-			Currency: pr.currency, Method: pr.method, Reference: pr.reference} // no received_at: now
+		body := usageapi.BillingPaymentRequest{Tenant: opt(pr.tenant), Invoice: opt(pr.invoice), Amount: pr.amount,
+			Currency: opt(pr.currency), Method: opt(pr.method), Reference: opt(pr.reference)} // no received_at: now
 		if pr.received != "" {
 			t, err := time.Parse(time.RFC3339, pr.received)
 			if err != nil {
 				return fmt.Errorf("--received-at: %w", err)
 			}
-			body.ReceivedAt = t
+			body.ReceivedAt = &t
 		}
 		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
 			return api.PostV1Payments(ctx, &usageapi.PostV1PaymentsParams{Tenant: opt(pr.tenant)}, body)

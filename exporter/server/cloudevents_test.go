@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,11 +24,20 @@ import (
 )
 
 // open builds the whole exporter with no authentication configured (loopback, open mode).
-func open(t testing.TB) (*Server, *httptest.Server) {
+func open(t testing.TB) (*Server, *httptest.Server) { return openWith(t, "") }
+
+// openWith is open with a configuration file ("": the built-in defaults).
+func openWith(t testing.TB, config string) (*Server, *httptest.Server) {
 	t.Helper()
 	dir := t.TempDir()
 	addrs := []string{"127.0.0.1:0"}
 	opts := Options{Web: &web.FlagConfig{WebListenAddresses: &addrs}, StoragePath: filepath.Join(dir, "data"), Log: &promslog.Config{}}
+	if config != "" {
+		opts.ConfigFile = filepath.Join(dir, "config.yml")
+		if err := os.WriteFile(opts.ConfigFile, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	srv, err := Build(context.Background(), opts, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

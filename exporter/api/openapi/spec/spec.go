@@ -85,16 +85,18 @@ var (
 	idPath      = path("id", "The invoice number.")
 )
 
-// jsonBody is a request body of a Go type.
+// jsonBody is a request body of a Go type. Its schema requires only the fields listed in fields:
+// what the handler refuses to go without (decoders take any field as optional).
 type jsonBody struct {
 	value    any
 	required bool
 	desc     string
+	fields   []string
 }
 
 // ingestBody is POST /v1/events's body: every CloudEvents content mode.
 func ingestBody(g *gen) *openapi3.RequestBody {
-	event := g.ref(cloudEvent{})
+	event := g.requestRef(cloudEvent{}, "specversion", "id", "source", "type", "data")
 	batch := openapi3.NewArraySchema().WithItems(event.Value)
 	batch.Items = event
 	data := openapi3.NewObjectSchema().WithAnyAdditionalProperties()
@@ -222,7 +224,7 @@ func operations(g *gen) []op {
 		{method: "GET", path: "/v1/meters", tag: "usage", summary: "The meters", status: 200, resp: metersResponse{}},
 		{method: "GET", path: "/v1/tenants/{tenant}/quotas", tag: "quotas", summary: "A tenant's quotas and their state", params: []*openapi3.Parameter{tenantPath}, status: 200, resp: api.QuotasResponse{}},
 		{method: "POST", path: "/v1/quota/check", tag: "quotas", summary: "Quota admission: may this amount be used?",
-			params: []*openapi3.Parameter{tenantQuery}, body: g.body(jsonBody{value: api.QuotaCheckRequest{}, required: true}), status: 200, resp: api.QuotaCheckResponse{}},
+			params: []*openapi3.Parameter{tenantQuery}, body: g.body(jsonBody{value: api.QuotaCheckRequest{}, required: true, fields: []string{"tenant", "meter"}}), status: 200, resp: api.QuotaCheckResponse{}},
 		{method: "GET", path: "/v1/audit", tag: "audit", summary: "The audit trail, in order", params: []*openapi3.Parameter{
 			query("after", "Entries after this sequence number.", false, openapi3.NewInt64Schema().WithMin(0)),
 			query("limit", "At most this many entries.", false, integer(1, 1000)),
@@ -253,20 +255,20 @@ func operations(g *gen) []op {
 		{method: "POST", path: "/v1/invoices/{id}/finalize", tag: "billing", summary: "Finalize a draft invoice", params: []*openapi3.Parameter{idPath, tenantQuery},
 			status: 200, resp: invoice.Invoice{}},
 		{method: "POST", path: "/v1/invoices/{id}/void", tag: "billing", summary: "Void an invoice", params: []*openapi3.Parameter{idPath, tenantQuery},
-			body: g.body(jsonBody{value: voidRequest{}}), status: 200, resp: invoice.Invoice{}},
+			body: g.body(jsonBody{value: voidRequest{}, fields: []string{"reason"}}), status: 200, resp: invoice.Invoice{}},
 		{method: "POST", path: "/v1/invoices/{id}/credit-notes", tag: "billing", summary: "Issue a credit note against an invoice", params: []*openapi3.Parameter{idPath, tenantQuery},
-			body: g.body(jsonBody{value: creditNoteRequest{}, required: true, desc: "amount in major units, e.g. \"12.50\""}), status: http.StatusCreated, resp: invoice.CreditNote{}},
+			body: g.body(jsonBody{value: creditNoteRequest{}, required: true, fields: []string{"amount"}, desc: "amount in major units, e.g. \"12.50\""}), status: http.StatusCreated, resp: invoice.CreditNote{}},
 		{method: "GET", path: "/v1/credit-notes", tag: "billing", summary: "Credit notes", params: []*openapi3.Parameter{tenantQuery}, status: 200, resp: creditNotesResponse{}},
 		{method: "GET", path: "/v1/tenants/{tenant}/balance", tag: "billing", summary: "A tenant's balance", params: []*openapi3.Parameter{tenantPath}, status: 200, resp: invoice.Balance{}},
 		{method: "GET", path: "/v1/tenants/{tenant}/statement", tag: "billing", summary: "A tenant's statement of account", params: []*openapi3.Parameter{tenantPath}, status: 200, resp: invoice.Statement{}},
 		{method: "GET", path: "/v1/payments", tag: "billing", summary: "Payments", params: []*openapi3.Parameter{tenantQuery}, status: 200, resp: paymentsResponse{}},
 		{method: "POST", path: "/v1/payments", tag: "billing", summary: "Record a payment", params: []*openapi3.Parameter{tenantQuery},
-			body: g.body(jsonBody{value: billing.PaymentRequest{}, required: true, desc: "amount in major units, e.g. \"120.00\""}), status: http.StatusCreated, resp: invoice.Payment{}},
+			body: g.body(jsonBody{value: billing.PaymentRequest{}, required: true, fields: []string{"amount"}, desc: "amount in major units, e.g. \"120.00\""}), status: http.StatusCreated, resp: invoice.Payment{}},
 		{method: "GET", path: "/v1/plans", tag: "billing", summary: "The plan catalogue", status: 200, resp: plansResponse{}},
 		{method: "GET", path: "/v1/tenants/{tenant}/plan", tag: "billing", summary: "A tenant's plan, plan history and a cheaper-plan suggestion", params: []*openapi3.Parameter{tenantPath},
 			status: 200, resp: tenantPlanResponse{}},
 		{method: "POST", path: "/v1/tenants/{tenant}/plan", tag: "billing", summary: "Change a tenant's plan", params: []*openapi3.Parameter{tenantPath},
-			body: g.body(jsonBody{value: changePlanRequest{}, required: true, desc: "effective: when the change applies (default now)"}), status: 200, resp: invoice.Subscription{}},
+			body: g.body(jsonBody{value: changePlanRequest{}, required: true, fields: []string{"plan"}, desc: "effective: when the change applies (default now)"}), status: 200, resp: invoice.Subscription{}},
 		{method: "POST", path: "/v1/webhooks/stripe", tag: "billing", summary: "Stripe payment webhook (signed by Stripe-Signature)", public: true,
 			body:   &openapi3.RequestBody{Required: true, Content: openapi3.NewContentWithJSONSchema(openapi3.NewObjectSchema().WithAnyAdditionalProperties())},
 			status: 200, resp: nil},
@@ -317,6 +319,10 @@ type gen struct {
 	g       *openapi3gen.Generator
 	schemas openapi3.Schemas
 	err     error
+	// request is set while a request body's schema is made: it requires no field by itself.
+	request bool
+	// nullable are the components that some field points to (null when the pointer is nil).
+	nullable []string
 }
 
 // schemaName names a Go type's component: its name, after its package's when that is not
@@ -379,7 +385,7 @@ func (g *gen) customize(name string, t reflect.Type, tag reflect.StructTag, s *o
 	case t == durationType:
 		*s = *openapi3.NewIntegerSchema()
 		s.Description = "nanoseconds"
-	case t.Kind() == reflect.Struct && t != reflect.TypeFor[time.Time]():
+	case t.Kind() == reflect.Struct && !g.request:
 		for i := range t.NumField() {
 			f := t.Field(i)
 			jname, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -392,13 +398,18 @@ func (g *gen) customize(name string, t reflect.Type, tag reflect.StructTag, s *o
 			s.Required = append(s.Required, jname)
 		}
 	}
-	// encoding/json writes a nil slice, map or pointer as null.
-	switch t.Kind() {
-	case reflect.Slice, reflect.Map, reflect.Pointer, reflect.Interface:
+	// encoding/json writes a nil slice, map or pointer as null. (The generator hands over a
+	// pointer's element type and says nullable.) A pointer to a struct refers to the struct's
+	// component, which is then nullable wherever it is used.
+	nullable := s.Nullable
+	s.Nullable = false // not a 3.1 keyword: null is a type there
+	switch {
+	case nullable && t.Kind() == reflect.Struct && t != reflect.TypeFor[time.Time]():
+		g.nullable = append(g.nullable, schemaName(t))
+	case nullable, t.Kind() == reflect.Slice, t.Kind() == reflect.Map, t.Kind() == reflect.Interface:
 		if s.Type != nil && len(*s.Type) == 1 {
 			s.Type = &openapi3.Types{(*s.Type)[0], openapi3.TypeNull}
 		}
-		s.Nullable = false
 	}
 	return nil
 }
@@ -412,9 +423,20 @@ func (g *gen) ref(v any) *openapi3.SchemaRef {
 	return r
 }
 
+// requestRef is ref for a request body's type: only the listed fields are required.
+func (g *gen) requestRef(v any, required ...string) *openapi3.SchemaRef {
+	g.request = true
+	r := g.ref(v)
+	g.request = false
+	if c := g.schemas[strings.TrimPrefix(r.Ref, "#/components/schemas/")]; c != nil && c.Value != nil {
+		c.Value.Required = required
+	}
+	return r
+}
+
 // yamlOrJSON is a body taken as JSON or as YAML (JSON's superset): report definitions.
 func (g *gen) yamlOrJSON(v any) *openapi3.RequestBody {
-	ref := g.ref(v)
+	ref := g.requestRef(v)
 	return &openapi3.RequestBody{Required: true, Content: openapi3.Content{
 		"application/json": &openapi3.MediaType{Schema: ref},
 		"application/yaml": &openapi3.MediaType{Schema: ref},
@@ -423,7 +445,7 @@ func (g *gen) yamlOrJSON(v any) *openapi3.RequestBody {
 
 func (g *gen) body(b jsonBody) *openapi3.RequestBody {
 	return &openapi3.RequestBody{Required: b.required, Description: b.desc,
-		Content: openapi3.NewContentWithJSONSchemaRef(g.ref(b.value))}
+		Content: openapi3.NewContentWithJSONSchemaRef(g.requestRef(b.value, b.fields...))}
 }
 
 // Build returns the document.
@@ -491,6 +513,11 @@ func Build() (*openapi3.T, error) {
 	}
 	if g.err != nil {
 		return nil, g.err
+	}
+	for _, name := range g.nullable {
+		if c := g.schemas[name]; c != nil && c.Value != nil && c.Value.Type != nil && len(*c.Value.Type) == 1 {
+			c.Value.Type = &openapi3.Types{(*c.Value.Type)[0], openapi3.TypeNull}
+		}
 	}
 	tags := map[string]bool{}
 	for _, o := range ops {

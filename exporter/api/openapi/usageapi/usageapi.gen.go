@@ -374,13 +374,13 @@ type BillingKPIs struct {
 
 // BillingPaymentRequest defines model for BillingPaymentRequest.
 type BillingPaymentRequest struct {
-	Amount     string    `json:"amount"`
-	Currency   string    `json:"currency"`
-	Invoice    string    `json:"invoice"`
-	Method     string    `json:"method"`
-	ReceivedAt time.Time `json:"received_at"`
-	Reference  string    `json:"reference"`
-	Tenant     string    `json:"tenant"`
+	Amount     string     `json:"amount"`
+	Currency   *string    `json:"currency,omitempty"`
+	Invoice    *string    `json:"invoice,omitempty"`
+	Method     *string    `json:"method,omitempty"`
+	ReceivedAt *time.Time `json:"received_at,omitempty"`
+	Reference  *string    `json:"reference,omitempty"`
+	Tenant     *string    `json:"tenant,omitempty"`
 }
 
 // ChangePlanRequest defines model for ChangePlanRequest.
@@ -402,8 +402,8 @@ type CloudEvent struct {
 
 // CreditNoteRequest defines model for CreditNoteRequest.
 type CreditNoteRequest struct {
-	Amount string `json:"amount"`
-	Reason string `json:"reason"`
+	Amount string  `json:"amount"`
+	Reason *string `json:"reason,omitempty"`
 }
 
 // CreditNotesResponse defines model for CreditNotesResponse.
@@ -650,7 +650,7 @@ type MeterDef struct {
 	Dimensions  *[]string       `json:"Dimensions"`
 	Events      *[]MeterBinding `json:"Events"`
 	Kind        string          `json:"Kind"`
-	Metric      MeterMetric     `json:"Metric"`
+	Metric      *MeterMetric    `json:"Metric"`
 	Name        string          `json:"Name"`
 	Unit        string          `json:"Unit"`
 }
@@ -680,7 +680,7 @@ type MoneyPrice = string
 
 // PaymentsResponse defines model for PaymentsResponse.
 type PaymentsResponse struct {
-	Payments *[]InvoicePayment `json:"payments"`
+	Payments *[]*InvoicePayment `json:"payments"`
 }
 
 // PlansResponse defines model for PlansResponse.
@@ -739,7 +739,7 @@ type PricingTierUsage struct {
 
 // QuotaCheckRequest defines model for QuotaCheckRequest.
 type QuotaCheckRequest struct {
-	Amount  int64   `json:"amount"`
+	Amount  *int64  `json:"amount,omitempty"`
 	Feature *string `json:"feature,omitempty"`
 	Meter   string  `json:"meter"`
 	Tenant  string  `json:"tenant"`
@@ -821,15 +821,15 @@ type ReloadResponse struct {
 
 // ReportDefinition defines model for ReportDefinition.
 type ReportDefinition struct {
-	Filters *map[string]*[]string `json:"filters"`
-	Format  string                `json:"format"`
-	GroupBy *[]string             `json:"group_by"`
-	Kind    string                `json:"kind"`
-	Meters  *[]string             `json:"meters"`
-	Name    string                `json:"name"`
-	Period  ReportPeriod          `json:"period"`
-	Tenants *[]string             `json:"tenants"`
-	Window  string                `json:"window"`
+	Filters *map[string]*[]string `json:"filters,omitempty"`
+	Format  *string               `json:"format,omitempty"`
+	GroupBy *[]string             `json:"group_by,omitempty"`
+	Kind    *string               `json:"kind,omitempty"`
+	Meters  *[]string             `json:"meters,omitempty"`
+	Name    *string               `json:"name,omitempty"`
+	Period  *ReportPeriod         `json:"period,omitempty"`
+	Tenants *[]string             `json:"tenants,omitempty"`
+	Window  *string               `json:"window,omitempty"`
 }
 
 // ReportPeriod defines model for ReportPeriod.
@@ -1004,7 +1004,7 @@ type StatsSourceStats struct {
 type TenantPlanResponse struct {
 	Plan          string                 `json:"plan"`
 	Subscriptions *[]InvoiceSubscription `json:"subscriptions"`
-	Suggestion    RatingSuggestion       `json:"suggestion"`
+	Suggestion    *RatingSuggestion      `json:"suggestion"`
 	Tenant        string                 `json:"tenant"`
 }
 
