@@ -9,17 +9,21 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines lint go-test
+.PHONY: openapi build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines bench-cloudevents lint go-test
 
 build: build-go ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
 
 build-go: ## usage-exporter and usagectl into ./bin
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/usage-exporter ./cmd/usagectl
 
+openapi: tools ## regenerate the OpenAPI document (exporter/api/openapi/openapi.json) and its Go client
+	$(GO) test ./exporter/api/openapi/spec -run TestCommittedDocumentIsCurrent -update
+	cd exporter/api/openapi/usageapi && $(TOOLS)/oapi-codegen -config oapi-codegen.yaml ../openapi.json
+
 # Area fragments: each adds its own prerequisites to test, bench and build.
 include $(sort $(wildcard mk/*.mk))
 
-bench: bench-ingest bench-ledger bench-engines ## the benchmarks, printing one summary table
+bench: bench-ingest bench-ledger bench-engines bench-cloudevents ## the benchmarks, printing one summary table
 	@echo
 	@$(GO) run ./bench/summary
 
@@ -38,6 +42,10 @@ bench-ledger:
 	@mkdir -p bench-results
 	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 100x ./exporter/ledger/ && \
 		$(GO) test -run '^$$' -bench . -benchtime 2s ./exporter/event/; } | tee bench-results/ledger.txt
+
+bench-cloudevents: ## the official CloudEvents SDK against the exporter, binary mode vs structured mode in the same run
+	@mkdir -p bench-results
+	set -o pipefail; $(GO) test -run '^$$' -bench SDKIngest -benchtime 1000x ./exporter/server/ | tee bench-results/cloudevents.txt
 
 bench-engines: ## the ledger's write path on Pebble and on SQLite, same batches, same run
 	@mkdir -p bench-results

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/VictoriaMetrics/metricsql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/usagemeter/usagemeter/exporter/meter"
 )
@@ -168,12 +169,20 @@ func substitute(s string, vars map[string]map[string]any) (string, []error) {
 	return out, errs
 }
 
-// checkExpr parses a MetricsQL expression and checks every series name in it exists.
+// promQL is Prometheus's PromQL parser with its defaults (no experimental functions).
+var promQL = parser.NewParser(parser.Options{})
+
+// checkExpr parses an expression as MetricsQL and as PromQL, so that the dashboards run on
+// VictoriaMetrics and on Prometheus, Thanos or Mimir alike, and checks every series name in it
+// exists.
 func (c *lintCtx) checkExpr(expr string, vars map[string]map[string]any) []error {
 	if strings.TrimSpace(expr) == "" {
 		return []error{fmt.Errorf("empty expression")}
 	}
 	s, errs := substitute(expr, vars)
+	if _, err := promQL.ParseExpr(s); err != nil {
+		errs = append(errs, fmt.Errorf("%q does not parse as PromQL (Prometheus, Thanos and Mimir could not run it): %w", expr, err))
+	}
 	e, err := metricsql.Parse(s)
 	if err != nil {
 		return append(errs, fmt.Errorf("%q does not parse: %w", expr, err))
@@ -362,6 +371,9 @@ func TestLinterCatchesBrokenDashboards(t *testing.T) {
 		}},
 		{"unknown function", "ai-tokens.json", "does not parse", func(d map[string]any) {
 			firstTarget(firstPanel(d, PrometheusType))["expr"] = `rates(usage_ai_tokens_total[5m])`
+		}},
+		{"MetricsQL-only function", "ai-tokens.json", "does not parse as PromQL", func(d map[string]any) {
+			firstTarget(firstPanel(d, PrometheusType))["expr"] = `range_median(sum(rate(usage_ai_tokens_total[5m])))`
 		}},
 		{"undefined variable", "ai-tokens.json", "$team, which is not a template variable", func(d map[string]any) {
 			firstTarget(firstPanel(d, PrometheusType))["expr"] = `sum(usage_ai_tokens_total{tenant=~"$team"})`

@@ -307,8 +307,10 @@ func ingestion() (dashboard.Dashboard, error) {
 				desc:    "Tenants for which UsageIngestionStalled fires.",
 				targets: []target{q(`count(ALERTS{alertname="UsageIngestionStalled", alertstate="firing", `+anyTenant+`}) or vector(0)`, "stalled")}},
 			{w: 12, h: 4, unit: "s", title: "Time since the last ingest",
-				desc:    "Seconds since each tenant's ingested record count last changed (within a day).",
-				targets: []target{q(`time() - max by (tenant) (tlast_change_over_time(usage_ingest_records_total{`+anyTenant+`}[1d]))`, "{{tenant}}")}},
+				desc: "Seconds since each tenant's ingested record count last grew (within a day, to 5 minutes).",
+				// The latest 5-minute step of the day in which the count grew: plain PromQL (a
+				// subquery), where MetricsQL alone has tlast_change_over_time.
+				targets: []target{q(`time() - max by (tenant) (max_over_time((time() + 0 * (increase(usage_ingest_records_total{`+anyTenant+`}[5m]) > 0))[1d:5m]))`, "{{tenant}}")}},
 		}},
 		row{"Stalls", []panel{
 			{kind: tableKind, w: 24, unit: "short", title: "Records ingested: last 3 hours against yesterday and last week",

@@ -1,5 +1,7 @@
 # Rules and alerting checks: the rule files load in vmalert, every vmalert-tool unit test passes,
-# and the Alertmanager config is valid and routes each test case to the expected receivers.
+# and the Alertmanager config is valid and routes each test case to the expected receivers. The
+# same rules are held to Prometheus by rules/*_test.go in `go test` (Prometheus's rule-file and
+# PromQL parsers, and every unit test of rules/tests under promtool).
 RULE_FILES := $(sort $(wildcard rules/*.yml))
 RULE_TESTS := $(sort $(wildcard rules/tests/*_test.yml))
 

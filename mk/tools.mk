@@ -10,6 +10,11 @@ AM_VERSION     := v0.31.1
 OPA_VERSION    := v1.22.3
 STATSD_VERSION := v0.31.0
 STATICCHECK_VERSION := v0.8.2
+# promtool checks that the rules also run on Prometheus (rules/promtool_test.go); it takes about
+# 5 minutes to build.
+PROMETHEUS_VERSION := v0.316.0
+# oapi-codegen generates the Go client of the OpenAPI document (exporter/api/openapi/usageapi).
+OAPI_CODEGEN_VERSION := v2.8.2
 
 TOOL_STAMPS_DIR := $(TOOLS)/.stamps
 TOOL_STAMPS :=
@@ -36,6 +41,8 @@ $(eval $(call tool_template,alertmanager,github.com/prometheus/alertmanager,gith
 $(eval $(call tool_template,amtool,github.com/prometheus/alertmanager,github.com/prometheus/alertmanager/cmd/amtool,$(AM_VERSION)))
 $(eval $(call tool_template,opa,github.com/open-policy-agent/opa,github.com/open-policy-agent/opa,$(OPA_VERSION)))
 $(eval $(call tool_template,statsd_exporter,github.com/prometheus/statsd_exporter,github.com/prometheus/statsd_exporter,$(STATSD_VERSION)))
+$(eval $(call tool_template,promtool,github.com/prometheus/prometheus,github.com/prometheus/prometheus/cmd/promtool,$(PROMETHEUS_VERSION)))
+$(eval $(call tool_template,oapi-codegen,github.com/oapi-codegen/oapi-codegen/v2,github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen,$(OAPI_CODEGEN_VERSION)))
 $(eval $(call tool_template,staticcheck,honnef.co/go/tools,honnef.co/go/tools/cmd/staticcheck,$(STATICCHECK_VERSION)))
 
 .PHONY: tools tools-force

@@ -6,16 +6,19 @@ package reportcli
 
 import (
 	"bytes"
+	"context"
 	"fmt"
-	apiclient "github.com/usagemeter/usagemeter/exporter/api/client"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+
+	apiclient "github.com/usagemeter/usagemeter/exporter/api/client"
+	"github.com/usagemeter/usagemeter/exporter/api/openapi/usageapi"
 )
 
 // Register adds the `report` command to app, writing to stdout unless --output is given.
@@ -31,34 +34,40 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 	var format, tenant, from, to, month, last, window string
 	var formatSet bool
 	var meters, groupBy, filters []string
-	period := func(cc *kingpin.CmdClause) {
+	periodFlags := func(cc *kingpin.CmdClause) {
 		cc.Flag("from", "period start, RFC 3339 on an hour").StringVar(&from)
 		cc.Flag("to", "period end, RFC 3339 on an hour").StringVar(&to)
 		cc.Flag("month", "a calendar month, YYYY-MM").StringVar(&month)
 		cc.Flag("last", "a trailing period: 24h, 7d, 30d, month (the last complete month), mtd, ytd").StringVar(&last)
 	}
-	query := func() url.Values {
-		q := url.Values{}
-		format = c.format
-		for k, v := range map[string]string{"format": format, "tenant": tenant, "from": from, "to": to, "month": month, "last": last, "window": window} {
-			if v != "" {
-				q.Set(k, v)
-			}
+	// filterValues turns --filter model=a,b into the API's filter=model:a|b.
+	filterValues := func() *[]string {
+		if len(filters) == 0 {
+			return nil
 		}
-		for _, m := range meters {
-			q.Add("meter", m)
-		}
-		if len(groupBy) > 0 {
-			q.Set("group_by", strings.Join(groupBy, ","))
-		}
+		out := make([]string, 0, len(filters))
 		for _, f := range filters {
 			dim, vals, ok := strings.Cut(f, "=")
 			if !ok {
 				dim, vals, _ = strings.Cut(f, ":")
 			}
-			q.Add("filter", dim+":"+strings.ReplaceAll(vals, ",", "|"))
+			out = append(out, dim+":"+strings.ReplaceAll(vals, ",", "|"))
 		}
-		return q
+		return &out
+	}
+	list := func(v []string) *[]string {
+		if len(v) == 0 {
+			return nil
+		}
+		return &v
+	}
+	groups := func() *string { return opt(strings.Join(groupBy, ",")) }
+	// period reads --from and --to (RFC 3339).
+	period := func() (from_, to_ *time.Time, err error) {
+		if from_, err = parseTime("--from", from); err == nil {
+			to_, err = parseTime("--to", to)
+		}
+		return from_, to_, err
 	}
 
 	usage := cmd.Command("usage", "Usage report: every meter (or --meter), every tenant (or --tenant), by window and groups.")
@@ -68,12 +77,22 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 	usage.Flag("group-by", "dimensions to group by (repeatable or comma list), e.g. model,user").StringsVar(&groupBy)
 	usage.Flag("window", "hour, day, month or none").Default("month").EnumVar(&window, "hour", "day", "month", "none")
 	usage.Flag("filter", "keep rows whose dimension has one of the values: model=gpt-large,gpt-small (repeatable)").StringsVar(&filters)
-	period(usage)
+	periodFlags(usage)
 	usage.Action(func(*kingpin.ParseContext) error {
 		if err := c.pickFormat(format, formatSet); err != nil {
 			return err
 		}
-		return c.fetch(http.MethodGet, "/v1/reports/usage", query(), nil, "")
+		format = c.format
+		from, to, err := period()
+		if err != nil {
+			return err
+		}
+		return c.Call(c.output, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1ReportsUsage(ctx, &usageapi.GetV1ReportsUsageParams{
+				Format: apiclient.Opt[usageapi.GetV1ReportsUsageParamsFormat](format), Tenant: opt(tenant),
+				Meter: list(meters), GroupBy: groups(), Window: apiclient.Opt[usageapi.GetV1ReportsUsageParamsWindow](window),
+				Filter: filterValues(), From: from, To: to, Month: opt(month), Last: opt(last)})
+		})
 	})
 
 	exec := cmd.Command("executive", "Executive summary of the last 30 days: KPIs, trends, top movers, forecast, insights (one PDF page).")
@@ -83,18 +102,31 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 		if err := c.pickFormat(format, formatSet); err != nil {
 			return err
 		}
-		return c.fetch(http.MethodGet, "/v1/reports/executive", query(), nil, "")
+		format = c.format
+		return c.Call(c.output, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1ReportsExecutive(ctx, &usageapi.GetV1ReportsExecutiveParams{
+				Format: apiclient.Opt[usageapi.GetV1ReportsExecutiveParamsFormat](format), Tenant: opt(tenant)})
+		})
 	})
 
 	comp := cmd.Command("compliance", "Compliance report: data held, retention, the access audit of the period and the audit chain's verification.")
 	comp.Flag("format", "pdf, csv, json or xlsx").Default("pdf").IsSetByUser(&formatSet).EnumVar(&format, "csv", "json", "pdf", "xlsx")
 	comp.Flag("tenant", "one tenant (default: all)").StringVar(&tenant)
-	period(comp)
+	periodFlags(comp)
 	comp.Action(func(*kingpin.ParseContext) error {
 		if err := c.pickFormat(format, formatSet); err != nil {
 			return err
 		}
-		return c.fetch(http.MethodGet, "/v1/reports/compliance", query(), nil, "")
+		format = c.format
+		from, to, err := period()
+		if err != nil {
+			return err
+		}
+		return c.Call(c.output, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1ReportsCompliance(ctx, &usageapi.GetV1ReportsComplianceParams{
+				Format: apiclient.Opt[usageapi.GetV1ReportsComplianceParamsFormat](format), Tenant: opt(tenant),
+				From: from, To: to, Month: opt(month), Last: opt(last)})
+		})
 	})
 
 	var file string
@@ -103,6 +135,10 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 	run.Flag("format", "override the definition's format").IsSetByUser(&formatSet).EnumVar(&format, "csv", "json", "pdf", "xlsx")
 	run.Flag("tenant", "the definition's single tenant (needed by tenant-scoped tokens)").StringVar(&tenant)
 	run.Action(func(*kingpin.ParseContext) error {
+		if err := c.pickFormat(format, formatSet); err != nil {
+			return err
+		}
+		format = c.format
 		var body []byte
 		var err error
 		if file == "-" {
@@ -113,25 +149,34 @@ func RegisterTo(app *kingpin.Application, stdout io.Writer) {
 		if err != nil {
 			return fmt.Errorf("reading the definition: %w", err)
 		}
-		if err := c.pickFormat(format, formatSet); err != nil {
-			return err
-		}
-		q := url.Values{}
-		if c.format != "" {
-			q.Set("format", c.format)
-		}
-		if tenant != "" {
-			q.Set("tenant", tenant)
-		}
-		return c.fetch(http.MethodPost, "/v1/reports", q, body, "application/yaml")
+		return c.Call(c.output, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1ReportsWithBody(ctx, &usageapi.PostV1ReportsParams{Format: apiclient.Opt[usageapi.PostV1ReportsParamsFormat](format), Tenant: opt(tenant)},
+				"application/yaml", bytes.NewReader(body))
+		})
 	})
 }
 
-// client streams reports through the shared API client, to --output or standard output.
+// client streams reports through the shared API client (the generated usageapi), to --output
+// or standard output.
 type client struct {
 	apiclient.Client
 	output string
 	format string // the format asked for, after pickFormat
+}
+
+// opt is an optional string parameter: nil when empty.
+func opt(s string) *string { return apiclient.Opt[string](s) }
+
+// parseTime reads an optional RFC 3339 flag.
+func parseTime(flag, s string) (*time.Time, error) {
+	if s == "" {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: want an RFC 3339 time such as 2026-11-01T00:00:00Z", flag, s)
+	}
+	return &t, nil
 }
 
 // pickFormat reconciles --format with the output file's extension: without --format, -o
@@ -151,12 +196,4 @@ func (c *client) pickFormat(format string, set bool) error {
 		c.format = format
 	}
 	return nil
-}
-
-func (c *client) fetch(method, path string, q url.Values, body []byte, contentType string) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	return c.Do(method, path, q, rd, contentType, c.output)
 }

@@ -4,16 +4,17 @@
 package billingcli
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
-	apiclient "github.com/usagemeter/usagemeter/exporter/api/client"
-	"github.com/usagemeter/usagemeter/exporter/api/timeparse"
 	"io"
-	"net/url"
+	"net/http"
 	"os"
 
 	"github.com/alecthomas/kingpin/v2"
+
+	apiclient "github.com/usagemeter/usagemeter/exporter/api/client"
+	"github.com/usagemeter/usagemeter/exporter/api/openapi/usageapi"
+	"github.com/usagemeter/usagemeter/exporter/api/timeparse"
 )
 
 // Register adds `invoices`, `payments`, `plans` and `tenants` commands to app, printing to stdout.
@@ -32,7 +33,9 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 	run := inv.Command("run", "Rate a month for every tenant: drafts during the grace period, finalized after it.")
 	run.Flag("period", "month to invoice, YYYY-MM").Required().StringVar(&period)
 	run.Action(func(*kingpin.ParseContext) error {
-		return c.do("POST", "/v1/invoices/run", url.Values{"period": {period}}, nil, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1InvoicesRun(ctx, &usageapi.PostV1InvoicesRunParams{Period: period})
+		})
 	})
 
 	var lTenant, lPeriod, lStatus string
@@ -41,13 +44,9 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 	list.Flag("period", "only this month, YYYY-MM").StringVar(&lPeriod)
 	list.Flag("status", "draft, finalized, paid or void").StringVar(&lStatus)
 	list.Action(func(*kingpin.ParseContext) error {
-		q := url.Values{}
-		for k, v := range map[string]string{"tenant": lTenant, "period": lPeriod, "status": lStatus} {
-			if v != "" {
-				q.Set(k, v)
-			}
-		}
-		return c.do("GET", "/v1/invoices", q, nil, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1Invoices(ctx, &usageapi.GetV1InvoicesParams{Tenant: opt(lTenant), Period: opt(lPeriod), Status: opt(lStatus)})
+		})
 	})
 
 	var number, output, tenant string
@@ -57,17 +56,17 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		cmd.Flag("tenant", "the invoice's tenant (needed by tenant-scoped tokens)").StringVar(&tenant)
 		return cmd
 	}
-	tq := func(q url.Values) url.Values {
-		if tenant != "" {
-			q.Set("tenant", tenant)
-		}
-		return q
+	// show fetches the invoice in a format, to dest ("" or - for stdout).
+	show := func(format usageapi.GetV1InvoicesIdParamsFormat, dest string) error {
+		return c.Call(dest, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1InvoicesId(ctx, number, &usageapi.GetV1InvoicesIdParams{Tenant: opt(tenant), Format: &format})
+		})
 	}
 	numbered("show", "Print an invoice as JSON.").Action(func(*kingpin.ParseContext) error {
-		return c.do("GET", "/v1/invoices/"+url.PathEscape(number), tq(url.Values{"format": {"json"}}), nil, "")
+		return show(usageapi.GetV1InvoicesIdParamsFormatJson, "")
 	})
 	numbered("csv", "Print an invoice as CSV.").Action(func(*kingpin.ParseContext) error {
-		return c.do("GET", "/v1/invoices/"+url.PathEscape(number), tq(url.Values{"format": {"csv"}}), nil, "")
+		return show(usageapi.GetV1InvoicesIdParamsFormatCsv, "")
 	})
 	pdf := numbered("pdf", "Write an invoice as PDF (to NUMBER.pdf unless --output).")
 	pdf.Flag("output", "file to write, - for stdout").Short('o').StringVar(&output)
@@ -76,23 +75,29 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		if dest == "" {
 			dest = number + ".pdf"
 		}
-		return c.do("GET", "/v1/invoices/"+url.PathEscape(number), tq(url.Values{"format": {"pdf"}}), nil, dest)
+		return show(usageapi.GetV1InvoicesIdParamsFormatPdf, dest)
 	})
 	numbered("finalize", "Finalize a draft now (refused during the grace period).").Action(func(*kingpin.ParseContext) error {
-		return c.do("POST", "/v1/invoices/"+url.PathEscape(number)+"/finalize", tq(url.Values{}), nil, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1InvoicesIdFinalize(ctx, number, &usageapi.PostV1InvoicesIdFinalizeParams{Tenant: opt(tenant)})
+		})
 	})
 	var reason, amount string
 	void := numbered("void", "Void a finalized, unpaid invoice.")
 	void.Flag("reason", "why").Required().StringVar(&reason)
 	void.Action(func(*kingpin.ParseContext) error {
-		return c.do("POST", "/v1/invoices/"+url.PathEscape(number)+"/void", tq(url.Values{}), map[string]string{"reason": reason}, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1InvoicesIdVoid(ctx, number, &usageapi.PostV1InvoicesIdVoidParams{Tenant: opt(tenant)}, usageapi.VoidRequest{Reason: reason})
+		})
 	})
 	cn := numbered("credit-note", "Issue a credit note on a finalized invoice.")
 	cn.Flag("amount", "amount in major units, e.g. 12.50").Required().StringVar(&amount)
 	cn.Flag("reason", "why").Required().StringVar(&reason)
 	cn.Action(func(*kingpin.ParseContext) error {
-		return c.do("POST", "/v1/invoices/"+url.PathEscape(number)+"/credit-notes", tq(url.Values{}),
-			map[string]string{"amount": amount, "reason": reason}, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1InvoicesIdCreditNotes(ctx, number, &usageapi.PostV1InvoicesIdCreditNotesParams{Tenant: opt(tenant)},
+				usageapi.CreditNoteRequest{Amount: amount, Reason: opt(reason)})
+		})
 	})
 
 	pay := app.Command("payments", "Payments and prepaid credit.")
@@ -110,36 +115,34 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		if pr.invoice == "" && pr.tenant == "" {
 			return fmt.Errorf("payments record: --invoice or --tenant is required")
 		}
-		body := map[string]any{"tenant": pr.tenant, "invoice": pr.invoice, "amount": pr.amount,
-			"currency": pr.currency, "method": pr.method, "reference": pr.reference}
+		body := usageapi.BillingPaymentRequest{Tenant: opt(pr.tenant), Invoice: opt(pr.invoice), Amount: pr.amount,
+			Currency: opt(pr.currency), Method: opt(pr.method), Reference: opt(pr.reference)} // no received_at: now
 		if pr.received != "" {
 			t, err := timeparse.RFC3339("--received-at", pr.received)
 			if err != nil {
 				return err
 			}
-			body["received_at"] = t
+			body.ReceivedAt = &t
 		}
-		q := url.Values{}
-		if pr.tenant != "" {
-			q.Set("tenant", pr.tenant)
-		}
-		return c.do("POST", "/v1/payments", q, body, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1Payments(ctx, &usageapi.PostV1PaymentsParams{Tenant: opt(pr.tenant)}, body)
+		})
 	})
 	var plTenant string
 	pl := pay.Command("list", "List payments.")
 	pl.Flag("tenant", "only this tenant").StringVar(&plTenant)
 	pl.Action(func(*kingpin.ParseContext) error {
-		q := url.Values{}
-		if plTenant != "" {
-			q.Set("tenant", plTenant)
-		}
-		return c.do("GET", "/v1/payments", q, nil, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1Payments(ctx, &usageapi.GetV1PaymentsParams{Tenant: opt(plTenant)})
+		})
 	})
 
 	plans := app.Command("plans", "Plans and plan changes.")
 	flags(plans)
 	plans.Command("list", "Show the price catalogue.").Action(func(*kingpin.ParseContext) error {
-		return c.do("GET", "/v1/plans", nil, nil, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1Plans(ctx)
+		})
 	})
 	var chTenant, chPlan, chEffective string
 	ch := plans.Command("change", "Move a tenant to another plan (prorated).")
@@ -147,20 +150,24 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 	ch.Arg("plan", "plan name").Required().StringVar(&chPlan)
 	ch.Flag("effective", "from when, RFC 3339 (default now)").StringVar(&chEffective)
 	ch.Action(func(*kingpin.ParseContext) error {
-		body := map[string]any{"plan": chPlan}
+		body := usageapi.ChangePlanRequest{Plan: chPlan}
 		if chEffective != "" {
 			t, err := timeparse.RFC3339("--effective", chEffective)
 			if err != nil {
 				return err
 			}
-			body["effective"] = t
+			body.Effective = &t
 		}
-		return c.do("POST", "/v1/tenants/"+url.PathEscape(chTenant)+"/plan", nil, body, "")
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1TenantsTenantPlan(ctx, chTenant, body)
+		})
 	})
 	var shTenant string
 	plans.Command("show", "A tenant's plan, plan history and upgrade suggestion.").
 		Action(func(*kingpin.ParseContext) error {
-			return c.do("GET", "/v1/tenants/"+url.PathEscape(shTenant)+"/plan", nil, nil, "")
+			return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+				return api.GetV1TenantsTenantPlan(ctx, shTenant)
+			})
 		}).Arg("tenant", "tenant id").Required().StringVar(&shTenant)
 
 	ten := app.Command("tenants", "Tenant accounts.")
@@ -168,24 +175,20 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 	var bTenant string
 	ten.Command("balance", "What a tenant owes and its prepaid credit.").
 		Action(func(*kingpin.ParseContext) error {
-			return c.do("GET", "/v1/tenants/"+url.PathEscape(bTenant)+"/balance", nil, nil, "")
+			return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+				return api.GetV1TenantsTenantBalance(ctx, bTenant)
+			})
 		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
 	ten.Command("statement", "A tenant's statement: invoices, payments, credit notes, running balance.").
 		Action(func(*kingpin.ParseContext) error {
-			return c.do("GET", "/v1/tenants/"+url.PathEscape(bTenant)+"/statement", nil, nil, "")
+			return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+				return api.GetV1TenantsTenantStatement(ctx, bTenant)
+			})
 		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
 }
 
-// client sends JSON bodies through the shared API client.
+// client calls the exporter through the shared API client (the generated usageapi).
 type client struct{ apiclient.Client }
 
-func (c *client) do(method, path string, q url.Values, body any, dest string) error {
-	if body == nil {
-		return c.Do(method, path, q, nil, "", dest)
-	}
-	b, err := json.Marshal(body)
-	if err != nil {
-		return fmt.Errorf("encode request: %w", err)
-	}
-	return c.Do(method, path, q, bytes.NewReader(b), "application/json", dest)
-}
+// opt is an optional string parameter: nil when empty.
+func opt(s string) *string { return apiclient.Opt[string](s) }

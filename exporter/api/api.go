@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	_ "time/tzdata" // tz= names resolve the same on every host
 
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
@@ -105,7 +106,7 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
-	events, err := a.decoderOf(cfg).Decode(r.Header.Get("Content-Type"), body)
+	events, err := a.decoderOf(cfg).DecodeHTTP(r.Header, body)
 	if err != nil {
 		a.reject(w, err)
 		return
@@ -208,6 +209,7 @@ type UsageResponse struct {
 	From    time.Time    `json:"from"`
 	To      time.Time    `json:"to"`
 	Window  string       `json:"window,omitempty"`
+	TZ      string       `json:"tz,omitempty"`
 	GroupBy []string     `json:"group_by,omitempty"`
 	Rows    []ledger.Row `json:"rows"`
 }
@@ -241,8 +243,13 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	def, _ := a.Store.Meter(q.Meter)
-	writeJSON(w, http.StatusOK, UsageResponse{Meter: q.Meter, Unit: def.Unit, Kind: string(def.Kind), Tenant: q.Tenant,
-		From: q.From, To: q.To, Window: q.Window, GroupBy: q.GroupBy, Rows: rows})
+	resp := UsageResponse{Meter: q.Meter, Unit: def.Unit, Kind: string(def.Kind), Tenant: q.Tenant,
+		From: q.From, To: q.To, Window: q.Window, GroupBy: q.GroupBy, Rows: rows}
+	if q.Location != nil {
+		resp.TZ = q.Location.String()
+		resp.From, resp.To = q.From.In(q.Location), q.To.In(q.Location)
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // ParseUsageQuery reads /v1/usage parameters. from defaults to the start of the current month,
@@ -259,9 +266,17 @@ func ParseUsageQuery(r *http.Request, now time.Time) (ledger.Query, error) {
 	if !event.ValidID(q.Tenant) {
 		return q, errors.New("tenant: not a valid tenant id")
 	}
-	now = now.UTC()
-	q.From = time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	q.To = now.Truncate(time.Hour).Add(time.Hour)
+	loc := time.UTC
+	if tz := v.Get("tz"); tz != "" {
+		l, err := loadZone(tz)
+		if err != nil {
+			return q, err
+		}
+		loc, q.Location = l, l
+	}
+	now = now.In(loc)
+	q.From = time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, loc).UTC()
+	q.To = now.Truncate(time.Hour).Add(time.Hour).UTC()
 	for _, p := range []struct {
 		name string
 		dst  *time.Time
@@ -301,6 +316,20 @@ func (a *API) known(tenant string) bool {
 	}
 	_, ok := a.Config().Tenant(tenant)
 	return ok
+}
+
+// loadZone reads the tz parameter: an IANA time zone name. The zone database is built into the
+// binary (time/tzdata), so the answer does not depend on the host's. "Local", the host's own
+// zone, is refused for the same reason.
+func loadZone(name string) (*time.Location, error) {
+	if name == "Local" {
+		return nil, errors.New(`tz: "Local" is the server's zone; name an IANA time zone such as Asia/Tokyo`)
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("tz: %q is not an IANA time zone name (such as Asia/Tokyo or UTC)", name)
+	}
+	return loc, nil
 }
 
 func (a *API) meters(w http.ResponseWriter, r *http.Request) {

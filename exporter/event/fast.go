@@ -109,6 +109,16 @@ type decodeBufs struct {
 	quants []Quantity
 }
 
+// one sizes the slabs for a request of one event: the batch-sized slabs would cost more to
+// allocate and clear than the event costs to decode.
+func (b *decodeBufs) one() *decodeBufs {
+	b.stored.b = make([]byte, 0, 256)
+	b.strs = make([]byte, 0, 256)
+	b.fields = make([]Field, 0, 8)
+	b.quants = make([]Quantity, 0, 8)
+	return b
+}
+
 func (b *decodeBufs) str(s []byte) string {
 	if len(s) == 0 {
 		return ""
@@ -397,7 +407,7 @@ func fastDigits(b []byte, i int) ([]byte, int, bool) {
 func (d *Decoder) fastObject(body []byte, now time.Time) ([]Event, bool) {
 	var bufs decodeBufs
 	events := make([]Event, 1)
-	end, ok := d.fastAt(body, 0, now, &events[0], &bufs)
+	end, ok := d.fastAt(body, 0, now, &events[0], bufs.one())
 	if !ok || skipWS(body, end) != len(body) {
 		return nil, false
 	}

@@ -180,7 +180,8 @@ func (s *Store) UngroupedUsage(ctx context.Context, q Query) ([]Row, error) {
 		return nil, err
 	}
 	from, to := q.From.UTC(), q.To.UTC()
-	ends := fastBoundaries(q.Window, from, to)
+	loc := locationOf(&q)
+	ends := fastBoundaries(q.Window, from, to, loc)
 	starts := make([]time.Time, len(ends))
 	for i := range ends {
 		if i == 0 {
@@ -212,7 +213,7 @@ func (s *Store) UngroupedUsage(ctx context.Context, q Query) ([]Row, error) {
 		var out []Row
 		for i, ok := range have {
 			if ok {
-				out = append(out, Row{WindowStart: starts[i], WindowEnd: ends[i], Value: vals[i]})
+				out = append(out, Row{WindowStart: starts[i].In(loc), WindowEnd: ends[i].In(loc), Value: vals[i]})
 			}
 		}
 		return out
@@ -329,15 +330,15 @@ func bytesLastZero(b []byte) int {
 
 // fastBoundaries is windowBoundaries without a calendar computation per window for hours and
 // days (a year by day is 365 windows, asked for every tenant and meter of a report).
-func fastBoundaries(window string, from, to time.Time) []time.Time {
+func fastBoundaries(window string, from, to time.Time, loc *time.Location) []time.Time {
 	var step time.Duration
-	switch window {
-	case WindowHour:
+	switch {
+	case window == WindowHour:
 		step = time.Hour
-	case WindowDay:
+	case window == WindowDay && loc == time.UTC:
 		step = 24 * time.Hour
 	default:
-		return windowBoundaries(window, from, to)
+		return windowBoundaries(window, from, to, loc)
 	}
 	ends := make([]time.Time, 0, int(to.Sub(from)/step)+2)
 	t := from.Truncate(step).Add(step) // UTC: hours and days are aligned on the epoch

@@ -32,6 +32,10 @@ type Query struct {
 	Window        string    // WindowNone: one row per group for the whole range
 	// Where keeps only usage whose dimensions have these values (e.g. {"user": "alice"}).
 	Where map[string]string
+	// Location is the time zone whose calendar day and month windows follow, so that a tenant
+	// sees its own days; nil is UTC. Rows carry their windows in it. Its day boundaries must fall
+	// on UTC hours, the rollups' grain: zones offset by a fraction of an hour are refused.
+	Location *time.Location
 }
 
 // Row is one answer row.
@@ -88,24 +92,42 @@ func (s *Store) checkQuery(q *Query) (*cmeter, error) {
 	default:
 		return nil, &QueryError{"window", fmt.Sprintf("%q must be hour, day or month", q.Window)}
 	}
+	if q.Location != nil && (q.Window == WindowDay || q.Window == WindowMonth) {
+		for _, end := range windowBoundaries(q.Window, q.From, q.To, q.Location) {
+			if end.Unix()%hourSecs != 0 {
+				return nil, &QueryError{"tz", fmt.Sprintf("%s: a %s begins at %s, which is not on a UTC hour; usage is rolled up by the hour, so %s windows need a zone whose offset is whole hours",
+					q.Location, q.Window, end.Format(time.RFC3339), q.Window)}
+			}
+		}
+	}
 	return cm, nil
 }
 
-// windowOf returns the window [start, end) containing t, clipped to [from, to).
-func windowOf(window string, t, from, to time.Time) (time.Time, time.Time) {
+// locationOf is a query's time zone: UTC unless it names one.
+func locationOf(q *Query) *time.Location {
+	if q.Location == nil {
+		return time.UTC
+	}
+	return q.Location
+}
+
+// windowOf returns the window [start, end) containing t, clipped to [from, to), in loc: days and
+// months are loc's calendar days and months (23 or 25 hours long across a daylight saving change).
+func windowOf(window string, t, from, to time.Time, loc *time.Location) (time.Time, time.Time) {
 	var start, end time.Time
+	lt := t.In(loc)
 	switch window {
 	case WindowHour:
 		start = t.Truncate(time.Hour)
 		end = start.Add(time.Hour)
 	case WindowDay:
-		start = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
-		end = start.AddDate(0, 0, 1)
+		start = time.Date(lt.Year(), lt.Month(), lt.Day(), 0, 0, 0, 0, loc)
+		end = time.Date(lt.Year(), lt.Month(), lt.Day()+1, 0, 0, 0, 0, loc)
 	case WindowMonth:
-		start = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
-		end = start.AddDate(0, 1, 0)
+		start = time.Date(lt.Year(), lt.Month(), 1, 0, 0, 0, 0, loc)
+		end = time.Date(lt.Year(), lt.Month()+1, 1, 0, 0, 0, 0, loc)
 	default:
-		return from, to
+		return from.In(loc), to.In(loc)
 	}
 	if start.Before(from) {
 		start = from
@@ -113,7 +135,7 @@ func windowOf(window string, t, from, to time.Time) (time.Time, time.Time) {
 	if end.After(to) {
 		end = to
 	}
-	return start, end
+	return start.In(loc), end.In(loc)
 }
 
 type cell struct {
@@ -134,6 +156,7 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 		return nil, err
 	}
 	q.From, q.To = q.From.UTC(), q.To.UTC()
+	loc := locationOf(&q)
 	groupIdx := make([]int, len(q.GroupBy))
 	for i, g := range q.GroupBy {
 		groupIdx[i] = slices.Index(cm.Dimensions, g)
@@ -195,7 +218,7 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 			if !keep(parts) {
 				return nil
 			}
-			start, end := windowOf(q.Window, time.Unix(int64(hour)*hourSecs, 0).UTC(), q.From, q.To)
+			start, end := windowOf(q.Window, time.Unix(int64(hour)*hourSecs, 0).UTC(), q.From, q.To, loc)
 			a := get(start, end, groupKey(parts))
 			if a.idents == nil {
 				a.idents = map[string]struct{}{}
@@ -212,7 +235,7 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 			if !keep(c.dims) {
 				return
 			}
-			start, end := windowOf(q.Window, time.Unix(int64(c.hour)*hourSecs, 0).UTC(), q.From, q.To)
+			start, end := windowOf(q.Window, time.Unix(int64(c.hour)*hourSecs, 0).UTC(), q.From, q.To, loc)
 			a := get(start, end, groupKey(c.dims))
 			a.st.Merge(c.st)
 		})
@@ -226,10 +249,10 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 		}
 		levels := map[string]*ser{}
 		var order []string
-		windowEnds := windowBoundaries(q.Window, q.From, q.To)
+		windowEnds := windowBoundaries(q.Window, q.From, q.To, loc)
 		wi := 0
 		emit := func(end time.Time) {
-			start, _ := windowOf(q.Window, end.Add(-time.Nanosecond), q.From, q.To)
+			start, _ := windowOf(q.Window, end.Add(-time.Nanosecond), q.From, q.To, loc)
 			for _, k := range order {
 				sr := levels[k]
 				a := get(start, end, sr.group)
@@ -292,11 +315,11 @@ func groupString(g map[string]string, keys []string) string {
 	return b.String()
 }
 
-// windowBoundaries lists the ends of the windows covering [from, to).
-func windowBoundaries(window string, from, to time.Time) []time.Time {
+// windowBoundaries lists the ends of the windows covering [from, to), in loc.
+func windowBoundaries(window string, from, to time.Time, loc *time.Location) []time.Time {
 	var ends []time.Time
 	for t := from; t.Before(to); {
-		_, end := windowOf(window, t, from, to)
+		_, end := windowOf(window, t, from, to, loc)
 		ends = append(ends, end)
 		t = end
 	}

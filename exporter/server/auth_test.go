@@ -64,7 +64,7 @@ auth:
 	if !srv.AuthEnabled {
 		t.Fatal("auth not enabled")
 	}
-	ts := httptest.NewServer(srv.Handler)
+	ts := httptest.NewServer(validating(t, srv.Handler)) // every request is checked against the OpenAPI document
 	t.Cleanup(ts.Close)
 	return srv, ts, c
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/usagemeter/usagemeter/exporter/meter"
+	"github.com/usagemeter/usagemeter/exporter/server"
 	"github.com/usagemeter/usagemeter/simulate"
 )
 
@@ -209,6 +210,7 @@ func checkExact(t *testing.T, url string, totals *simulate.Totals, now time.Time
 func url2(s string) string { return url.QueryEscape(s) }
 
 func TestEndToEndExactAfterCrash(t *testing.T) {
+	server.ValidateClient(t) // every request and answer below is checked against the OpenAPI document
 	store := t.TempDir()
 	addr := freePort(t)
 	e := start(t, addr, store)

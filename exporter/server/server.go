@@ -35,6 +35,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api"
+	"github.com/usagemeter/usagemeter/exporter/api/openapi"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/auth"
@@ -309,6 +310,8 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		Log:       logger.With("component", "analytics"),
 	}
 	srv.Routes = append(append(append(a.Routes(), bill.Routes()...), an.Routes()...),
+		// The API's description is public, as the API's shape is no secret.
+		route.Route{Method: http.MethodGet, Pattern: "/v1/openapi.json", Action: route.ActionPublic, Handler: openapi.Handler},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Profile},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Trace},

@@ -1,6 +1,7 @@
 // Package client is the command line's client of the exporter's HTTP API: the --url and
-// --token flags, bearer authentication, problem documents turned into errors, and answers
-// streamed to standard output or a file.
+// --token flags, bearer authentication, the generated client (usageapi) that builds every
+// request, problem documents turned into errors, and answers streamed to standard output or a
+// file.
 package client
 
 import (
@@ -9,12 +10,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 
 	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/usagemeter/usagemeter/exporter/api/openapi/usageapi"
 )
 
 // Client calls one exporter.
@@ -31,30 +33,37 @@ func (c *Client) AddFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("token", "API token (sent as a bearer token)").Envar("USAGEMETER_TOKEN").StringVar(&c.Token)
 }
 
-// Do sends one request (body may be nil) and copies a successful answer to Out, or to the file
-// dest when dest is neither "" nor "-". A problem document (RFC 9457) becomes the error.
-func (c *Client) Do(method, path string, q url.Values, body io.Reader, contentType, dest string) error {
+// API returns the generated client of the exporter's API (usageapi), at --url, sending --token.
+func (c *Client) API() (*usageapi.Client, error) {
+	api, err := usageapi.NewClient(strings.TrimRight(c.Base, "/"), usageapi.WithHTTPClient(&c.HTTP),
+		usageapi.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
+			if c.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.Token)
+			}
+			return nil
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("--url %q: %w", c.Base, err)
+	}
+	return api, nil
+}
+
+// Call sends one request through the generated client and copies a successful answer to Out, or
+// to the file dest when dest is neither "" nor "-". A problem document (RFC 9457) becomes the
+// error. Ctrl-C cancels the request.
+func (c *Client) Call(dest string, send func(ctx context.Context, api *usageapi.Client) (*http.Response, error)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	u := strings.TrimRight(c.Base, "/") + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	api, err := c.API()
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return err
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := send(ctx, api)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return err // net/http's errors name the method and URL
 	}
 	defer resp.Body.Close()
+	method, path := resp.Request.Method, resp.Request.URL.Path
 	if resp.StatusCode >= 300 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		var p struct{ Title, Detail string }
@@ -82,4 +91,13 @@ func (c *Client) Do(method, path string, q url.Values, body io.Reader, contentTy
 		return fmt.Errorf("%s %s: read response: %w", method, path, err)
 	}
 	return nil
+}
+
+// Opt returns a pointer to s, or nil when s is empty: an optional parameter of the generated client.
+func Opt[T ~string](s string) *T {
+	if s == "" {
+		return nil
+	}
+	v := T(s)
+	return &v
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/usagemeter/usagemeter/exporter/api/openapi/usageapi"
 )
 
 // The answer types below mirror the JSON of the usagemeter HTTP API (exporter/api, billing,
@@ -38,23 +42,14 @@ type UsageQuery struct {
 
 // Usage reads exact usage from the exporter.
 func (c *Client) Usage(ctx context.Context, q UsageQuery) (*Usage, error) {
-	v := url.Values{"tenant": {q.Tenant}, "meter": {q.Meter},
-		"from": {q.From.UTC().Format(time.RFC3339)}, "to": {q.To.UTC().Format(time.RFC3339)}}
-	if q.Window != "" {
-		v.Set("window", q.Window)
-	}
-	if q.User != "" {
-		v.Set("user", q.User)
-	}
-	if len(q.GroupBy) > 0 {
-		g := q.GroupBy[0]
-		for _, d := range q.GroupBy[1:] {
-			g += "," + d
-		}
-		v.Set("group_by", g)
-	}
+	from, to := q.From.UTC(), q.To.UTC()
+	p := &usageapi.GetV1UsageParams{Tenant: q.Tenant, Meter: q.Meter, From: &from, To: &to,
+		Window: opt[usageapi.GetV1UsageParamsWindow](q.Window), User: opt[string](q.User),
+		GroupBy: opt[string](strings.Join(q.GroupBy, ","))}
 	var u Usage
-	return &u, c.GetJSON(ctx, "/v1/usage", v, &u)
+	return &u, c.CallJSON(ctx, &u, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1Usage(ctx, p)
+	})
 }
 
 // QuotaStatus is one meter's quota state (exporter/quota.Status).
@@ -81,7 +76,9 @@ type Quotas struct {
 // Quotas reads a tenant's quota state.
 func (c *Client) Quotas(ctx context.Context, tenant string) (*Quotas, error) {
 	var q Quotas
-	return &q, c.GetJSON(ctx, "/v1/tenants/"+url.PathEscape(tenant)+"/quotas", nil, &q)
+	return &q, c.CallJSON(ctx, &q, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1TenantsTenantQuotas(ctx, tenant)
+	})
 }
 
 // AuditEntry is one entry of GET /v1/audit.
@@ -108,8 +105,10 @@ func (c *Client) Audit(ctx context.Context, keep func(AuditEntry)) error {
 			Entries []AuditEntry `json:"entries"`
 			Next    string       `json:"next"`
 		}
-		v := url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {"1000"}}
-		if err := c.GetJSON(ctx, "/v1/audit", v, &page); err != nil {
+		p := &usageapi.GetV1AuditParams{After: ptr(int64(after)), Limit: ptr(1000)}
+		if err := c.CallJSON(ctx, &page, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1Audit(ctx, p)
+		}); err != nil {
 			return err
 		}
 		for _, e := range page.Entries {
@@ -137,17 +136,12 @@ type InvoiceSummary struct {
 
 // Invoices lists invoices of a tenant ("" = all) for a billing period ("2026-11"; "" = all).
 func (c *Client) Invoices(ctx context.Context, tenant, period string) ([]InvoiceSummary, error) {
-	v := url.Values{}
-	if tenant != "" {
-		v.Set("tenant", tenant)
-	}
-	if period != "" {
-		v.Set("period", period)
-	}
 	var r struct {
 		Invoices []InvoiceSummary `json:"invoices"`
 	}
-	return r.Invoices, c.GetJSON(ctx, "/v1/invoices", v, &r)
+	return r.Invoices, c.CallJSON(ctx, &r, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1Invoices(ctx, &usageapi.GetV1InvoicesParams{Tenant: opt[string](tenant), Period: opt[string](period)})
+	})
 }
 
 // InvoiceLine is one line of an invoice (billing/rating.Line).
@@ -176,7 +170,9 @@ type Invoice struct {
 // Invoice reads one invoice with its lines.
 func (c *Client) Invoice(ctx context.Context, id string) (*Invoice, error) {
 	var inv Invoice
-	return &inv, c.GetJSON(ctx, "/v1/invoices/"+url.PathEscape(id), url.Values{"format": {"json"}}, &inv)
+	return &inv, c.CallJSON(ctx, &inv, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1InvoicesId(ctx, id, &usageapi.GetV1InvoicesIdParams{Format: ptr(usageapi.GetV1InvoicesIdParamsFormatJson)})
+	})
 }
 
 // KPIGroup is one group of GET /v1/billing/kpis (amounts in minor units).
@@ -201,15 +197,11 @@ type BillingKPIs struct {
 // BillingKPIs reads a billing period's key figures, aggregated by the billing service, for a
 // tenant ("" = all), overall or per plan (groupBy "plan").
 func (c *Client) BillingKPIs(ctx context.Context, tenant, period, groupBy string) (*BillingKPIs, error) {
-	v := url.Values{"period": {period}}
-	if tenant != "" {
-		v.Set("tenant", tenant)
-	}
-	if groupBy != "" {
-		v.Set("group_by", groupBy)
-	}
+	p := &usageapi.GetV1BillingKpisParams{Period: period, Tenant: opt[string](tenant), GroupBy: opt[usageapi.GetV1BillingKpisParamsGroupBy](groupBy)}
 	var k BillingKPIs
-	return &k, c.GetJSON(ctx, "/v1/billing/kpis", v, &k)
+	return &k, c.CallJSON(ctx, &k, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1BillingKpis(ctx, p)
+	})
 }
 
 // Balance is GET /v1/tenants/{tenant}/balance.
@@ -335,10 +327,60 @@ type Insights struct {
 	Insights []Insight `json:"insights"`
 }
 
-// Analytics reads one /v1/analytics/<name> endpoint into v.
-func (c *Client) Analytics(ctx context.Context, name string, q url.Values, v any) error {
-	return c.GetJSON(ctx, "/v1/analytics/"+name, q, v)
+// Forecast reads GET /v1/analytics/forecast: the next horizon hours of a tenant's meter.
+func (c *Client) Forecast(ctx context.Context, tenant, meter string, horizon int) (*Forecast, error) {
+	var f Forecast
+	return &f, c.CallJSON(ctx, &f, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1AnalyticsForecast(ctx, &usageapi.GetV1AnalyticsForecastParams{Tenant: tenant, Meter: meter, Horizon: &horizon})
+	})
 }
+
+// InsightsAt reads GET /v1/analytics/insights as of at, for a tenant ("" = all).
+func (c *Client) InsightsAt(ctx context.Context, tenant string, at time.Time) (*Insights, error) {
+	var r Insights
+	return &r, c.CallJSON(ctx, &r, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1AnalyticsInsights(ctx, &usageapi.GetV1AnalyticsInsightsParams{Tenant: opt[string](tenant), At: &at})
+	})
+}
+
+// EngagementAt reads GET /v1/analytics/engagement as of at.
+func (c *Client) EngagementAt(ctx context.Context, tenant string, at time.Time) (*Engagement, error) {
+	var e Engagement
+	return &e, c.CallJSON(ctx, &e, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1AnalyticsEngagement(ctx, &usageapi.GetV1AnalyticsEngagementParams{Tenant: tenant, At: &at})
+	})
+}
+
+// NewUsersIn reads GET /v1/analytics/new-users: users first seen in [from, to), per window.
+func (c *Client) NewUsersIn(ctx context.Context, tenant string, from, to time.Time, window string) (*NewUsers, error) {
+	var nu NewUsers
+	return &nu, c.CallJSON(ctx, &nu, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1AnalyticsNewUsers(ctx, &usageapi.GetV1AnalyticsNewUsersParams{Tenant: tenant, From: &from, To: &to,
+			Window: opt[usageapi.GetV1AnalyticsNewUsersParamsWindow](window)})
+	})
+}
+
+// MeterCount reads GET /v1/meters and counts the meters (the health check).
+func (c *Client) MeterCount(ctx context.Context) (int, error) {
+	var m struct {
+		Meters []json.RawMessage `json:"meters"`
+	}
+	err := c.CallJSON(ctx, &m, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+		return api.GetV1Meters(ctx)
+	})
+	return len(m.Meters), err
+}
+
+// opt is an optional parameter of the generated client: nil when empty.
+func opt[T ~string](s string) *T {
+	if s == "" {
+		return nil
+	}
+	v := T(s)
+	return &v
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // PromSeries is one series of a Prometheus API matrix or vector.
 type PromSeries struct {

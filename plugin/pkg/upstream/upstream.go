@@ -2,6 +2,8 @@
 // exporter API (usage, quotas, audit), billing and analytics (served by the same exporter
 // process under /v1/invoices, /v1/analytics, /v1/reports) and VictoriaMetrics' Prometheus API.
 // It only moves bytes and decodes JSON; turning answers into frames is the datasource's job.
+// Requests to the exporter are built by the client generated from its OpenAPI document
+// (usageapi); VictoriaMetrics is read with Do.
 package upstream
 
 import (
@@ -14,6 +16,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/usagemeter/usagemeter/exporter/api/openapi/usageapi"
 )
 
 // Error is a non-2xx answer from a service. Status 404 on a route the service does not serve
@@ -38,6 +42,9 @@ type Client struct {
 	Base    *url.URL
 	Token   string
 	HTTP    *http.Client
+	// API is the generated client of usagemeter's HTTP API (exporter/api/openapi/usageapi):
+	// every request to the exporter is built by it.
+	API *usageapi.Client
 }
 
 // New parses base and builds a client. An empty base is an error: the setting is required.
@@ -52,7 +59,53 @@ func New(service, base, token string, hc *http.Client) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 60 * time.Second}
 	}
-	return &Client{Service: service, Base: u, Token: token, HTTP: hc}, nil
+	c := &Client{Service: service, Base: u, Token: token, HTTP: hc}
+	c.API, err = usageapi.NewClient(u.String(), usageapi.WithHTTPClient(hc),
+		usageapi.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
+			if c.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.Token)
+			}
+			return nil
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("%s URL %q: %w", service, base, err)
+	}
+	return c, nil
+}
+
+// Call sends a request that the generated client (usageapi) built, and returns the response when
+// it is 2xx, as Do does; anything else becomes an *Error carrying the problem's detail.
+func (c *Client) Call(ctx context.Context, send func(ctx context.Context, api *usageapi.Client) (*http.Response, error)) (*http.Response, error) {
+	resp, err := send(ctx, c.API)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Service, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, &Error{Service: c.Service, Path: c.path(resp), Status: resp.StatusCode, Detail: problemDetail(resp)}
+}
+
+// CallJSON decodes the JSON answer of Call into v.
+func (c *Client) CallJSON(ctx context.Context, v any, send func(ctx context.Context, api *usageapi.Client) (*http.Response, error)) error {
+	resp, err := c.Call(ctx, send)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("%s %s: decoding the answer: %w", c.Service, c.path(resp), err)
+	}
+	return nil
+}
+
+// path is the API path a response answers, without the base URL's own path.
+func (c *Client) path(resp *http.Response) string {
+	if resp.Request == nil {
+		return ""
+	}
+	return strings.TrimPrefix(resp.Request.URL.Path, c.Base.Path)
 }
 
 // Do sends a request for path?query and returns the response when it is 2xx; the caller closes

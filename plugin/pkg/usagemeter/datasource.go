@@ -108,15 +108,11 @@ func (d *Datasource) CallResource(ctx context.Context, req *backend.CallResource
 // CheckHealth proves the exporter answers with the configured token and VictoriaMetrics
 // answers queries.
 func (d *Datasource) CheckHealth(ctx context.Context, req *backend.CheckHealthRequest) (*backend.CheckHealthResult, error) {
-	var meters struct {
-		Meters []struct {
-			Name string `json:"name"`
-		} `json:"meters"`
-	}
-	if err := d.exporter.GetJSON(ctx, "/v1/meters", nil, &meters); err != nil {
+	meters, err := d.exporter.MeterCount(ctx)
+	if err != nil {
 		return &backend.CheckHealthResult{Status: backend.HealthStatusError, Message: "usage exporter: " + err.Error()}, nil
 	}
-	msg := fmt.Sprintf("usage exporter OK (%d meters)", len(meters.Meters))
+	msg := fmt.Sprintf("usage exporter OK (%d meters)", meters)
 	if d.vm == nil {
 		return &backend.CheckHealthResult{Status: backend.HealthStatusOk,
 			Message: msg + "; VictoriaMetrics not configured: usage_timeseries and anomalies will fail"}, nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 
+	"github.com/usagemeter/usagemeter/exporter/api/openapi/usageapi"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 	"github.com/usagemeter/usagemeter/plugin/pkg/upstream"
 )
@@ -43,6 +44,9 @@ type exportRequest struct {
 	Report, Format, Tenant, Window, Invoice string
 	Meters                                  []string
 	From, To                                time.Time
+	// Scope narrows the compliance report to the tenant's view; the plugin sets it from the
+	// user's permissions, never from the request.
+	Scope string
 }
 
 func parseExport(r *http.Request, now time.Time) (exportRequest, error) {
@@ -133,24 +137,20 @@ func (d *Datasource) export(rw http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusBadRequest, "invoice: a PDF export is one invoice; name it with invoice=<id>")
 			return
 		}
-		err = d.proxy(ctx, w, "/v1/invoices/"+url.PathEscape(e.Invoice), url.Values{"format": {"pdf"}, "tenant": nonEmpty(e.Tenant)})
+		pdf := usageapi.GetV1InvoicesIdParamsFormatPdf
+		err = d.proxy(ctx, w, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.GetV1InvoicesId(ctx, e.Invoice, &usageapi.GetV1InvoicesIdParams{Format: &pdf, Tenant: optional[string](e.Tenant)})
+		})
 	default:
 		// The analytics service renders the usage, executive and compliance reports, reading
 		// the ledger in-process and streaming as it goes; stream its answer through.
-		v := url.Values{"format": {e.Format}, "from": {e.From.Format(time.RFC3339)}, "to": {e.To.Format(time.RFC3339)}, "tenant": nonEmpty(e.Tenant)}
-		if e.Report == "usage" {
-			if len(e.Meters) > 0 {
-				v.Set("meter", strings.Join(e.Meters, ","))
-			}
-			v.Set("window", e.Window)
-		}
 		if e.Report == "compliance" && d.authorize(ctx, user, "", "", route.ActionAuditRead) != nil {
 			// The exporter renders with the datasource's token, not as this user: ask for the
 			// tenant's view (no server paths, key settings or refused principals), which is
 			// all that a user who may not read the whole audit trail may see.
-			v.Set("scope", "tenant")
+			e.Scope = "tenant"
 		}
-		err = d.proxy(ctx, w, "/v1/reports/"+e.Report, v)
+		err = d.proxy(ctx, w, e.reportRequest)
 	}
 	if err != nil {
 		var ue *upstream.Error
@@ -164,13 +164,6 @@ func (d *Datasource) export(rw http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, "\n# export failed: "+err.Error()+"\n")
 		}
 	}
-}
-
-func nonEmpty(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return []string{s}
 }
 
 // chunked buffers writes and flushes a resource chunk every chunkSize bytes.
@@ -286,12 +279,43 @@ func (d *Datasource) exportInvoices(ctx context.Context, rw http.ResponseWriter,
 	return cw.Error()
 }
 
+// reportRequest asks the exporter for the export's report (usage, executive or compliance).
+func (e *exportRequest) reportRequest(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+	from, to := e.From, e.To
+	switch e.Report {
+	case "usage":
+		p := &usageapi.GetV1ReportsUsageParams{Format: optional[usageapi.GetV1ReportsUsageParamsFormat](e.Format), From: &from, To: &to,
+			Tenant: optional[string](e.Tenant), Window: optional[usageapi.GetV1ReportsUsageParamsWindow](e.Window)}
+		if len(e.Meters) > 0 {
+			p.Meter = &e.Meters
+		}
+		return api.GetV1ReportsUsage(ctx, p)
+	case "executive":
+		return api.GetV1ReportsExecutive(ctx, &usageapi.GetV1ReportsExecutiveParams{Format: optional[usageapi.GetV1ReportsExecutiveParamsFormat](e.Format),
+			From: &from, To: &to, Tenant: optional[string](e.Tenant)})
+	case "compliance":
+		return api.GetV1ReportsCompliance(ctx, &usageapi.GetV1ReportsComplianceParams{Format: optional[usageapi.GetV1ReportsComplianceParamsFormat](e.Format),
+			From: &from, To: &to, Tenant: optional[string](e.Tenant), Scope: optional[usageapi.GetV1ReportsComplianceParamsScope](e.Scope)})
+	}
+	return nil, fmt.Errorf("report %q: want usage, executive or compliance", e.Report)
+}
+
+// optional is an optional parameter of the generated client: nil when empty.
+func optional[T ~string](s string) *T {
+	if s == "" {
+		return nil
+	}
+	v := T(s)
+	return &v
+}
+
 // proxy streams an upstream download through, chunk by chunk.
-func (d *Datasource) proxy(ctx context.Context, rw http.ResponseWriter, path string, v url.Values) error {
-	resp, err := d.exporter.Do(ctx, http.MethodGet, path, v, nil, nil)
+func (d *Datasource) proxy(ctx context.Context, rw http.ResponseWriter, send func(context.Context, *usageapi.Client) (*http.Response, error)) error {
+	resp, err := d.exporter.Call(ctx, send)
 	if err != nil {
 		return err
 	}
+	path := resp.Request.URL.Path
 	defer resp.Body.Close()
 	w := rw
 	for _, h := range []string{"Content-Type", "Content-Disposition"} {
@@ -323,7 +347,7 @@ func (d *Datasource) listMeters(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusForbidden, err.Error())
 		return
 	}
-	resp, err := d.exporter.Do(r.Context(), http.MethodGet, "/v1/meters", nil, nil, nil)
+	resp, err := d.exporter.Call(r.Context(), func(ctx context.Context, api *usageapi.Client) (*http.Response, error) { return api.GetV1Meters(ctx) })
 	if err != nil {
 		httpError(w, http.StatusBadGateway, err.Error())
 		return

@@ -3,7 +3,6 @@ package usagemeter
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"slices"
 	"time"
 
@@ -116,8 +115,7 @@ func userActivity(ctx context.Context, d *Datasource, q *Query) (data.Frames, er
 		if err := d.authorize(ctx, q.User, q.Tenant, "", route.ActionAnalyticsRead); err != nil {
 			return nil, err
 		}
-		var e upstream.Engagement
-		err := d.exporter.Analytics(ctx, "engagement", url.Values{"tenant": {q.Tenant}, "at": {q.Range.To.Format(time.RFC3339)}}, &e)
+		e, err := d.exporter.EngagementAt(ctx, q.Tenant, q.Range.To)
 		switch {
 		case upstream.IsNotServed(err):
 			// Partial answer: the usage figures above stand; say what is missing and why.
@@ -133,9 +131,7 @@ func userActivity(ctx context.Context, d *Datasource, q *Query) (data.Frames, er
 				field("stickiness", "Stickiness (DAU/MAU)", "percentunit", []float64{e.Stickiness})))
 		}
 		window := newUsersWindow(q, to.Sub(from))
-		var nu upstream.NewUsers
-		err = d.exporter.Analytics(ctx, "new-users", url.Values{"tenant": {q.Tenant}, "from": {from.Format(time.RFC3339)},
-			"to": {to.Format(time.RFC3339)}, "window": {window}}, &nu)
+		nu, err := d.exporter.NewUsersIn(ctx, q.Tenant, from, to, window)
 		switch {
 		case upstream.IsNotServed(err):
 			sessions.AppendNotices(data.Notice{Severity: data.NoticeSeverityWarning,
@@ -143,7 +139,7 @@ func userActivity(ctx context.Context, d *Datasource, q *Query) (data.Frames, er
 		case err != nil:
 			return nil, err
 		default:
-			frames = append(frames, newUsersFrame(&nu))
+			frames = append(frames, newUsersFrame(nu))
 		}
 	}
 	return frames, nil

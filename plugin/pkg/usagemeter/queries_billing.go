@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/url"
 	"slices"
 	"time"
 
@@ -145,9 +144,8 @@ func forecastQuery(ctx context.Context, d *Datasource, q *Query) (data.Frames, e
 	now := d.now().UTC()
 	end := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 	horizon := min(240, max(1, int(end.Sub(now.Truncate(time.Hour))/time.Hour))) // hours, the endpoint's cap
-	var f upstream.Forecast
-	v := url.Values{"tenant": {q.Tenant}, "meter": {meter}, "horizon": {fmt.Sprint(horizon)}}
-	if err := d.exporter.Analytics(ctx, "forecast", v, &f); err != nil {
+	f, err := d.exporter.Forecast(ctx, q.Tenant, meter, horizon)
+	if err != nil {
 		return nil, err
 	}
 	n := len(f.Points)
@@ -170,12 +168,8 @@ func insightsQuery(ctx context.Context, d *Datasource, q *Query) (data.Frames, e
 	if err := d.authorize(ctx, q.User, q.Tenant, "", route.ActionAnalyticsRead); err != nil {
 		return nil, err
 	}
-	v := url.Values{"at": {q.Range.To.Format(time.RFC3339)}}
-	if q.Tenant != "" {
-		v.Set("tenant", q.Tenant)
-	}
-	var r upstream.Insights
-	if err := d.exporter.Analytics(ctx, "insights", v, &r); err != nil {
+	r, err := d.exporter.InsightsAt(ctx, q.Tenant, q.Range.To)
+	if err != nil {
 		return nil, err
 	}
 	n := len(r.Insights)
