@@ -104,7 +104,7 @@ func validatingWith(errorf func(format string, args ...any), h http.Handler) (ht
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &teeRecorder{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(rec, r)
 		v.check(r, body, rec.status, rec.Header(), rec.body.Bytes())
 	}), nil
@@ -195,34 +195,34 @@ func ValidateClient(t *testing.T) {
 	t.Cleanup(func() { http.DefaultClient.Transport = prev })
 }
 
-// recorder passes an answer through and keeps a copy.
-type recorder struct {
+// teeRecorder passes an answer through and keeps a copy.
+type teeRecorder struct {
 	http.ResponseWriter
 	status int
 	body   bytes.Buffer
 	wrote  bool
 }
 
-func (r *recorder) WriteHeader(code int) {
+func (r *teeRecorder) WriteHeader(code int) {
 	if !r.wrote {
 		r.status, r.wrote = code, true
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
-func (r *recorder) Write(b []byte) (int, error) {
+func (r *teeRecorder) Write(b []byte) (int, error) {
 	r.wrote = true
 	r.body.Write(b)
 	return r.ResponseWriter.Write(b)
 }
 
-func (r *recorder) Flush() {
+func (r *teeRecorder) Flush() {
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
 }
 
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+func (r *teeRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // TestValidatorCatchesMismatches: the validating handler can fail. An answer that breaks its
 // schema, and an accepted request the document forbids, are both reported.

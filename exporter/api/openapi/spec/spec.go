@@ -306,7 +306,8 @@ func operations(g *gen) []op {
 			params: []*openapi3.Parameter{tenantPath, path("id", "The insight.")}, body: g.body(jsonBody{value: applyRequest{}}), status: 200, resp: insights.Applied{}},
 		{method: "GET", path: "/v1/reports/usage", tag: "reports", summary: "Usage report", params: reportParams, status: 200, resp: "application/json", respTypes: reportTypes},
 		{method: "GET", path: "/v1/reports/executive", tag: "reports", summary: "Executive summary", params: reportParams, status: 200, resp: "application/json", respTypes: reportTypes},
-		{method: "GET", path: "/v1/reports/compliance", tag: "reports", summary: "Compliance report", params: reportParams, status: 200, resp: "application/json", respTypes: reportTypes},
+		{method: "GET", path: "/v1/reports/compliance", tag: "reports", summary: "Compliance report", params: append(slices.Clone(reportParams),
+			query("scope", "tenant: only what concerns the tenant (no server paths, key settings or refused principals), whatever the caller may read; it never widens.", false, enum("tenant"))), status: 200, resp: "application/json", respTypes: reportTypes},
 		{method: "POST", path: "/v1/reports", tag: "reports", summary: "A report from a definition (JSON or YAML)", params: []*openapi3.Parameter{
 			query("format", "Overrides the definition's format.", false, enum("csv", "json", "pdf", "xlsx")), tenantQuery},
 			body: g.yamlOrJSON(report.Definition{}), status: 200, resp: "application/json", respTypes: reportTypes},

@@ -182,6 +182,21 @@ func (e GetV1ReportsComplianceParamsWindow) Valid() bool {
 	}
 }
 
+// Defines values for GetV1ReportsComplianceParamsScope.
+const (
+	Tenant GetV1ReportsComplianceParamsScope = "tenant"
+)
+
+// Valid indicates whether the value is a known member of the GetV1ReportsComplianceParamsScope enum.
+func (e GetV1ReportsComplianceParamsScope) Valid() bool {
+	switch e {
+	case Tenant:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for GetV1ReportsExecutiveParamsFormat.
 const (
 	GetV1ReportsExecutiveParamsFormatCsv  GetV1ReportsExecutiveParamsFormat = "csv"
@@ -333,11 +348,13 @@ type ApplyRequest struct {
 type AuditEntry struct {
 	Action  string    `json:"action"`
 	Allow   bool      `json:"allow"`
+	Checked *string   `json:"checked,omitempty"`
 	Hash    *string   `json:"hash,omitempty"`
 	Kind    string    `json:"kind"`
 	Method  string    `json:"method"`
 	Path    string    `json:"path"`
 	Prev    string    `json:"prev"`
+	Query   *string   `json:"query,omitempty"`
 	Reason  string    `json:"reason"`
 	Seq     int       `json:"seq"`
 	Status  int       `json:"status"`
@@ -812,6 +829,7 @@ type RatingSuggestion struct {
 	Period      RatingPeriod `json:"period"`
 	Plan        string       `json:"plan"`
 	Saving      int64        `json:"saving"`
+	Upgrade     bool         `json:"upgrade"`
 }
 
 // ReloadResponse defines model for ReloadResponse.
@@ -1330,6 +1348,9 @@ type GetV1ReportsComplianceParams struct {
 
 	// Filter dimension:value1|value2 (repeated for several dimensions).
 	Filter *[]string `form:"filter,omitempty" json:"filter,omitempty"`
+
+	// Scope tenant: only what concerns the tenant (no server paths, key settings or refused principals), whatever the caller may read; it never widens.
+	Scope *GetV1ReportsComplianceParamsScope `form:"scope,omitempty" json:"scope,omitempty"`
 }
 
 // GetV1ReportsComplianceParamsFormat defines parameters for GetV1ReportsCompliance.
@@ -1337,6 +1358,9 @@ type GetV1ReportsComplianceParamsFormat string
 
 // GetV1ReportsComplianceParamsWindow defines parameters for GetV1ReportsCompliance.
 type GetV1ReportsComplianceParamsWindow string
+
+// GetV1ReportsComplianceParamsScope defines parameters for GetV1ReportsCompliance.
+type GetV1ReportsComplianceParamsScope string
 
 // GetV1ReportsExecutiveParams defines parameters for GetV1ReportsExecutive.
 type GetV1ReportsExecutiveParams struct {
@@ -5060,6 +5084,18 @@ func NewGetV1ReportsComplianceRequest(server string, params *GetV1ReportsComplia
 		if params.Filter != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "filter", *params.Filter, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Scope != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "scope", *params.Scope, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
