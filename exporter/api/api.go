@@ -21,6 +21,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/authz"
+	"github.com/usagemeter/usagemeter/exporter/commit"
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/quota"
@@ -45,6 +46,9 @@ type API struct {
 	Admit func(context.Context, authz.QuotaInput) (authz.QuotaDecision, error)
 	// Audit is the audit trail served by GET /v1/audit.
 	Audit *audit.Log
+	// Committer, when set, is how ingested events reach the ledger (cluster mode: through the
+	// replicated log); when nil they are committed to Store directly.
+	Committer commit.Committer
 
 	decoder atomic.Pointer[decoderFor]
 }
@@ -82,7 +86,16 @@ func (a *API) Routes() []route.Route {
 type Accepted struct {
 	Accepted   int `json:"accepted"`
 	Duplicates int `json:"duplicates"`
+	// Seq is the request's position in the replicated log (cluster mode, docs/cluster.md): a
+	// read that asks for at least this position sees the events.
+	Seq uint64 `json:"seq,omitempty"`
+	// Unapplied: the events are durable in the log, not yet applied by this replica; accepted
+	// counts all of them.
+	Unapplied bool `json:"unapplied,omitempty"`
 }
+
+// HeaderSeq carries the log position of an acknowledged write (cluster mode).
+const HeaderSeq = "X-Usagemeter-Seq"
 
 func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	cfg := a.Config()
@@ -118,11 +131,17 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	res, err := a.Store.Commit(r.Context(), events)
+	var out commit.Outcome
+	if a.Committer != nil {
+		out, err = a.Committer.Commit(r.Context(), events)
+	} else {
+		out.Result, err = a.Store.Commit(r.Context(), events)
+	}
+	res := out.Result
 	if err != nil {
 		a.Metrics.Rejected.WithLabelValues("store_error").Add(float64(len(events)))
 		status := http.StatusInternalServerError
-		if errors.Is(err, ledger.ErrClosed) || errors.Is(err, context.Canceled) {
+		if errors.Is(err, ledger.ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, commit.ErrUnavailable) {
 			status = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
 		}
@@ -132,7 +151,10 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	a.Metrics.Accepted.Add(float64(res.Accepted))
 	a.Metrics.Duplicates.Add(float64(res.Duplicates))
-	writeJSON(w, http.StatusAccepted, Accepted{Accepted: res.Accepted, Duplicates: res.Duplicates})
+	if out.Seq != 0 {
+		w.Header().Set(HeaderSeq, strconv.FormatUint(out.Seq, 10))
+	}
+	writeJSON(w, http.StatusAccepted, Accepted{Accepted: res.Accepted, Duplicates: res.Duplicates, Seq: out.Seq, Unapplied: out.Unapplied})
 }
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {

@@ -69,10 +69,11 @@ func (s *Store) commitGroup(group []*commitReq) {
 				acc = append(acc, p)
 			}
 		}
+		marks := groupMarks(group)
 		if len(acc) == 0 {
-			return nil
+			return s.writeMarks(marks)
 		}
-		return s.commitAccepted(acc)
+		return s.commitAccepted(acc, marks)
 	}()
 	defer func() {
 		clear(acc) // do not keep the requests alive until the next group
@@ -98,7 +99,7 @@ func (s *Store) commitGroup(group []*commitReq) {
 
 // commitAccepted durably writes the accepted events of a group, then applies their derived
 // changes. Nothing is applied if the commit fails.
-func (s *Store) commitAccepted(acc []*prepared) error {
+func (s *Store) commitAccepted(acc []*prepared, marks []Mark) error {
 	b := s.db.NewBatchWithSize(len(acc) * 256)
 	defer b.Close()
 	s.resolveSeries(acc, b)
@@ -142,6 +143,9 @@ func (s *Store) commitAccepted(acc []*prepared) error {
 	gb.journal = journal
 	seq := s.groupSeq + 1
 	if err := b.Set(journalKey(seq), journal, nil); err != nil {
+		return err
+	}
+	if err := setMarks(b, marks); err != nil {
 		return err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {

@@ -54,6 +54,7 @@ type Result struct {
 type commitReq struct {
 	events []prepared
 	done   chan commitDone
+	mark   *Mark // recorded in the same batch as the events (applied.go); nil for local commits
 }
 
 type commitDone struct {

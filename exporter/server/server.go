@@ -39,6 +39,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/auth"
 	"github.com/usagemeter/usagemeter/exporter/auth/webserve"
 	"github.com/usagemeter/usagemeter/exporter/authz"
+	"github.com/usagemeter/usagemeter/exporter/cluster"
 	"github.com/usagemeter/usagemeter/exporter/collector"
 	"github.com/usagemeter/usagemeter/exporter/guard"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
@@ -53,6 +54,8 @@ type Options struct {
 	ConfigFile  string
 	Insecure    bool
 	Log         *promslog.Config
+	// Cluster turns on cluster mode when its NATS URL is set (docs/cluster.md).
+	Cluster cluster.Options
 }
 
 // Main runs the exporter with the given arguments; it returns the process exit code.
@@ -63,6 +66,7 @@ func Main(args []string) int {
 	app.Flag("storage.path", "Directory of the embedded store.").Default("./data").StringVar(&opts.StoragePath)
 	app.Flag("config.file", "Configuration file: meters, plans, tenants, auth, billing (YAML). Built-in defaults when absent.").StringVar(&opts.ConfigFile)
 	app.Flag("web.insecure", "Allow listening beyond loopback without any authentication configured.").BoolVar(&opts.Insecure)
+	cluster.AddFlags(app, &opts.Cluster)
 	flag.AddFlags(app, opts.Log)
 	app.Version(version.Print("usage-exporter"))
 	app.HelpFlag.Short('h')
@@ -295,6 +299,19 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	mux.Handle("GET /metrics", collector.Handler(usage, reg, func(err error) { logger.Error("rendering /metrics", "err", err) }))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, srv.Routes) })
 	srv.Handler = mux
+	if opts.Cluster.Enabled() {
+		// Cluster mode: ingests reach the ledger through the replicated log, and reads may ask
+		// for a log position. Closed before the store (closers run in reverse).
+		node, err := cluster.Start(ctx, opts.Cluster, store, logger.With("component", "cluster"))
+		if err != nil {
+			return nil, fmt.Errorf("cluster mode: %w", err)
+		}
+		srv.closers = append(srv.closers, node.Close)
+		a.Committer = node
+		a.Ready = func() bool { return ready.Load() && node.Err() == nil }
+		reg.MustRegister(node)
+		srv.Handler = node.Middleware(mux)
+	}
 	return srv, nil
 }
 
