@@ -153,13 +153,19 @@ func StartNATS(ctx context.Context, o NATSOptions) (*NATS, error) {
 	if o.Nodes <= 0 {
 		o.Nodes = 3
 	}
+	// Every port is held until all are picked, so that no two are the same.
 	ports := make([]int, 2*o.Nodes)
+	held := make([]net.Listener, 0, len(ports))
 	for i := range ports {
-		p, err := FreePort()
+		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
-		ports[i] = p
+		held = append(held, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range held {
+		l.Close()
 	}
 	var routes []string
 	for i := 0; i < o.Nodes; i++ {
