@@ -295,7 +295,6 @@ func NewReplica(o ReplicaOptions) (*Replica, error) {
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port),
 		"--storage.path=" + storage,
 		"--cluster.nats-url=" + o.NATS,
-		"--log.level=info",
 	}, o.Args...)
 	return &Replica{Port: port, Storage: storage, Process: &Process{Name: o.Name, Path: o.Binary, Args: args, Env: o.Env,
 		Log: filepath.Join(dir, "exporter.log")}}, nil
