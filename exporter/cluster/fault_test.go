@@ -45,7 +45,7 @@ type testCluster struct {
 	replicas []*clustertest.Replica
 }
 
-func startCluster(t *testing.T, ctx context.Context, replicas int) *testCluster {
+func startCluster(t *testing.T, ctx context.Context, replicas int, args ...string) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, dir: t.TempDir()}
 	var err error
@@ -56,7 +56,7 @@ func startCluster(t *testing.T, ctx context.Context, replicas int) *testCluster 
 	t.Cleanup(c.nats.Stop)
 	for i := range replicas {
 		r, err := clustertest.NewReplica(clustertest.ReplicaOptions{Binary: os.Args[0], Env: []string{"USAGEMETER_TEST_ROLE=usage-exporter"},
-			Name: fmt.Sprintf("replica-%d", i+1), Dir: c.dir, NATS: c.nats.URLs()})
+			Name: fmt.Sprintf("replica-%d", i+1), Dir: c.dir, NATS: c.nats.URLs(), Args: args})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -424,4 +424,68 @@ func TestFaults(t *testing.T) {
 	}
 	t.Logf("after the cold restart: %d events acknowledged in all, log position %d", l.events, l.maxSeq)
 	l.checkTotals(t, ctx, "after the cold restart")
+}
+
+// A replica that needs log messages the stream no longer retains says so and refuses to serve,
+// instead of applying what follows and diverging.
+func TestBehindRetention(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := startCluster(t, ctx, 1, "--cluster.max-age=1s")
+	defer func() {
+		if t.Failed() {
+			c.dumpLogs()
+		}
+	}()
+	l := &load{replicas: c.replicas, client: &http.Client{Timeout: 20 * time.Second}, want: map[string]int64{}, start: time.Now().UTC()}
+	for req := range 3 {
+		body, _, _ := l.body(0, req)
+		if _, err := l.send(ctx, 0, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second) // the messages expire
+
+	late, err := clustertest.NewReplica(clustertest.ReplicaOptions{Binary: os.Args[0], Env: []string{"USAGEMETER_TEST_ROLE=usage-exporter"},
+		Name: "late", Dir: c.dir, NATS: c.nats.URLs(), Args: []string{"--cluster.max-age=1s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := late.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.replicas = append(c.replicas, late)
+	t.Cleanup(func() { late.Stop(10 * time.Second) })
+	// It serves HTTP (liveness) but is not ready, and says why in its log.
+	if err := clustertest.WaitTCP(ctx, fmt.Sprintf("127.0.0.1:%d", late.Port)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(late.Log)
+		if strings.Contains(string(b), cluster.ErrBehindRetention.Error()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the late replica does not report that it is behind the retention:\n%s", tail(b, 2000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := http.Get(late.URL() + "/-/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/-/ready of a replica behind the retention: %d, want 503", resp.StatusCode)
+	}
+	body, _, _ := l.body(1, 0)
+	resp, err = http.Post(late.URL()+"/v1/events", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("ingest on a replica behind the retention: %d, want 503", resp.StatusCode)
+	}
 }

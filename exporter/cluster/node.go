@@ -137,6 +137,9 @@ func (n *Node) ensureStream(ctx context.Context) error {
 		MaxAge:      n.opts.MaxAge,
 		Duplicates:  n.opts.DuplicateWindow,
 	}
+	if cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge {
+		cfg.Duplicates = cfg.MaxAge // JetStream refuses a window longer than the retention
+	}
 	var last error
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		// Each attempt on its own deadline: a request sent before the meta leader is elected
@@ -278,7 +281,8 @@ func (n *Node) apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if st := info.State; st.Msgs > 0 && st.FirstSeq > from+1 {
+	// FirstSeq is the oldest message held; past the last one when retention removed them all.
+	if st := info.State; st.FirstSeq > from+1 {
 		return fmt.Errorf("%w: it applied the log up to %d, the stream now starts at %d", ErrBehindRetention, from, st.FirstSeq)
 	}
 	cons, err := n.js.OrderedConsumer(ctx, n.opts.Stream, jetstream.OrderedConsumerConfig{
