@@ -489,3 +489,103 @@ func TestBehindRetention(t *testing.T) {
 		t.Errorf("ingest on a replica behind the retention: %d, want 503", resp.StatusCode)
 	}
 }
+
+// TestJoin: under load, a new replica joins from the start of the log, and another from a copy
+// of a stopped replica's store (a cold backup) plus the log after it; a replica wiped while
+// down starts again from nothing. All of them end with the same counts and the same ledger.
+func TestJoin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := startCluster(t, ctx, 2)
+	defer func() {
+		if t.Failed() {
+			c.dumpLogs()
+		}
+	}()
+	l := &load{replicas: c.replicas[:2], client: &http.Client{Timeout: 20 * time.Second}, want: map[string]int64{},
+		start: time.Now().UTC().Truncate(time.Millisecond)}
+	stop, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.worker(ctx, stop, w)
+		}()
+	}
+	newReplica := func(name string) *clustertest.Replica {
+		r, err := clustertest.NewReplica(clustertest.ReplicaOptions{Binary: os.Args[0], Env: []string{"USAGEMETER_TEST_ROLE=usage-exporter"},
+			Name: name, Dir: c.dir, NATS: c.nats.URLs()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Stop(10 * time.Second) })
+		c.replicas = append(c.replicas, r)
+		return r
+	}
+	time.Sleep(1500 * time.Millisecond)
+
+	fresh := newReplica("fresh")
+	if err := fresh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+
+	// A cold backup: replica-2 stopped, its store copied, started again.
+	src := c.replicas[1]
+	src.Stop(30 * time.Second)
+	restored := newReplica("restored")
+	if out, err := exec.Command("cp", "-a", src.Storage, restored.Storage).CombinedOutput(); err != nil {
+		t.Fatalf("copying the store: %v: %s", err, out)
+	}
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := restored.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+
+	// replica-1 wiped while down: it replays the whole log.
+	wiped := c.replicas[0]
+	wiped.Kill()
+	if err := os.RemoveAll(wiped.Storage); err != nil {
+		t.Fatal(err)
+	}
+	if err := wiped.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	stopLoad()
+	wg.Wait()
+	if len(l.errs) > 0 {
+		t.Fatalf("load: %d errors, first: %s", len(l.errs), l.errs[0])
+	}
+	for _, r := range c.replicas {
+		if err := r.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("acknowledged %d events, log position %d", l.events, l.maxSeq)
+	l.replicas = c.replicas
+	l.checkTotals(t, ctx, "after the joins")
+
+	for _, r := range c.replicas {
+		r.Stop(30 * time.Second)
+	}
+	var first ledger.Digest
+	for i, r := range c.replicas {
+		var d ledger.Digest
+		if err := json.Unmarshal([]byte(runUsagectl(t, r, "digest", "--json")), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Events != l.events {
+			t.Errorf("%s holds %d raw events, %d distinct events were acknowledged", r.Name, d.Events, l.events)
+		}
+		if i == 0 {
+			first = d
+		} else if d.Ledger != first.Ledger {
+			t.Errorf("%s's ledger differs from %s's:\n%+v\n%+v", r.Name, c.replicas[0].Name, d, first)
+		}
+	}
+}
