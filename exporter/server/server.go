@@ -293,6 +293,9 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Handler: pprof.Profile},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Handler: pprof.Trace},
 	)
+	if opts.Cluster.Enabled() {
+		srv.Routes = cluster.RefuseUnreplicated(srv.Routes)
+	}
 	mux := http.NewServeMux()
 	g.Handle(mux, srv.Routes...)
 	// /metrics is protected like any exporter's: by the web config's TLS and basic auth.
