@@ -134,3 +134,45 @@ func (s *Store) writeMarks(marks []Mark) error {
 	}
 	return b.Commit(pebble.Sync)
 }
+
+// errAfterFailedMark refuses a log's messages queued behind one whose commit failed.
+var errAfterFailedMark = errors.New("an earlier message of this log failed to commit: resume from the last applied position")
+
+// markFailed remembers the logs of a group whose commit failed. Messages of those logs already
+// queued behind it must not commit: their mark would move the log's position past the messages
+// that failed, and a replica resuming from it would skip them.
+func (s *Store) markFailed(group []*commitReq) {
+	for _, r := range group {
+		if r.mark != nil {
+			if s.failedLogs == nil {
+				s.failedLogs = map[string]bool{}
+			}
+			s.failedLogs[r.mark.Log] = true
+		}
+	}
+}
+
+// refuseAfterFailedMark fails the requests of a log whose earlier commit failed, until the
+// applier resumes at the position right after the last one committed.
+func (s *Store) refuseAfterFailedMark(group []*commitReq) []*commitReq {
+	if len(s.failedLogs) == 0 {
+		return group
+	}
+	kept := group[:0]
+	for _, r := range group {
+		if r.mark != nil && s.failedLogs[r.mark.Log] {
+			applied, err := s.Applied(r.mark.Log)
+			if err == nil && r.mark.Seq == applied+1 {
+				delete(s.failedLogs, r.mark.Log)
+			} else {
+				if err == nil {
+					err = errAfterFailedMark
+				}
+				r.done <- commitDone{err: fmt.Errorf("log %s position %d: %w", r.mark.Log, r.mark.Seq, err)}
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	return kept
+}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -110,5 +111,54 @@ func TestDigestOfReplicas(t *testing.T) {
 	}
 	if a.Sections["totals"].Keys == 0 || a.Sections["rollups"].Keys == 0 {
 		t.Errorf("sections without keys: %+v", a.Sections)
+	}
+}
+
+// When a marked commit fails, the messages of its log queued behind it must not commit (their
+// mark would skip the failed one) until the applier resumes right after the last committed one.
+func TestFailedMarkHoldsTheLog(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	submit := func(seq uint64, id string) error {
+		p, err := s.Submit(ctx, decode(t, ev(id, "feature.used", t0, `{"tenant":"a","user":"u1","feature":"f"}`)), Mark{Log: "L", Seq: seq})
+		if err != nil {
+			return err
+		}
+		_, err = p.Wait()
+		return err
+	}
+	if err := submit(1, "1"); err != nil {
+		t.Fatal(err)
+	}
+	// Message 2's commit failed (a disk error, say); the writer saw it.
+	if err := s.exclusive(ctx, func() error {
+		s.markFailed([]*commitReq{{mark: &Mark{Log: "L", Seq: 2}}})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit(3, "3"); err == nil {
+		t.Fatal("message 3, queued behind the failed message 2, committed")
+	}
+	if got, _ := s.Applied("L"); got != 1 {
+		t.Fatalf("Applied = %d after the refusal, want 1", got)
+	}
+	// Another log is not held.
+	p, err := s.Submit(ctx, decode(t, ev("x", "feature.used", t0, `{"tenant":"a","user":"u1","feature":"f"}`)), Mark{Log: "M", Seq: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(); err != nil {
+		t.Fatalf("another log is held too: %v", err)
+	}
+	// The applier resumes at 2.
+	for seq := uint64(2); seq <= 3; seq++ {
+		if err := submit(seq, fmt.Sprint(seq)); err != nil {
+			t.Fatalf("message %d after resuming: %v", seq, err)
+		}
+	}
+	if got, _ := s.Applied("L"); got != 3 {
+		t.Fatalf("Applied = %d, want 3", got)
 	}
 }

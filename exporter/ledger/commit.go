@@ -37,6 +37,9 @@ type groupBuffers struct {
 }
 
 func (s *Store) commitGroup(group []*commitReq) {
+	if group = s.refuseAfterFailedMark(group); len(group) == 0 {
+		return
+	}
 	start := time.Now()
 	gb := &s.gbuf
 	clear(gb.inGroup)
@@ -81,6 +84,7 @@ func (s *Store) commitGroup(group []*commitReq) {
 	}()
 	if err != nil {
 		s.log.Error("ledger commit failed; the group is refused", "err", err, "events", len(acc))
+		s.markFailed(group)
 		for _, r := range group {
 			r.done <- commitDone{err: fmt.Errorf("storing %d events: %w", len(acc), err)}
 		}

@@ -93,6 +93,7 @@ type Store struct {
 	decoder     *event.Decoder          // decodes stored events; shared: its parsers come from a pool
 	changes     atomic.Pointer[Changes] // told of every group commit (changes.go)
 	crashed     bool                    // tests: stop as a crash would, without the final flush
+	failedLogs  map[string]bool         // logs whose marked commit failed (applied.go); writer only
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
