@@ -135,6 +135,9 @@ func run() error {
 		if err == nil && always {
 			synced = r
 			err = c.catchUp(ctx, bodies(3))
+			if err == nil {
+				err = c.failover(ctx)
+			}
 		}
 		c.stop()
 		if err != nil {
@@ -249,6 +252,123 @@ func (c *benchCluster) catchUp(ctx context.Context, bodies [][]byte) error {
 		fmt.Sprintf("down %s while %d events/s went to the other replica; restart included", *down, *downRate))
 	record("replica catch-up rate", fmt.Sprintf("%.0f", float64(*downRate)*down.Seconds()/took.Seconds()), "events/s", "events applied per second of catch-up")
 	return nil
+}
+
+// failover loads both replicas with small requests, retried until acknowledged as clients must,
+// while the stream's leader is SIGKILLed and restarted; it reports the longest acknowledgement
+// (the write outage a client sees) and checks that both replicas count every acknowledged event
+// once: the fault test's summary, as figures.
+func (c *benchCluster) failover(ctx context.Context) error {
+	const perRequest = 100
+	at := time.Now().UTC()
+	var acked, retries atomic.Int64
+	var worst atomic.Int64
+	var maxSeq atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 30 * time.Second}
+			for req := 0; ; req++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var b bytes.Buffer
+				for j := range perRequest {
+					fmt.Fprintf(&b, `{"specversion":"1.0","id":"f%d-%d-%d","source":"bench-failover","type":"feature.used","time":%q,"data":{"tenant":"bench-failover","user":"u","feature":"f"}}`+"\n",
+						w, req, j, at.Format(time.RFC3339Nano))
+				}
+				t0 := time.Now()
+				for attempt := 0; ; attempt++ {
+					seq, err := post(client, c.replicas[(w+req+attempt)%len(c.replicas)].URL(), b.Bytes())
+					if err == nil {
+						for cur := maxSeq.Load(); seq > cur && !maxSeq.CompareAndSwap(cur, seq); cur = maxSeq.Load() {
+						}
+						break
+					}
+					retries.Add(1)
+					if time.Since(t0) > 2*time.Minute {
+						errs <- fmt.Errorf("not acknowledged within 2 minutes: %w", err)
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				d := int64(time.Since(t0))
+				for cur := worst.Load(); d > cur && !worst.CompareAndSwap(cur, d); cur = worst.Load() {
+				}
+				acked.Add(perRequest)
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second)
+	leader, err := c.nats.StreamLeader(ctx, "USAGEMETER")
+	if err != nil {
+		close(stop)
+		wg.Wait()
+		return err
+	}
+	c.nats.Server(leader).Kill()
+	time.Sleep(3 * time.Second)
+	if err := c.nats.Server(leader).Start(); err != nil {
+		close(stop)
+		wg.Wait()
+		return err
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	for _, r := range c.replicas {
+		if err := waitSeq(ctx, r.URL(), maxSeq.Load(), time.Minute); err != nil {
+			return err
+		}
+		got, err := usageCount(ctx, r.URL(), "bench-failover", "feature_uses", at)
+		if err != nil {
+			return err
+		}
+		if got != acked.Load() {
+			return fmt.Errorf("%s counts %d events of the failover run, %d were acknowledged", r.URL(), got, acked.Load())
+		}
+	}
+	record("failover: longest ack (stream leader SIGKILLed)", ms(time.Duration(worst.Load())), "ms", "retries included: the write outage a client sees")
+	record("failover: events acknowledged, counted once on both", strconv.FormatInt(acked.Load(), 10), "events", fmt.Sprintf("%d attempts retried; exact on both replicas", retries.Load()))
+	return nil
+}
+
+func usageCount(ctx context.Context, url, tenant, meter string, at time.Time) (int64, error) {
+	from := at.Add(-time.Hour).Truncate(time.Hour).Format(time.RFC3339)
+	to := at.Add(2 * time.Hour).Truncate(time.Hour).Format(time.RFC3339)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/usage?tenant=%s&meter=%s&from=%s&to=%s", url, tenant, meter, from, to), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var u struct {
+		Rows []struct {
+			Value int64 `json:"value"`
+		} `json:"rows"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s/v1/usage: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&u); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, r := range u.Rows {
+		n += r.Value
+	}
+	return n, nil
 }
 
 func waitSeq(ctx context.Context, url string, seq uint64, limit time.Duration) error {
