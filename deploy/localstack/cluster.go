@@ -112,7 +112,8 @@ func (s *Stack) clusterProcesses(c *Cluster) ([]Process, error) {
 		}
 		// sync_interval: always fsyncs each write before the server acknowledges it, so an
 		// acknowledged event survives a power cut of the whole cluster (docs/cluster.md).
-		conf := fmt.Sprintf("server_name: %s\nlisten: %s\nhttp: %s\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\ncluster {\n  name: usagemeter\n  listen: %s\n  routes: [%s]\n}\n",
+		// max_payload: a request is one message; 8 MB holds the largest batches.
+		conf := fmt.Sprintf("server_name: %s\nlisten: %s\nhttp: %s\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\ncluster {\n  name: usagemeter\n  listen: %s\n  routes: [%s]\n}\n",
 			name, addr(p.natsClient[i]), addr(p.natsMonitor[i]), filepath.Join(dir, "jetstream"), addr(p.natsRoute[i]), strings.Join(routes, ", "))
 		confPath := s.path("config", name+".conf")
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {

@@ -138,6 +138,11 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		out.Result, err = a.Store.Commit(r.Context(), events)
 	}
 	res := out.Result
+	if errors.Is(err, commit.ErrTooLarge) {
+		a.Metrics.Rejected.WithLabelValues("body_too_large").Add(float64(len(events)))
+		problem.Error(w, http.StatusRequestEntityTooLarge, err.Error()+"; nothing was stored: send smaller batches")
+		return
+	}
 	if err != nil {
 		a.Metrics.Rejected.WithLabelValues("store_error").Add(float64(len(events)))
 		status := http.StatusInternalServerError

@@ -455,6 +455,21 @@ func TestBehindRetention(t *testing.T) {
 			t.Errorf("POST %s in cluster mode: %d, want 501", path, resp.StatusCode)
 		}
 	}
+	// A request larger than one log message may be is refused whole, with 413, not retried.
+	var big bytes.Buffer
+	pad := strings.Repeat("x", 2000)
+	for i := range 5000 {
+		fmt.Fprintf(&big, `{"specversion":"1.0","id":"big-%d","source":"faulttest","type":"feature.used","pad":%q,"data":{"tenant":"tenant-0","user":"u","feature":"f"}}`+"\n", i, pad)
+	}
+	bigResp, err := http.Post(c.replicas[0].URL()+"/v1/events", "application/x-ndjson", &big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(bigResp.Body)
+	bigResp.Body.Close()
+	if bigResp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "max_payload") {
+		t.Errorf("a request of %d events over the log's message size: %d %s, want 413 naming max_payload", 5000, bigResp.StatusCode, b)
+	}
 	time.Sleep(3 * time.Second) // the messages expire
 
 	late, err := clustertest.NewReplica(clustertest.ReplicaOptions{Binary: os.Args[0], Env: []string{"USAGEMETER_TEST_ROLE=usage-exporter"},

@@ -186,6 +186,9 @@ func (n *Node) Commit(ctx context.Context, events []event.Event) (commit.Outcome
 		return commit.Outcome{}, errors.Join(commit.ErrUnavailable, err)
 	}
 	ack, err := n.publish(ctx, events)
+	if errors.Is(err, commit.ErrTooLarge) {
+		return commit.Outcome{}, err
+	}
 	if err != nil {
 		n.publishErrors.Inc()
 		return commit.Outcome{}, errors.Join(commit.ErrUnavailable, err)
@@ -221,6 +224,10 @@ func (n *Node) publish(ctx context.Context, events []event.Event) (*jetstream.Pu
 	ctx, cancel := context.WithTimeout(ctx, n.opts.PublishTimeout)
 	defer cancel()
 	msg := &nats.Msg{Subject: n.subject, Data: encodeEvents(events), Header: nats.Header{}}
+	if limit := n.nc.MaxPayload(); limit > 0 && int64(len(msg.Data))+1024 > limit {
+		return nil, fmt.Errorf("%w: %d events make a log message of %d bytes, the NATS servers take at most %d (max_payload)",
+			commit.ErrTooLarge, len(events), len(msg.Data), limit)
+	}
 	msg.Header.Set(headerFormat, "1")
 	id := msgID(events)
 	var last error

@@ -16,6 +16,10 @@ import (
 // quorum, the store is closing): the API answers 503 with Retry-After.
 var ErrUnavailable = errors.New("the ledger is unavailable")
 
+// ErrTooLarge is wrapped by errors about a request too large to be committed whole (cluster
+// mode: larger than one message of the log may be): the API answers 413.
+var ErrTooLarge = errors.New("the request is too large to commit as a whole")
+
 // Outcome is what became of a request's events.
 type Outcome struct {
 	ledger.Result

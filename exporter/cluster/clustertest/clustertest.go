@@ -182,7 +182,7 @@ func StartNATS(ctx context.Context, o NATSOptions) (*NATS, error) {
 		if o.SyncAlways {
 			sync = "  sync_interval: always\n"
 		}
-		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\njetstream {\n  store_dir: %q\n%s}\ncluster {\n  name: usagemeter\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n",
+		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n%s}\ncluster {\n  name: usagemeter\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n",
 			name, ports[i], filepath.Join(dir, "jetstream"), sync, ports[o.Nodes+i], strings.Join(routes, ", "))
 		confPath := filepath.Join(dir, "nats.conf")
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
