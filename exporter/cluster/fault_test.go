@@ -595,6 +595,28 @@ func TestJoin(t *testing.T) {
 	t.Logf("acknowledged %d events, log position %d", l.events, l.maxSeq)
 	l.replicas = c.replicas
 	l.checkTotals(t, ctx, "after the joins")
+	// Each replica exports the position it applied and its backlog.
+	for _, r := range c.replicas {
+		resp, err := http.Get(r.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var applied uint64
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, `usage_exporter_cluster_applied_sequence{stream="USAGEMETER"} `); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				applied = uint64(f)
+			}
+		}
+		if applied < l.maxSeq {
+			t.Errorf("%s exports applied sequence %d, it answered reads at %d", r.Name, applied, l.maxSeq)
+		}
+		if !strings.Contains(string(b), `usage_exporter_cluster_pending_messages{stream="USAGEMETER"}`) {
+			t.Errorf("%s does not export its backlog", r.Name)
+		}
+	}
 
 	for _, r := range c.replicas {
 		r.Stop(30 * time.Second)

@@ -44,6 +44,7 @@ type Node struct {
 	mark    watermark
 	results results
 	fatal   atomic.Pointer[error]
+	pending atomic.Uint64 // messages of the log after the last one read (the applier's backlog)
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -52,6 +53,7 @@ type Node struct {
 	publishErrors  prometheus.Counter
 	applyErrors    prometheus.Counter
 	appliedDesc    *prometheus.Desc
+	pendingDesc    *prometheus.Desc
 }
 
 // Start connects to NATS, makes sure the stream exists with the configured replication, and
@@ -79,6 +81,8 @@ func Start(ctx context.Context, opts Options, store *ledger.Store, logger *slog.
 			Help: "Times the applier stopped on an error and resumed from the last committed log position."}),
 		appliedDesc: prometheus.NewDesc("usage_exporter_cluster_applied_sequence",
 			"Last log position this replica's ledger has committed.", []string{"stream"}, nil),
+		pendingDesc: prometheus.NewDesc("usage_exporter_cluster_pending_messages",
+			"Messages of the log after the last one this replica read: its backlog, as of that message.", []string{"stream"}, nil),
 	}
 	n.mark.init()
 	applied, err := store.Applied(opts.Stream)
@@ -352,6 +356,7 @@ func (n *Node) apply(ctx context.Context) error {
 			return fmt.Errorf("log message after %d: %w", last, err)
 		}
 		seq := meta.Sequence.Stream
+		n.pending.Store(meta.NumPending)
 		if seq <= last {
 			continue // redelivered after a consumer reset
 		}
@@ -400,6 +405,7 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	n.publishErrors.Describe(ch)
 	n.applyErrors.Describe(ch)
 	ch <- n.appliedDesc
+	ch <- n.pendingDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -408,6 +414,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	n.publishErrors.Collect(ch)
 	n.applyErrors.Collect(ch)
 	ch <- prometheus.MustNewConstMetric(n.appliedDesc, prometheus.GaugeValue, float64(n.Applied()), n.opts.Stream)
+	ch <- prometheus.MustNewConstMetric(n.pendingDesc, prometheus.GaugeValue, float64(n.pending.Load()), n.opts.Stream)
 }
 
 // watermark is the last applied position, with a way to wait for a later one.
