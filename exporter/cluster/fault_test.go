@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/usagemeter/usagemeter/exporter/api"
 	"github.com/usagemeter/usagemeter/exporter/cluster"
 	"github.com/usagemeter/usagemeter/exporter/cluster/clustertest"
@@ -470,7 +473,28 @@ func TestBehindRetention(t *testing.T) {
 	if bigResp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "max_payload") {
 		t.Errorf("a request of %d events over the log's message size: %d %s, want 413 naming max_payload", 5000, bigResp.StatusCode, b)
 	}
-	time.Sleep(3 * time.Second) // the messages expire
+	// Wait until retention removed the messages (the stream starts past them).
+	nc, err := nats.Connect(c.nats.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if st, err := js.Stream(ctx, "USAGEMETER"); err == nil {
+			if info, err := st.Info(ctx); err == nil && info.State.Msgs == 0 && info.State.FirstSeq > 1 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the stream's retention never removed the messages")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 
 	late, err := clustertest.NewReplica(clustertest.ReplicaOptions{Binary: os.Args[0], Env: []string{"USAGEMETER_TEST_ROLE=usage-exporter"},
 		Name: "late", Dir: c.dir, NATS: c.nats.URLs(), Args: []string{"--cluster.max-age=1s"}})
