@@ -24,6 +24,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/usagemeter/usagemeter/exporter/cluster/clustertest"
 	"github.com/usagemeter/usagemeter/simulate"
 )
@@ -123,6 +126,13 @@ func run() error {
 		if err != nil {
 			return err
 		}
+		small, large, err := publishLatency(ctx, c.nats.URLs())
+		if err != nil {
+			c.stop()
+			return fmt.Errorf("JetStream publish (%s): %w", name, err)
+		}
+		record("JetStream R3 publish ack p50 / p99, 1 event, "+name, ms(small[0])+" / "+ms(small[1]), "ms", "one client, one message at a time: the cost of replication and fsync alone")
+		record("JetStream R3 publish ack p50 / p99, 1,000 events, "+name, ms(large[0])+" / "+ms(large[1]), "ms", "70 kB messages, one at a time")
 		r, err := load(c.urls(), bodies(2))
 		if err == nil {
 			var lag time.Duration
@@ -369,6 +379,53 @@ func usageCount(ctx context.Context, url, tenant, meter string, at time.Time) (i
 		n += r.Value
 	}
 	return n, nil
+}
+
+// publishLatency publishes messages of about one event and of about 1,000 events, one at a time,
+// to a stream configured like the ledger's (R3, file storage), and returns each size's ack
+// latency p50 and p99.
+func publishLatency(ctx context.Context, urls string) (small, large [2]time.Duration, err error) {
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		return small, large, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return small, large, err
+	}
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err = js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{Name: "BENCHSYNC", Subjects: []string{"benchsync"}, Storage: jetstream.FileStorage, Replicas: 3})
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return small, large, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	measure := func(size int) ([2]time.Duration, error) {
+		const n = 300
+		payload := bytes.Repeat([]byte("x"), size)
+		lat := make([]time.Duration, n)
+		for i := range lat {
+			t0 := time.Now()
+			if _, err := js.Publish(ctx, "benchsync", payload); err != nil {
+				return [2]time.Duration{}, err
+			}
+			lat[i] = time.Since(t0)
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		return [2]time.Duration{lat[n/2], lat[n*99/100]}, nil
+	}
+	if small, err = measure(70); err != nil {
+		return small, large, err
+	}
+	large, err = measure(70000)
+	return small, large, err
 }
 
 func waitSeq(ctx context.Context, url string, seq uint64, limit time.Duration) error {
