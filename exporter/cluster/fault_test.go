@@ -112,8 +112,9 @@ type load struct {
 	start    time.Time
 
 	mu       sync.Mutex
-	want     map[string]int64 // tenant → acknowledged tokens
-	events   int              // distinct events acknowledged
+	want     map[string]int64  // tenant → acknowledged tokens
+	seqOf    map[string]uint64 // tenant → log position of its last acknowledged write
+	events   int               // distinct events acknowledged
 	maxSeq   uint64
 	dupSent  int
 	failures atomic.Int64 // attempts answered with an error (then retried)
@@ -196,6 +197,10 @@ func (l *load) worker(ctx, stop context.Context, w int) {
 		l.want[tenant] += tokens
 		l.events += perRequest
 		l.maxSeq = max(l.maxSeq, acc.Seq)
+		if l.seqOf == nil {
+			l.seqOf = map[string]uint64{}
+		}
+		l.seqOf[tenant] = max(l.seqOf[tenant], acc.Seq)
 		l.mu.Unlock()
 		if req%4 != 0 {
 			continue

@@ -24,6 +24,9 @@ const (
 // Middleware makes next answer reads no older than the position they ask for.
 func (n *Node) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.route(w, r) {
+			return
+		}
 		want, err := minSeq(r)
 		if err != nil {
 			problem.Error(w, http.StatusBadRequest, err.Error())

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,9 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/meter"
 )
 
+// metaPartitions is the stream metadata key holding the number of tenant partitions.
+const metaPartitions = "usagemeter_partitions"
+
 // ErrBehindRetention means the log no longer holds the messages this replica needs next: it
 // must be restored from a backup of another replica (docs/cluster.md) instead of skipping them.
 var ErrBehindRetention = errors.New("this replica is behind the log's retention")
@@ -33,13 +38,13 @@ var ErrBehindRetention = errors.New("this replica is behind the log's retention"
 // Node is this exporter's membership in the cluster: the publisher of its ingests and the
 // applier of the log to its ledger.
 type Node struct {
-	opts    Options
-	log     *slog.Logger
-	store   *ledger.Store
-	dec     *event.Decoder
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	subject string // where this replica publishes: the one partition so far
+	opts  Options
+	log   *slog.Logger
+	store *ledger.Store
+	dec   *event.Decoder
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	parts *partitions
 
 	mark    watermark
 	results results
@@ -65,13 +70,17 @@ func Start(ctx context.Context, opts Options, store *ledger.Store, logger *slog.
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	parts, err := parsePartitions(opts)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{
-		opts:    opts,
-		log:     logger,
-		store:   store,
-		dec:     &event.Decoder{Custom: meter.CustomEventTypes(store.Meters())},
-		subject: opts.Subject + ".events.0",
-		done:    make(chan struct{}),
+		parts: parts,
+		opts:  opts,
+		log:   logger,
+		store: store,
+		dec:   &event.Decoder{Custom: meter.CustomEventTypes(store.Meters())},
+		done:  make(chan struct{}),
 		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "usage_exporter_cluster_publish_duration_seconds",
 			Help:    "Time from publishing an ingest request to the log until a quorum acknowledged it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
@@ -130,7 +139,9 @@ func Start(ctx context.Context, opts Options, store *ledger.Store, logger *slog.
 // ensureStream creates the stream, or updates it to the configured settings, retrying while the
 // NATS cluster elects its meta leader.
 func (n *Node) ensureStream(ctx context.Context) error {
+	want := strconv.Itoa(n.parts.n)
 	cfg := jetstream.StreamConfig{
+		Metadata:    map[string]string{metaPartitions: want},
 		Name:        n.opts.Stream,
 		Description: "usagemeter ledger log: every write that changes the ledger (docs/cluster.md)",
 		Subjects:    []string{n.opts.Subject + ".events.>"},
@@ -149,6 +160,18 @@ func (n *Node) ensureStream(ctx context.Context) error {
 		// Each attempt on its own deadline: a request sent before the meta leader is elected
 		// gets no answer at all.
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		// The partition count is the stream's: replicas hashing tenants differently would apply
+		// each other's tenants. A stream made before partitions has one.
+		if s, err := n.js.Stream(actx, cfg.Name); err == nil {
+			got := s.CachedInfo().Config.Metadata[metaPartitions]
+			if got == "" {
+				got = "1"
+			}
+			if got != want {
+				cancel()
+				return fmt.Errorf("stream %s has %s tenant partitions, this replica is configured with %s (--cluster.partitions)", cfg.Name, got, want)
+			}
+		}
 		_, err := n.js.CreateOrUpdateStream(actx, cfg)
 		cancel()
 		if err == nil {
@@ -189,7 +212,8 @@ func (n *Node) Commit(ctx context.Context, events []event.Event) (commit.Outcome
 	if err := n.Err(); err != nil {
 		return commit.Outcome{}, errors.Join(commit.ErrUnavailable, err)
 	}
-	ack, err := n.publish(ctx, events)
+	subject, applied := n.parts.subject(n.opts.Subject, events)
+	ack, err := n.publish(ctx, subject, events)
 	if errors.Is(err, commit.ErrTooLarge) {
 		return commit.Outcome{}, err
 	}
@@ -198,6 +222,13 @@ func (n *Node) Commit(ctx context.Context, events []event.Event) (commit.Outcome
 		return commit.Outcome{}, errors.Join(commit.ErrUnavailable, err)
 	}
 	out := commit.Outcome{Seq: ack.Sequence}
+	if !applied {
+		// Other replicas own (some of) these tenants: the events are durable in the log, but
+		// this one does not apply them all, so it cannot split them into new and duplicates.
+		out.Unapplied = true
+		out.Accepted = len(events)
+		return out, nil
+	}
 	wctx, cancel := context.WithTimeout(ctx, n.opts.ApplyTimeout)
 	defer cancel()
 	if err := n.mark.wait(wctx, ack.Sequence); err != nil {
@@ -223,11 +254,11 @@ func (n *Node) Commit(ctx context.Context, events []event.Event) (commit.Outcome
 // publish sends the message and waits for the quorum's acknowledgement, retrying within
 // PublishTimeout: while a stream leader is elected publishes time out or find no responder.
 // A retry is safe: the message id and, beyond its window, the ledger's dedupe drop a copy.
-func (n *Node) publish(ctx context.Context, events []event.Event) (*jetstream.PubAck, error) {
+func (n *Node) publish(ctx context.Context, subject string, events []event.Event) (*jetstream.PubAck, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, n.opts.PublishTimeout)
 	defer cancel()
-	msg := &nats.Msg{Subject: n.subject, Data: encodeEvents(events), Header: nats.Header{}}
+	msg := &nats.Msg{Subject: subject, Data: encodeEvents(events), Header: nats.Header{}}
 	if limit := n.nc.MaxPayload(); limit > 0 && int64(len(msg.Data))+1024 > limit {
 		return nil, fmt.Errorf("%w: %d events make a log message of %d bytes, the NATS servers take at most %d (max_payload)",
 			commit.ErrTooLarge, len(events), len(msg.Data), limit)
@@ -297,7 +328,7 @@ func (n *Node) apply(ctx context.Context) error {
 		return fmt.Errorf("%w: it applied the log up to %d, the stream now starts at %d", ErrBehindRetention, from, st.FirstSeq)
 	}
 	cons, err := n.js.OrderedConsumer(ctx, n.opts.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{n.opts.Subject + ".events.>"},
+		FilterSubjects: n.parts.filter(n.opts.Subject),
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from + 1,
 	})
@@ -360,9 +391,10 @@ func (n *Node) apply(ctx context.Context) error {
 		if seq <= last {
 			continue // redelivered after a consumer reset
 		}
-		if seq != last+1 {
+		if seq != last+1 && n.parts.ownsAll() {
 			// The ordered consumer skips what the stream no longer holds: retention removed
-			// messages this replica never applied. Applying on would diverge.
+			// messages this replica never applied. Applying on would diverge. (A replica owning
+			// some partitions sees gaps by design: the other partitions' messages.)
 			return fmt.Errorf("%w: it applied the log up to %d, the next message held is %d", ErrBehindRetention, last, seq)
 		}
 		if f := msg.Headers().Get(headerFormat); f != "1" {
@@ -371,6 +403,9 @@ func (n *Node) apply(ctx context.Context) error {
 		events, err := decodeEvents(n.dec, msg.Data())
 		if err != nil {
 			return fmt.Errorf("log position %d: %w", seq, err)
+		}
+		if strings.HasSuffix(msg.Subject(), "."+multiPartition) {
+			events = n.parts.keep(events)
 		}
 		p, err := n.store.Submit(actx, events, ledger.Mark{Log: n.opts.Stream, Seq: seq})
 		if err != nil {

@@ -34,6 +34,14 @@ type Options struct {
 	ReadWait time.Duration
 	// StartTimeout bounds how long start-up waits for the stream (a cluster still electing).
 	StartTimeout time.Duration
+	// Partitions is the number of tenant partitions of the log (partition.go): the same on every
+	// replica, recorded in the stream and checked at start.
+	Partitions int
+	// Owned lists the partitions this replica applies and serves (comma separated); empty: all.
+	Owned string
+	// Peers are other replicas and their partitions (URL=0,1), for forwarding requests about
+	// tenants this replica does not own.
+	Peers []string
 }
 
 // AddFlags registers the cluster flags.
@@ -47,6 +55,9 @@ func AddFlags(app *kingpin.Application, o *Options) {
 	app.Flag("cluster.publish-timeout", "Cluster mode: how long an ingest may take to be acknowledged by a quorum, retries included.").Default("10s").DurationVar(&o.PublishTimeout)
 	app.Flag("cluster.apply-timeout", "Cluster mode: how long an ingest waits for this replica to apply it, to report duplicates exactly.").Default("5s").DurationVar(&o.ApplyTimeout)
 	app.Flag("cluster.read-wait", "Cluster mode: how long a read asking for a minimum log position waits for it.").Default("10s").DurationVar(&o.ReadWait)
+	app.Flag("cluster.partitions", "Cluster mode: number of tenant partitions of the log; the same on every replica.").Default("1").IntVar(&o.Partitions)
+	app.Flag("cluster.owned", "Cluster mode: partitions this replica applies and serves, comma separated (empty: all).").StringVar(&o.Owned)
+	app.Flag("cluster.peer", "Cluster mode: another replica and its partitions, URL=PARTITIONS (e.g. http://10.0.0.2:9477=1,3); requests about their tenants are forwarded there. Repeatable.").StringsVar(&o.Peers)
 	app.Flag("cluster.start-timeout", "Cluster mode: how long start-up waits for the NATS cluster and the stream.").Default("60s").DurationVar(&o.StartTimeout)
 }
 
@@ -62,6 +73,12 @@ func (o *Options) check() error {
 	}
 	if o.Replicas == 0 {
 		o.Replicas = 3
+	}
+	if o.Partitions == 0 {
+		o.Partitions = 1
+	}
+	if o.Partitions < 1 || o.Partitions > 1024 {
+		return fmt.Errorf("--cluster.partitions=%d: want 1 to 1024", o.Partitions)
 	}
 	if o.Replicas < 1 || o.Replicas > 5 {
 		return fmt.Errorf("--cluster.replicas=%d: JetStream replicates 1 to 5 ways", o.Replicas)
