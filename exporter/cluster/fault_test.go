@@ -287,6 +287,7 @@ func (l *load) checkTotals(t *testing.T, ctx context.Context, label string) {
 // acknowledged event is counted exactly once on every replica, and the replicas' ledgers are
 // identical.
 func TestFaults(t *testing.T) {
+	t.Parallel() // each runs its own NATS cluster and replicas on free ports
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c := startCluster(t, ctx, 2)
@@ -437,6 +438,7 @@ func TestFaults(t *testing.T) {
 // A replica that needs log messages the stream no longer retains says so and refuses to serve,
 // instead of applying what follows and diverging.
 func TestBehindRetention(t *testing.T) {
+	t.Parallel() // each runs its own NATS cluster and replicas on free ports
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := startCluster(t, ctx, 1, "--cluster.max-age=1s")
@@ -549,6 +551,7 @@ func TestBehindRetention(t *testing.T) {
 // of a stopped replica's store (a cold backup) plus the log after it; a replica wiped while
 // down starts again from nothing. All of them end with the same counts and the same ledger.
 func TestJoin(t *testing.T) {
+	t.Parallel() // each runs its own NATS cluster and replicas on free ports
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := startCluster(t, ctx, 2)

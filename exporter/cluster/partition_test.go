@@ -32,6 +32,7 @@ func partitionOf(tenant string, n int) int {
 // (requests spanning both partitions included), tenant-scoped reads and quota checks sent to
 // the other replica are forwarded to the owner, and /metrics covers the replica's own tenants.
 func TestPartitions(t *testing.T) {
+	t.Parallel() // each runs its own NATS cluster and replicas on free ports
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
