@@ -122,7 +122,7 @@ func run() error {
 		if always {
 			name = "sync_interval always"
 		}
-		c, err := startCluster(ctx, filepath.Join(work, fmt.Sprintf("cluster-%v", always)), always)
+		c, err := startCluster(ctx, filepath.Join(work, fmt.Sprintf("cluster-%v", always)), always, false)
 		if err != nil {
 			return err
 		}
@@ -154,12 +154,33 @@ func run() error {
 			return fmt.Errorf("cluster (%s): %w", name, err)
 		}
 	}
-	// Estimates: every write goes through one stream (one Raft group, one leader), and every
-	// replica applies every write, so more servers add fault tolerance, not write throughput,
-	// until the log is split in several streams (not built: docs/cluster.md).
-	record("estimate: 3 NATS nodes, one stream", fmt.Sprintf("%.0f", synced.rate), "events/s", "measured above")
-	record("estimate: 9 NATS nodes, one stream", fmt.Sprintf("%.0f", synced.rate), "events/s", "no gain: one leader orders every write; replicas apply all of it")
-	record("estimate: 9 NATS nodes, 3 partition streams (projection)", fmt.Sprintf("%.0f", 3*synced.rate), "events/s", "projection, not measured: if 3 streams' leaders spread over 9 nodes and each replica applies only its partitions (streams per partition are not built)")
+	// Two tenant partitions, one per replica: each applies half of the events (the simulator's
+	// batches span both partitions: multi-partition messages, each replica keeping its tenants').
+	c, err := startCluster(ctx, filepath.Join(work, "cluster-partitioned"), true, true)
+	if err != nil {
+		return err
+	}
+	r, err := load(c.urls(), bodies(4))
+	var lag time.Duration
+	if err == nil {
+		lag, err = c.waitApplied(ctx, r.maxSeq)
+	}
+	c.stop()
+	if err != nil {
+		return fmt.Errorf("partitioned cluster: %w", err)
+	}
+	applied := float64(*events) / (float64(*events)/r.rate + lag.Seconds())
+	record("cluster ingest, 2 partitions (one per replica), sync always", fmt.Sprintf("%.0f", applied), "events/s",
+		fmt.Sprintf("acknowledged at %.0f events/s; applied by both owners %s after the load", r.rate, ms(lag)+" ms"))
+	record("cluster / single node ingest, 2 partitions", fmt.Sprintf("%.2f", applied/base.rate), "ratio", "until applied: each replica applies half of the events")
+
+	// Estimates from the per-node figures above. One stream orders every write (one Raft
+	// leader); partitions split the apply work between replicas, not the ordering.
+	record("estimate: 3 nodes (3 NATS, 2 replicas), one partition", fmt.Sprintf("%.0f", synced.rate), "events/s", "measured above: every replica applies every event")
+	record("estimate: 3 nodes (3 NATS, 2 replicas), 2 partitions", fmt.Sprintf("%.0f", applied), "events/s", "measured above: each replica applies half")
+	record("estimate: 9 nodes (3 NATS, 6 replicas), 6 partitions", fmt.Sprintf("%.0f", 3*applied), "events/s",
+		"projection, not measured: 3 x the 2-partition figure, if the stream's one leader keeps up (above that, several streams: not built)")
+	record("estimate: 9 nodes (9 NATS), one partition", fmt.Sprintf("%.0f", synced.rate), "events/s", "no gain: more NATS servers add fault tolerance, not throughput")
 	return nil
 }
 
@@ -178,7 +199,9 @@ type benchCluster struct {
 	replicas []*clustertest.Replica
 }
 
-func startCluster(ctx context.Context, dir string, syncAlways bool) (*benchCluster, error) {
+// startCluster starts three NATS servers and two replicas; partitioned gives each replica one of
+// two tenant partitions (docs/cluster.md) instead of all of them.
+func startCluster(ctx context.Context, dir string, syncAlways, partitioned bool) (*benchCluster, error) {
 	n, err := clustertest.StartNATS(ctx, clustertest.NATSOptions{Binary: *natsBin, Dir: dir, Nodes: 3, SyncAlways: syncAlways})
 	if err != nil {
 		return nil, err
@@ -187,14 +210,21 @@ func startCluster(ctx context.Context, dir string, syncAlways bool) (*benchClust
 	for i := range 2 {
 		r, err := clustertest.NewReplica(clustertest.ReplicaOptions{Binary: *exporterBin, Name: fmt.Sprintf("replica-%d", i+1), Dir: dir,
 			NATS: n.URLs(), Args: []string{"--log.level=warn"}})
-		if err == nil {
-			err = r.Start()
-		}
 		if err != nil {
 			c.stop()
 			return nil, err
 		}
 		c.replicas = append(c.replicas, r)
+	}
+	for i, r := range c.replicas {
+		if partitioned {
+			r.Args = append(r.Args, "--cluster.partitions=2", fmt.Sprintf("--cluster.owned=%d", i),
+				fmt.Sprintf("--cluster.peer=%s=%d", c.replicas[1-i].URL(), 1-i))
+		}
+		if err := r.Start(); err != nil {
+			c.stop()
+			return nil, err
+		}
 	}
 	for _, r := range c.replicas {
 		if err := r.WaitReady(ctx); err != nil {
