@@ -41,6 +41,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/authz"
 	"github.com/usagemeter/usagemeter/exporter/cluster"
 	"github.com/usagemeter/usagemeter/exporter/collector"
+	"github.com/usagemeter/usagemeter/exporter/commit"
 	"github.com/usagemeter/usagemeter/exporter/guard"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/quota"
@@ -274,7 +275,9 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	srv.insights = &insights.Index{Store: store, Changes: changes, Log: logger.With("component", "insights")}
 	a := &api.API{Store: store, Quotas: quotas, Metrics: self, Log: logger, Config: current.Load, Reload: srv.Reload, Ready: ready.Load,
 		Authorize: func(r *http.Request, action, tenant string) error { return g.Check(r, action, tenant, guard.User(r)) },
-		Admit:     engine.Admit, Audit: auditLog}
+		Admit:     engine.Admit, Audit: auditLog,
+		// Single node: ingest commits to this store; cluster mode swaps in the log (below).
+		Committer: commit.Local{Store: store}}
 	an := &analytics.Service{
 		Store:  store,
 		Config: current.Load,
