@@ -20,7 +20,7 @@ import (
 	plugin "github.com/usagemeter/usagemeter/plugin/pkg/usagemeter"
 )
 
-var kustomizeRoots = []string{"kubernetes/base", "kubernetes/overlays/cluster"}
+var kustomizeRoots = []string{"kubernetes/base", "kubernetes/overlays/cluster", "kubernetes/overlays/replicated"}
 
 const (
 	retention  = "-retentionPeriod=400d"

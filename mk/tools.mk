@@ -15,6 +15,8 @@ STATICCHECK_VERSION := v0.8.2
 PROMETHEUS_VERSION := v0.316.0
 # oapi-codegen generates the Go client of the OpenAPI document (exporter/api/openapi/usageapi).
 OAPI_CODEGEN_VERSION := v2.8.2
+# NATS JetStream: the replicated log of cluster mode (docs/cluster.md).
+NATS_VERSION   := v2.15.3
 
 TOOL_STAMPS_DIR := $(TOOLS)/.stamps
 TOOL_STAMPS :=
@@ -43,6 +45,7 @@ $(eval $(call tool_template,opa,github.com/open-policy-agent/opa,github.com/open
 $(eval $(call tool_template,statsd_exporter,github.com/prometheus/statsd_exporter,github.com/prometheus/statsd_exporter,$(STATSD_VERSION)))
 $(eval $(call tool_template,promtool,github.com/prometheus/prometheus,github.com/prometheus/prometheus/cmd/promtool,$(PROMETHEUS_VERSION)))
 $(eval $(call tool_template,oapi-codegen,github.com/oapi-codegen/oapi-codegen/v2,github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen,$(OAPI_CODEGEN_VERSION)))
+$(eval $(call tool_template,nats-server,github.com/nats-io/nats-server/v2,github.com/nats-io/nats-server/v2,$(NATS_VERSION)))
 $(eval $(call tool_template,staticcheck,honnef.co/go/tools,honnef.co/go/tools/cmd/staticcheck,$(STATICCHECK_VERSION)))
 
 .PHONY: tools tools-force

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -56,6 +57,9 @@ type Config struct {
 	Simulate []string
 	// Grafana, when not nil, starts Grafana with the plugin, datasources and dashboards.
 	Grafana *Grafana
+	// Cluster, when not nil, runs NATS servers and exporter replicas in place of the single
+	// exporter (cluster.go).
+	Cluster *Cluster
 
 	ReadyTimeout time.Duration // per program; default 60s
 	StopTimeout  time.Duration // per program, from SIGTERM to SIGKILL; default 30s
@@ -65,6 +69,9 @@ type Config struct {
 // URLs of a started stack.
 type URLs struct {
 	Exporter, VictoriaMetrics, VMUI, VMAlert, Alertmanager, Sink, Grafana string
+	// Replicas and NATS are the cluster's exporter replicas and NATS servers (Exporter is the
+	// first replica).
+	Replicas, NATS []string
 }
 
 // Stack is a started stack.
@@ -152,10 +159,33 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}
 
-	scrape, err := scrapeConfig(cfg.ScrapeInterval, map[string]string{
-		"usage-exporter": addr(p.Exporter), "victoria-metrics": addr(p.VictoriaMetrics),
-		"vmalert": addr(p.VMAlert), "alertmanager": addr(p.Alertmanager),
-	})
+	exporters := []Process{{
+		Name: "usage-exporter", Path: filepath.Join(cfg.BinDir, "usage-exporter"),
+		Args: []string{
+			"--web.listen-address=" + addr(p.Exporter),
+			"--config.file=" + cfg.Catalogue,
+			"--storage.path=" + s.path("data"),
+		},
+		ReadyURL: s.URLs.Exporter + "/-/ready",
+	}}
+	var scrape []byte
+	if cfg.Cluster != nil {
+		if exporters, err = s.clusterProcesses(cfg.Cluster); err != nil {
+			return nil, err
+		}
+		var targets []string
+		for _, u := range s.URLs.Replicas {
+			targets = append(targets, strings.TrimPrefix(u, "http://"))
+		}
+		scrape, err = clusterScrapeConfig(cfg.ScrapeInterval, targets, map[string]string{
+			"victoria-metrics": addr(p.VictoriaMetrics), "vmalert": addr(p.VMAlert), "alertmanager": addr(p.Alertmanager),
+		})
+	} else {
+		scrape, err = scrapeConfig(cfg.ScrapeInterval, map[string]string{
+			"usage-exporter": addr(p.Exporter), "victoria-metrics": addr(p.VictoriaMetrics),
+			"vmalert": addr(p.VMAlert), "alertmanager": addr(p.Alertmanager),
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("rendering scrape config: %w", err)
 	}
@@ -171,26 +201,23 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 
 	// Start order: what is scraped or notified comes up before what scrapes or notifies it.
-	procs := []Process{
-		{
-			Name: "usage-exporter", Path: filepath.Join(cfg.BinDir, "usage-exporter"),
-			Args: []string{
-				"--web.listen-address=" + addr(p.Exporter),
-				"--config.file=" + cfg.Catalogue,
-				"--storage.path=" + s.path("data"),
-			},
-			ReadyURL: s.URLs.Exporter + "/-/ready",
-		},
+	vmArgs := []string(nil)
+	if cfg.Cluster != nil {
+		// The replicas' ledger metrics are scraped under one instance: keep one sample per
+		// interval (clusterScrapeConfig).
+		vmArgs = append(vmArgs, "-dedup.minScrapeInterval="+cfg.ScrapeInterval.String())
+	}
+	procs := append(exporters, []Process{
 		{
 			Name: "victoria-metrics", Path: filepath.Join(cfg.ToolsDir, "victoria-metrics"),
-			Args: []string{
+			Args: append([]string{
 				"-httpListenAddr=" + addr(p.VictoriaMetrics),
 				"-storageDataPath=" + s.path("victoria-metrics"),
 				"-retentionPeriod=400d", // as long as the exporter's rollups are kept (docs/operator-guide.md)
 				"-promscrape.config=" + s.path("config", "scrape.yml"),
 				// Queries see samples as soon as they are scraped; the default hides the last 30s.
 				"-search.latencyOffset=0s",
-			},
+			}, vmArgs...),
 			ReadyURL: s.URLs.VictoriaMetrics + "/health",
 		},
 		{
@@ -222,7 +249,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			},
 			ReadyURL: s.URLs.VMAlert + "/health",
 		},
-	}
+	}...)
 	if cfg.Grafana != nil {
 		s.URLs.Grafana = "http://" + addr(p.Grafana)
 		gp, err := s.grafanaProcess(p.Grafana)

@@ -23,6 +23,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 	"github.com/usagemeter/usagemeter/exporter/audit"
 	"github.com/usagemeter/usagemeter/exporter/authz"
+	"github.com/usagemeter/usagemeter/exporter/commit"
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/quota"
@@ -47,6 +48,9 @@ type API struct {
 	Admit func(context.Context, authz.QuotaInput) (authz.QuotaDecision, error)
 	// Audit is the audit trail served by GET /v1/audit.
 	Audit *audit.Log
+	// Committer, when set, is how ingested events reach the ledger (cluster mode: through the
+	// replicated log); when nil they are committed to Store directly.
+	Committer commit.Committer
 
 	decoder atomic.Pointer[decoderFor]
 }
@@ -84,7 +88,16 @@ func (a *API) Routes() []route.Route {
 type Accepted struct {
 	Accepted   int `json:"accepted"`
 	Duplicates int `json:"duplicates"`
+	// Seq is the request's position in the replicated log (cluster mode, docs/cluster.md): a
+	// read that asks for at least this position sees the events.
+	Seq uint64 `json:"seq,omitempty"`
+	// Unapplied: the events are durable in the log, not yet applied by this replica; accepted
+	// counts all of them.
+	Unapplied bool `json:"unapplied,omitempty"`
 }
+
+// HeaderSeq carries the log position of an acknowledged write (cluster mode).
+const HeaderSeq = "X-Usagemeter-Seq"
 
 func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	cfg := a.Config()
@@ -127,14 +140,28 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	res, err := a.Store.Commit(r.Context(), events)
+	var out commit.Outcome
+	if a.Committer != nil {
+		out, err = a.Committer.Commit(r.Context(), events)
+	} else {
+		out.Result, err = a.Store.Commit(r.Context(), events)
+	}
+	res := out.Result
+	if errors.Is(err, commit.ErrTooLarge) {
+		a.Metrics.Rejected.WithLabelValues("body_too_large").Add(float64(len(events)))
+		problem.Error(w, http.StatusRequestEntityTooLarge, err.Error()+"; nothing was stored: send smaller batches")
+		return
+	}
 	if err != nil {
 		a.storeFailed(w, err, len(events))
 		return
 	}
 	a.Metrics.Accepted.Add(float64(res.Accepted))
 	a.Metrics.Duplicates.Add(float64(res.Duplicates))
-	writeJSON(w, http.StatusAccepted, Accepted{Accepted: res.Accepted, Duplicates: res.Duplicates})
+	if out.Seq != 0 {
+		w.Header().Set(HeaderSeq, strconv.FormatUint(out.Seq, 10))
+	}
+	writeJSON(w, http.StatusAccepted, Accepted{Accepted: res.Accepted, Duplicates: res.Duplicates, Seq: out.Seq, Unapplied: out.Unapplied})
 }
 
 // storeFailed answers a request whose events the store did not take. Nothing of it was stored
@@ -153,6 +180,11 @@ func (a *API) storeFailed(w http.ResponseWriter, err error, events int) {
 		w.Header().Set("Retry-After", "60")
 		problem.Write(w, problem.Details{Type: problem.TypeStoreFailed, Title: "Store unavailable for writes",
 			Status: http.StatusServiceUnavailable, Detail: err.Error() + retry})
+	case errors.Is(err, commit.ErrUnavailable):
+		a.Metrics.Rejected.WithLabelValues("store_error").Add(float64(events))
+		w.Header().Set("Retry-After", "1")
+		a.Log.Warn("the replicated log did not take the events", "err", err, "events", events)
+		problem.Error(w, http.StatusServiceUnavailable, "the replicated log is unavailable"+retry)
 	case errors.Is(err, ledger.ErrClosed), errors.Is(err, context.Canceled):
 		a.Metrics.Rejected.WithLabelValues("store_error").Add(float64(events))
 		w.Header().Set("Retry-After", "1")

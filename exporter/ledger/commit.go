@@ -37,6 +37,9 @@ type groupBuffers struct {
 }
 
 func (s *Store) commitGroup(group []*commitReq) {
+	if group = s.refuseAfterFailedMark(group); len(group) == 0 {
+		return
+	}
 	start := time.Now()
 	gb := &s.gbuf
 	clear(gb.inGroup)
@@ -73,10 +76,11 @@ func (s *Store) commitGroup(group []*commitReq) {
 				acc = append(acc, p)
 			}
 		}
+		marks := groupMarks(group)
 		if len(acc) == 0 {
-			return nil
+			return s.writeMarks(marks)
 		}
-		return s.commitAccepted(acc)
+		return s.commitAccepted(acc, marks)
 	}()
 	defer func() {
 		clear(acc) // do not keep the requests alive until the next group
@@ -87,6 +91,7 @@ func (s *Store) commitGroup(group []*commitReq) {
 			// The guard logs its own refusals, throttled.
 			s.log.Error("ledger commit failed; the group is refused", "err", err, "events", len(acc))
 		}
+		s.markFailed(group)
 		for _, r := range group {
 			r.done <- commitDone{err: fmt.Errorf("storing %d events: %w", len(r.events), err)}
 		}
@@ -105,7 +110,7 @@ func (s *Store) commitGroup(group []*commitReq) {
 
 // commitAccepted durably writes the accepted events of a group, then applies their derived
 // changes. Nothing is applied if the commit fails.
-func (s *Store) commitAccepted(acc []*prepared) error {
+func (s *Store) commitAccepted(acc []*prepared, marks []Mark) error {
 	b := s.db.NewBatchWithSize(len(acc) * 256)
 	defer b.Close()
 	s.resolveSeries(acc, b)
@@ -153,6 +158,9 @@ func (s *Store) commitAccepted(acc []*prepared) error {
 	}
 	acked := s.ackedEvents + uint64(len(acc))
 	if err := b.Set(keyAcked, binary.BigEndian.AppendUint64(nil, acked), nil); err != nil {
+		return err
+	}
+	if err := setMarks(b, marks); err != nil {
 		return err
 	}
 	if err := s.commitBatch(b, pebble.Sync); err != nil {

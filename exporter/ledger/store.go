@@ -63,6 +63,7 @@ type Result struct {
 type commitReq struct {
 	events []prepared
 	done   chan commitDone
+	mark   *Mark // recorded in the same batch as the events (applied.go); nil for local commits
 }
 
 type commitDone struct {
@@ -106,6 +107,7 @@ type Store struct {
 	corruptions *atomic.Int64 // damage Pebble found (damage.go)
 	watermark   *watermark    // the last group acknowledged (acked.go); writer goroutine
 	ackedEvents uint64        // events ever accepted, as m/acked holds it; writer goroutine
+	failedLogs  map[string]bool         // logs whose marked commit failed (applied.go); writer only
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the

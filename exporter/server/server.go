@@ -41,7 +41,9 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/auth"
 	"github.com/usagemeter/usagemeter/exporter/auth/webserve"
 	"github.com/usagemeter/usagemeter/exporter/authz"
+	"github.com/usagemeter/usagemeter/exporter/cluster"
 	"github.com/usagemeter/usagemeter/exporter/collector"
+	"github.com/usagemeter/usagemeter/exporter/commit"
 	"github.com/usagemeter/usagemeter/exporter/guard"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/exporter/limit"
@@ -58,6 +60,8 @@ type Options struct {
 	ConfigFile          string
 	Insecure            bool
 	Log                 *promslog.Config
+	// Cluster turns on cluster mode when its NATS URL is set (docs/cluster.md).
+	Cluster cluster.Options
 }
 
 // Main runs the exporter with the given arguments; it returns the process exit code.
@@ -69,6 +73,7 @@ func Main(args []string) int {
 	minFree := app.Flag("storage.min-free-bytes", "Free space kept on the store's filesystem: writes that would leave less are refused with 507 Insufficient Storage, and resume once space is freed. 0 keeps no reserve (not advised: the store's own flushes need room).").Default("256MiB").Bytes()
 	app.Flag("config.file", "Configuration file: meters, plans, tenants, auth, billing (YAML). Built-in defaults when absent.").StringVar(&opts.ConfigFile)
 	app.Flag("web.insecure", "Allow listening beyond loopback without any authentication configured.").BoolVar(&opts.Insecure)
+	cluster.AddFlags(app, &opts.Cluster)
 	flag.AddFlags(app, opts.Log)
 	app.Version(version.Print("usage-exporter"))
 	app.HelpFlag.Short('h')
@@ -294,7 +299,9 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	srv.insights = &insights.Index{Store: store, Changes: changes, Log: logger.With("component", "insights")}
 	a := &api.API{Store: store, Quotas: quotas, Metrics: self, Log: logger, Config: current.Load, Reload: srv.Reload, Ready: ready.Load,
 		Authorize: func(r *http.Request, action, tenant string) error { return g.Check(r, action, tenant, guard.User(r)) },
-		Admit:     engine.Admit, Audit: auditLog}
+		Admit:     engine.Admit, Audit: auditLog,
+		// Single node: ingest commits to this store; cluster mode swaps in the log (below).
+		Committer: commit.Local{Store: store}}
 	an := &analytics.Service{
 		Store:  store,
 		Config: current.Load,
@@ -316,6 +323,9 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Profile},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Trace},
 	)
+	if opts.Cluster.Enabled() {
+		srv.Routes = cluster.RefuseUnreplicated(srv.Routes)
+	}
 	mux := http.NewServeMux()
 	for _, rt := range srv.Routes {
 		if rt.Streams {
@@ -326,9 +336,23 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	// /metrics is protected like any exporter's: by the web config's TLS and basic auth.
 	mux.Handle("GET /metrics", collector.Handler(usage, reg, func(err error) { logger.Error("rendering /metrics", "err", err) }))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { landing(w, srv.Routes) })
+	var h http.Handler = problemFallback(mux)
+	if opts.Cluster.Enabled() {
+		// Cluster mode: ingests reach the ledger through the replicated log, and reads may ask
+		// for a log position. Closed before the store (closers run in reverse).
+		node, err := cluster.Start(ctx, opts.Cluster, store, logger.With("component", "cluster"))
+		if err != nil {
+			return nil, fmt.Errorf("cluster mode: %w", err)
+		}
+		srv.closers = append(srv.closers, node.Close)
+		a.Committer = node
+		a.Ready = func() bool { return ready.Load() && node.Err() == nil }
+		reg.MustRegister(node)
+		h = node.Middleware(h)
+	}
 	// Probes are not counted: a liveness probe refused under load would get the process
 	// restarted, which helps nobody.
-	srv.Handler = requests.Handler(problemFallback(mux), func(r *http.Request) bool { return r.URL.Path == "/-/healthy" || r.URL.Path == "/-/ready" })
+	srv.Handler = requests.Handler(h, func(r *http.Request) bool { return r.URL.Path == "/-/healthy" || r.URL.Path == "/-/ready" })
 	return srv, nil
 }
 

@@ -35,6 +35,7 @@ func run() int {
 		simulate  = flag.Bool("simulate", true, "run usagectl simulate")
 		simArgs   = flag.String("simulate-args", "--continuous --rate 50 --tenants 20 --quota-breakers tenant-0003,tenant-0007 --anomaly tenant-0011", "arguments of usagectl simulate after --url")
 		verbose   = flag.Bool("v", false, "debug logging")
+		clustered = flag.Bool("cluster", false, "the cluster topology (make run-cluster): three NATS JetStream servers and two exporter replicas in place of the single exporter")
 	)
 	flag.Parse()
 	level := slog.LevelInfo
@@ -61,6 +62,9 @@ func run() int {
 		EvalInterval:       *eval,
 		Logger:             logger,
 	}
+	if *clustered {
+		cfg.Cluster = localstack.DefaultCluster()
+	}
 	if *simulate {
 		cfg.Simulate = simulateArgs(*simArgs, time.Now())
 	}
@@ -82,7 +86,10 @@ func run() int {
 		return 1
 	}
 	u := stack.URLs
-	fmt.Printf(`
+	if cfg.Cluster != nil {
+		printCluster(cfg.StateDir, stack)
+	} else {
+		fmt.Printf(`
 usagemeter local stack is up (state in %s, logs in %s)
 
   usage exporter     %s  (/metrics, /v1/usage, /v1/meters, /v1/tenants/{tenant}/quotas)
@@ -96,6 +103,7 @@ Reload the catalogue after editing it: curl -X POST %s/-/reload
 Ctrl-C stops everything.
 
 `, cfg.StateDir, stack.Logs, u.Exporter, u.VictoriaMetrics, u.VMUI, u.VMAlert, u.Alertmanager, u.Sink, u.Exporter)
+	}
 
 	code := 0
 	select {
@@ -126,4 +134,26 @@ func simulateArgs(args string, now time.Time) []string {
 		}
 	}
 	return append(out, "--seed", strconv.FormatInt(now.Unix(), 10))
+}
+
+// printCluster prints one line per component with its URL; scripts look for the lines
+// "exporter replica N URL" and "nats server N URL".
+func printCluster(state string, stack *localstack.Stack) {
+	u := stack.URLs
+	fmt.Printf("\nusagemeter cluster is up (state in %s, logs in %s)\n\n", state, stack.Logs)
+	for i, url := range u.NATS {
+		fmt.Printf("nats server %d %s\n", i+1, url)
+	}
+	for i, url := range u.Replicas {
+		fmt.Printf("exporter replica %d %s\n", i+1, url)
+	}
+	fmt.Printf("victoriametrics %s\n", u.VictoriaMetrics)
+	fmt.Printf("victoriametrics ui %s\n", u.VMUI)
+	fmt.Printf("vmalert %s/vmalert/groups\n", u.VMAlert)
+	fmt.Printf("alertmanager %s\n", u.Alertmanager)
+	fmt.Printf("alert sink %s\n", u.Sink)
+	if u.Grafana != "" {
+		fmt.Printf("grafana %s\n", u.Grafana)
+	}
+	fmt.Printf("simulator -> %s\n\nEvery replica takes POST /v1/events and serves reads; Ctrl-C stops everything.\n\n", u.Exporter)
 }
