@@ -139,6 +139,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger at %s: %w", opts.Path, err)
 	}
+	// Only now, holding the store's lock: another process may be taking a backup of it.
+	if stale, err := removeStaleCheckpoints(opts.Path); err != nil {
+		db.Close()
+		return nil, err
+	} else if len(stale) > 0 {
+		opts.Logger.Warn("removed the checkpoints of backups that did not finish (the process stopped during a backup)", "checkpoints", stale)
+	}
 	s := &Store{
 		db:          db,
 		opts:        opts,
