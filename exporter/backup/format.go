@@ -295,11 +295,14 @@ func Extract(ctx context.Context, r io.Reader, key []byte, dir string, progress 
 	tr := tar.NewReader(body)
 	files := map[string]File{}
 	var order []string
-	last := "its header"
+	last := "the backup's header"
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return m, fmt.Errorf("%w: the backup ends after %s without its manifest (truncated: was the backup interrupted?)", ErrDamaged, last)
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return m, fmt.Errorf("%w: truncated after %s (was the backup interrupted?)", ErrDamaged, last)
 		}
 		if err != nil {
 			return m, fmt.Errorf("%w: after %s: %v", ErrDamaged, last, err)
