@@ -107,6 +107,12 @@ func TestRestoreRefusesANonEmptyStore(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(target, "precious")); err != nil {
 		t.Fatal("a refused restore touched the store directory")
 	}
+	// A store that a process has open is never replaced, even with --force.
+	open := filepath.Join(dir, "open")
+	openStore(t, open)
+	if _, err := backup.Restore(t.Context(), file, open, backup.RestoreOptions{Force: true}); err == nil || !strings.Contains(err.Error(), "has the store open") {
+		t.Fatalf("restore over an open store: err = %v, want a refusal", err)
+	}
 	got, err := backup.Restore(t.Context(), file, target, backup.RestoreOptions{Force: true})
 	if err != nil {
 		t.Fatal(err)

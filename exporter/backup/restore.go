@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/usagemeter/usagemeter/exporter/ledger"
 )
@@ -37,6 +40,14 @@ func Restore(ctx context.Context, file, storagePath string, o RestoreOptions) (M
 	if len(existing) > 0 && !o.Force {
 		return Manifest{}, fmt.Errorf("refusing to restore into %s: it is not empty (%d entries, e.g. %s); restore into an empty directory, or pass --force to replace its contents",
 			storagePath, len(existing), existing[0])
+	}
+	if slices.Contains(existing, "LOCK") {
+		// Pebble's own lock: an exporter (or usagectl) holding it has the store open.
+		l, err := vfs.Default.Lock(filepath.Join(storagePath, "LOCK"))
+		if err != nil {
+			return Manifest{}, fmt.Errorf("refusing to restore into %s: a process has the store open (%v): stop the exporter first", storagePath, err)
+		}
+		l.Close()
 	}
 	in, err := os.Open(file)
 	if err != nil {
