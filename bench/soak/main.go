@@ -55,6 +55,7 @@ func main() {
 type sample struct {
 	at        time.Duration // since the steady load started
 	rss       int64
+	heap      float64 // Go heap in use, from the exporter's /metrics: RSS beyond it is Pebble's cache and memtables
 	openFiles int
 	store     int64
 	p99       time.Duration
@@ -89,7 +90,7 @@ func run() (bool, error) {
 	}
 	target := peak * *share
 	fmt.Printf("peak: %.0f events/s over %s; steady load: %.0f events/s\n\n", peak, *burst, target)
-	fmt.Printf("%8s %10s %8s %12s %10s %12s %9s %7s\n", "minute", "RSS MiB", "fds", "store MiB", "p99 ms", "events/s", "failures", "missed")
+	fmt.Printf("%8s %10s %10s %8s %12s %10s %12s %9s %7s\n", "minute", "RSS MiB", "heap MiB", "fds", "store MiB", "p99 ms", "events/s", "failures", "missed")
 
 	samples, err := steady(p, gens, target, every)
 	if err != nil {
@@ -227,6 +228,7 @@ func steady(p *loadgen.Proc, gens []*simulate.Generator, target float64, every t
 		mu.Unlock()
 		s.at = now.Sub(start)
 		s.rss = loadgen.RSS(pid)
+		s.heap, _ = loadgen.SumMetric(p.URL, "go_memstats_heap_inuse_bytes")
 		s.openFiles = loadgen.OpenFiles(pid)
 		s.store = loadgen.DirBytes(p.StorePath())
 		if len(l) > 0 {
@@ -234,7 +236,7 @@ func steady(p *loadgen.Proc, gens []*simulate.Generator, target float64, every t
 			s.p99 = l[len(l)*99/100]
 		}
 		samples = append(samples, s)
-		fmt.Printf("%8.2f %10.1f %8d %12.1f %10.1f %12.0f %9d %7d\n", s.at.Minutes(), float64(s.rss)/(1<<20), s.openFiles, float64(s.store)/(1<<20),
+		fmt.Printf("%8.2f %10.1f %10.1f %8d %12.1f %10.1f %12.0f %9d %7d\n", s.at.Minutes(), float64(s.rss)/(1<<20), s.heap/(1<<20), s.openFiles, float64(s.store)/(1<<20),
 			float64(s.p99.Microseconds())/1000, float64(s.events)/every.Seconds(), s.failures, s.missed)
 		if s.at >= *duration-every/2 {
 			break
@@ -260,8 +262,8 @@ func writeResults(peak, target float64, samples []sample, verdicts []trend) erro
 	fmt.Fprintf(&b, "soak peak\t%.0f\tevents/s\tburst %s\n", peak, *burst)
 	fmt.Fprintf(&b, "soak steady load\t%.0f\tevents/s\t%.0f%% of the peak for %s\n", target, 100**share, *duration)
 	for _, s := range samples {
-		fmt.Fprintf(&b, "soak sample %.2f min\t%.1f\tMiB RSS\tfds %d, store %.1f MiB, p99 %.1f ms, %d events, %d failures, %d missed\n",
-			s.at.Minutes(), float64(s.rss)/(1<<20), s.openFiles, float64(s.store)/(1<<20), float64(s.p99.Microseconds())/1000, s.events, s.failures, s.missed)
+		fmt.Fprintf(&b, "soak sample %.2f min\t%.1f\tMiB RSS\theap %.1f MiB, fds %d, store %.1f MiB, p99 %.1f ms, %d events, %d failures, %d missed\n",
+			s.at.Minutes(), float64(s.rss)/(1<<20), s.heap/(1<<20), s.openFiles, float64(s.store)/(1<<20), float64(s.p99.Microseconds())/1000, s.events, s.failures, s.missed)
 	}
 	for _, t := range verdicts {
 		fmt.Fprintf(&b, "soak trend %s\t%.3f\t%s/min\t%s\n", t.Name, t.Slope, t.Unit, t)
