@@ -379,10 +379,30 @@ func TestKill9DuringBackup(t *testing.T) {
 		t.Fatalf("the restored store answers differently from the original at the backup:\n got %.1500s\nwant %.1500s", got, atSnapshot)
 	}
 	copyExporter.stop(t)
+	final := usageAnswers(t, e.url)
 	e.stop(t)
 	if r := usagectl(t, usagectlBin, "ledger", "verify", "--storage.path", store); r.code != 0 {
 		t.Fatalf("ledger verify on the original after the crash: exit %d:\n%s", r.code, r.output)
 	}
+
+	// 5. Offline, the exporter stopped: usagectl backs the store up itself, sealed with the
+	// key, and the restored copy answers as the original.
+	offline := filepath.Join(dir, "offline.umbak")
+	if r := usagectl(t, usagectlBin, "backup", "--storage.path", store, "--config.file", cfg, "--output", offline); r.code != 0 || !strings.Contains(r.output, "verified") {
+		t.Fatalf("offline backup: exit %d:\n%s", r.code, r.output)
+	}
+	if r := usagectl(t, usagectlBin, "restore", offline, "--check-only"); r.code == 0 || !strings.Contains(r.output, "encrypted") {
+		t.Fatalf("a sealed backup checked without its key: exit %d:\n%s", r.code, r.output)
+	}
+	again := filepath.Join(dir, "again")
+	if r := usagectl(t, usagectlBin, "restore", offline, "--storage.path", again, "--config.file", cfg); r.code != 0 {
+		t.Fatalf("restore of the offline backup: exit %d:\n%s", r.code, r.output)
+	}
+	copyExporter = startExporter(t, exporterBin, again, cfg)
+	if got := usageAnswers(t, copyExporter.url); got != final {
+		t.Fatalf("the store restored from the offline backup answers differently:\n got %.1500s\nwant %.1500s", got, final)
+	}
+	copyExporter.stop(t)
 }
 
 // checkTotals compares every tenant's /v1/usage total of every summed or counted meter with the
