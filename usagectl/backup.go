@@ -122,7 +122,7 @@ func registerBackup(app *kingpin.Application) {
 }
 
 // withSignals runs fn with a context cancelled by SIGINT or SIGTERM, and makes the command's
-// error the action's (kingpin prints it and usagectl exits 1).
+// error the action's (usagectl prints it and exits non-zero).
 func withSignals(fn func(ctx context.Context) error) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
