@@ -332,7 +332,9 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// pruneBackups keeps the newest keep backups in dir (by their time-stamped names).
+// pruneBackups keeps the newest keep backups in dir (by their time-stamped names), and removes
+// the partial files of backups interrupted more than a day ago (usagectl killed: nothing else
+// removes them; a younger one may belong to a backup still running).
 func pruneBackups(dir string, keep int) error {
 	all, err := filepath.Glob(filepath.Join(dir, "usagemeter-*"+backup.Extension))
 	if err != nil {
@@ -345,6 +347,18 @@ func pruneBackups(dir string, keep int) error {
 		}
 		fmt.Printf("removed old backup %s\n", all[0])
 		all = all[1:]
+	}
+	partial, err := filepath.Glob(filepath.Join(dir, "usagemeter-*"+backup.Extension+partialSuffix))
+	if err != nil {
+		return err
+	}
+	for _, p := range partial {
+		if st, err := os.Stat(p); err == nil && time.Since(st.ModTime()) > 24*time.Hour {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("pruning interrupted backups: %w", err)
+			}
+			fmt.Printf("removed the partial file of an interrupted backup %s\n", p)
+		}
 	}
 	return nil
 }
