@@ -99,7 +99,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", "usagemeter-"+start.UTC().Format("20060102T150405Z")+Extension))
 	w.Header().Set("Trailer", ErrorTrailer)
 	w.WriteHeader(http.StatusOK)
-	h.Log.Info("backup started", "events", info.Events, "last_group", info.LastGroup, "encrypted", h.Key != nil)
+	h.Log.Info("backup started", "events", info.Events, "last_group", info.LastGroup, "encrypted", h.Key != nil,
+		"checkpoint_took", time.Since(start).Round(time.Millisecond))
 	m, err := Write(ctx, w, dir, info, h.Key, func(n int64) { h.Log.Debug("backup progress", "bytes", n) })
 	if err != nil {
 		h.backups.WithLabelValues("failure").Inc()
