@@ -100,7 +100,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Trailer", ErrorTrailer)
 	w.WriteHeader(http.StatusOK)
 	h.Log.Info("backup started", "events", info.Events, "last_group", info.LastGroup, "encrypted", h.Key != nil,
-		"checkpoint_took", time.Since(start).Round(time.Millisecond))
+		"took", time.Since(start).Round(time.Millisecond))
 	m, err := Write(ctx, w, dir, info, h.Key, func(n int64) { h.Log.Debug("backup progress", "bytes", n) })
 	if err != nil {
 		h.backups.WithLabelValues("failure").Inc()

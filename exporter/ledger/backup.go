@@ -50,7 +50,11 @@ func (s *Store) Checkpoint(ctx context.Context) (string, SnapshotInfo, error) {
 		return "", SnapshotInfo{}, fmt.Errorf("creating %s: %w", parent, err)
 	}
 	dir := filepath.Join(parent, fmt.Sprintf("%s%d", checkpointPrefix, time.Now().UnixNano()))
+	var paused time.Duration
+	asked := time.Now()
 	err := s.exclusive(ctx, func() error {
+		start := time.Now()
+		defer func() { paused = time.Since(start) }()
 		// The flush that exclusive ran first is not synced: WithFlushedWAL makes it part of
 		// the checkpoint.
 		return s.db.Checkpoint(dir, pebble.WithFlushedWAL())
@@ -59,6 +63,8 @@ func (s *Store) Checkpoint(ctx context.Context) (string, SnapshotInfo, error) {
 		os.RemoveAll(dir)
 		return "", SnapshotInfo{}, fmt.Errorf("checkpointing the store: %w", err)
 	}
+	s.log.Info("checkpoint taken for a backup", "dir", dir, "took", time.Since(asked).Round(time.Millisecond),
+		"commits_paused", paused.Round(time.Millisecond))
 	info, err := Inspect(ctx, dir)
 	if err != nil {
 		os.RemoveAll(dir)
