@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/usagemeter/usagemeter/exporter/backup"
+	"github.com/usagemeter/usagemeter/exporter/ledger"
 )
 
 // smallBackup is a backup of a store with a few thousand events, with its manifest.
@@ -126,5 +127,18 @@ func TestRestoreRefusesANonEmptyStore(t *testing.T) {
 	s := openStore(t, target)
 	if got := answers(t, s); !strings.Contains(got, "verify: 0 differences") {
 		t.Fatal("the restored store does not verify")
+	}
+}
+
+// TestInterruptedRestoreIsNotOpened: a store directory holding a restore's staging directory (a
+// restore running, or killed) is refused by the ledger rather than opened as an empty store.
+func TestInterruptedRestoreIsNotOpened(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, ledger.RestoreStagingPrefix+"123"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ledger.Open(t.Context(), ledger.Options{Path: dir})
+	if err == nil || !strings.Contains(err.Error(), "restore") {
+		t.Fatalf("err = %v, want a refusal naming the interrupted restore", err)
 	}
 }

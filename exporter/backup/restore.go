@@ -24,10 +24,6 @@ type RestoreOptions struct {
 	Progress Progress
 }
 
-// stagingPrefix names the directory a restore extracts into, inside the target: on the same
-// file system (the files are renamed into place, not copied) and invisible to Pebble.
-const stagingPrefix = ".restore-"
-
 // Restore checks the backup in file and restores it into storagePath, which must be empty or
 // absent unless o.Force. The backup is extracted and checked in full (checksums, manifest, and
 // the restored store opened read-only: its schema version, last group and event count must be
@@ -57,7 +53,9 @@ func Restore(ctx context.Context, file, storagePath string, o RestoreOptions) (M
 	if err := os.MkdirAll(storagePath, 0o700); err != nil {
 		return Manifest{}, fmt.Errorf("creating %s: %w", storagePath, err)
 	}
-	staging := filepath.Join(storagePath, fmt.Sprintf("%s%d", stagingPrefix, time.Now().UnixNano()))
+	// Staged inside the target: on the same file system (the files are renamed into place, not
+	// copied), and the ledger refuses to open the directory until the staging is gone.
+	staging := filepath.Join(storagePath, fmt.Sprintf("%s%d", ledger.RestoreStagingPrefix, time.Now().UnixNano()))
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return Manifest{}, fmt.Errorf("creating %s: %w", staging, err)
 	}

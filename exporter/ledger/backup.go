@@ -96,6 +96,21 @@ func removeStaleCheckpoints(path string) ([]string, error) {
 	return dirs, nil
 }
 
+// RestoreStagingPrefix names the directory usagectl restore extracts a backup into, inside the
+// store directory, until the backup has checked out and its files are moved into place.
+const RestoreStagingPrefix = ".restore-"
+
+// refuseUnfinishedRestore refuses a store directory with a restore's staging directory in it: a
+// restore is running, or was interrupted, and the directory is not (yet) the backup's store.
+// Opened anyway, Pebble would find no store and start an empty one.
+func refuseUnfinishedRestore(path string) error {
+	staging, err := filepath.Glob(filepath.Join(path, RestoreStagingPrefix+"*"))
+	if err != nil || len(staging) == 0 {
+		return err
+	}
+	return fmt.Errorf("the store at %s holds %s: a restore into it is running or was interrupted; run usagectl restore again (with --force), or remove that directory if you mean to keep the store as it is", path, staging[0])
+}
+
 // Inspect opens a store directory read-only (a checkpoint, a restored store; not one an exporter
 // has open) and reports what it holds.
 func Inspect(ctx context.Context, dir string) (SnapshotInfo, error) {

@@ -135,6 +135,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		po.Levels[i].FilterType = pebble.TableFilter
 	}
+	if err := refuseUnfinishedRestore(opts.Path); err != nil {
+		return nil, err
+	}
 	db, err := pebble.Open(opts.Path, po)
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger at %s: %w", opts.Path, err)
