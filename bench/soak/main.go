@@ -257,18 +257,29 @@ func batchOf(g *simulate.Generator, body []byte, n int) []byte {
 	return body
 }
 
+// writeResults writes the summary rows to *out (name, value, unit, note: bench/summary's format)
+// and every sample to a CSV beside it.
 func writeResults(peak, target float64, samples []sample, verdicts []trend) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "soak peak\t%.0f\tevents/s\tburst %s\n", peak, *burst)
 	fmt.Fprintf(&b, "soak steady load\t%.0f\tevents/s\t%.0f%% of the peak for %s\n", target, 100**share, *duration)
-	for _, s := range samples {
-		fmt.Fprintf(&b, "soak sample %.2f min\t%.1f\tMiB RSS\theap %.1f MiB, fds %d, store %.1f MiB, p99 %.1f ms, %d events, %d failures, %d missed\n",
-			s.at.Minutes(), float64(s.rss)/(1<<20), s.heap/(1<<20), s.openFiles, float64(s.store)/(1<<20), float64(s.p99.Microseconds())/1000, s.events, s.failures, s.missed)
+	if len(samples) > 0 {
+		first, last := samples[0], samples[len(samples)-1]
+		fmt.Fprintf(&b, "soak RSS first/last sample\t%.0f/%.0f\tMiB\theap %.0f/%.0f MiB\n", float64(first.rss)/(1<<20), float64(last.rss)/(1<<20), first.heap/(1<<20), last.heap/(1<<20))
+		fmt.Fprintf(&b, "soak store size at the end\t%.0f\tMiB\t%d open files\n", float64(last.store)/(1<<20), last.openFiles)
 	}
 	for _, t := range verdicts {
-		fmt.Fprintf(&b, "soak trend %s\t%.3f\t%s/min\t%s\n", t.Name, t.Slope, t.Unit, t)
+		fmt.Fprintf(&b, "soak trend %s\t%+.3f\t%s/min\t%s\n", t.Name, t.Slope, t.Unit, t)
+	}
+	var c strings.Builder
+	c.WriteString("minute,rss_bytes,heap_bytes,open_files,store_bytes,ack_p99_seconds,events,failures,missed\n")
+	for _, s := range samples {
+		fmt.Fprintf(&c, "%.2f,%d,%.0f,%d,%d,%.4f,%d,%d,%d\n", s.at.Minutes(), s.rss, s.heap, s.openFiles, s.store, s.p99.Seconds(), s.events, s.failures, s.missed)
 	}
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(strings.TrimSuffix(*out, filepath.Ext(*out))+"-samples.csv", []byte(c.String()), 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(*out, []byte(b.String()), 0o644)
