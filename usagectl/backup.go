@@ -234,13 +234,7 @@ func onlineBackup(ctx context.Context, url, token, target string, limit int64, p
 		// A small receive buffer, or the kernel reads tens of MiB ahead of the limit (its
 		// autotuning) and the exporter's disk is not spared at all.
 		rcvbuf := int(min(max(limit/4, 64<<10), 4<<20))
-		dialer := &net.Dialer{Timeout: 30 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) }); err != nil {
-				return err
-			}
-			return serr
-		}}
+		dialer := &net.Dialer{Timeout: 30 * time.Second, Control: func(_, _ string, c syscall.RawConn) error { return setReceiveBuffer(c, rcvbuf) }}
 		client = &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, Proxy: http.ProxyFromEnvironment}}
 	}
 	resp, err := client.Do(req)
