@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: openapi build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines bench-cloudevents lint go-test
+.PHONY: openapi build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines bench-cloudevents bench-soak lint go-test
 
 build: build-go ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
 
@@ -37,6 +37,12 @@ bench-ingest-vs: build-go ## the ingest load on this exporter and on the one of 
 	git archive $(BASE) | tar -x -C $(BIN)/baseline/src
 	cd $(BIN)/baseline/src && $(GO) build -o ../usage-exporter ./cmd/usage-exporter
 	$(GO) run ./bench/ingest -baseline $(BIN)/baseline/usage-exporter -out bench-results/ingest-vs.tsv
+
+# Not in `make bench`: it runs for 30 minutes. SOAK=5m for a short trial.
+SOAK ?= 30m
+bench-soak: build-go ## half the measured peak ingest rate for $(SOAK); fails if RSS or ack latency p99 keep growing
+	@mkdir -p bench-results
+	$(GO) run ./bench/soak -duration $(SOAK) -out bench-results/soak.tsv
 
 bench-ledger:
 	@mkdir -p bench-results

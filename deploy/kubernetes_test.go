@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -36,6 +37,7 @@ var kinds = map[string]func() any{
 	"networking.k8s.io/v1/NetworkPolicy":       func() any { return &networkingv1.NetworkPolicy{} },
 	"rbac.authorization.k8s.io/v1/Role":        func() any { return &rbacv1.Role{} },
 	"rbac.authorization.k8s.io/v1/RoleBinding": func() any { return &rbacv1.RoleBinding{} },
+	"batch/v1/CronJob":                         func() any { return &batchv1.CronJob{} },
 }
 
 // object is one decoded manifest document.
@@ -128,8 +130,17 @@ func podSpecOf(o object) (*corev1.PodTemplateSpec, *metav1.LabelSelector) {
 		return &w.Spec.Template, w.Spec.Selector
 	case *appsv1.DaemonSet:
 		return &w.Spec.Template, w.Spec.Selector
+	case *batchv1.CronJob:
+		return &w.Spec.JobTemplate.Spec.Template, nil // a Job's pods need no selector
 	}
 	return nil, nil
+}
+
+func selectorLabels(sel *metav1.LabelSelector) map[string]string {
+	if sel == nil {
+		return nil
+	}
+	return sel.MatchLabels
 }
 
 // checkObject checks what the API server would refuse in a workload on its own: a selector
@@ -140,10 +151,10 @@ func checkObject(o object) error {
 	if tmpl == nil {
 		return nil
 	}
-	if sel == nil || len(sel.MatchLabels) == 0 {
+	if _, job := o.typed.(*batchv1.CronJob); !job && (sel == nil || len(sel.MatchLabels) == 0) {
 		return fmt.Errorf("no spec.selector.matchLabels")
 	}
-	for k, v := range sel.MatchLabels {
+	for k, v := range selectorLabels(sel) {
 		if tmpl.Labels[k] != v {
 			return fmt.Errorf("selector %s=%s does not match the pod template's labels %v", k, v, tmpl.Labels)
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/valyala/fastjson"
 
+	"github.com/usagemeter/usagemeter/bench/loadgen"
 	"github.com/usagemeter/usagemeter/simulate"
 )
 
@@ -63,61 +64,12 @@ func main() {
 	}
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-type proc struct {
-	cmd *exec.Cmd
-	url string
-	dir string
-}
-
-func startExporter(extra ...string) (*proc, error) { return startBinary(*exporterBin, extra...) }
-
-func startBinary(bin string, extra ...string) (*proc, error) {
-	dir, err := os.MkdirTemp("", "usagemeter-bench")
-	if err != nil {
-		return nil, err
-	}
-	addr := freeAddr()
-	args := append([]string{"--web.listen-address=" + addr, "--storage.path=" + filepath.Join(dir, "data"), "--log.level=warn"}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, url: "http://" + addr, dir: dir}
-	return p, waitReady(p.url + "/-/ready")
-}
-
-func (p *proc) stop() {
-	p.cmd.Process.Signal(os.Interrupt)
-	p.cmd.Wait()
-	os.RemoveAll(p.dir)
-}
-
-func waitReady(url string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not ready", url)
+func startExporter(extra ...string) (*loadgen.Proc, error) {
+	return loadgen.StartBinary(*exporterBin, extra...)
 }
 
 func run() error {
-	fmt.Printf("usagemeter ingest benchmark: %d events, batches of %d, %d clients, %d CPUs\n\n", *events, *batchSize, *clients, numCPU())
+	fmt.Printf("usagemeter ingest benchmark: %d events, batches of %d, %d clients, %d CPUs\n\n", *events, *batchSize, *clients, loadgen.NumCPU())
 	g := simulate.NewGenerator(200, 42)
 	now := time.Now()
 	nb := *events / *batchSize
@@ -139,14 +91,14 @@ func run() error {
 		return r.err
 	}
 	lat, elapsed, cpu := r.lat, r.elapsed, r.cpu
-	accepted, err := metricValue(p.url, "usage_exporter_events_accepted_total")
+	accepted, err := metricValue(p.URL, "usage_exporter_events_accepted_total")
 	if err != nil {
 		return err
 	}
-	if err := benchQuotaCheck(p.url); err != nil {
+	if err := benchQuotaCheck(p.URL); err != nil {
 		return err
 	}
-	p.stop()
+	p.Stop()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	sent := nb * *batchSize
 	rate := float64(sent) / elapsed.Seconds()
@@ -189,29 +141,29 @@ type ingestRun struct {
 // ingestAll sends every body to p from *clients clients, then flushes its derived changes: the
 // exporter folds derived usage in memory and writes it every few seconds, and the time and CPU
 // of writing what the load left pending count too (a usage query flushes it first).
-func ingestAll(p *proc, bodies [][]byte) ingestRun {
-	cpu0 := procCPU(p.cmd.Process.Pid)
+func ingestAll(p *loadgen.Proc, bodies [][]byte) ingestRun {
+	cpu0 := loadgen.ProcCPU(p.Cmd.Process.Pid)
 	start := time.Now()
-	lat, err := load(len(bodies), func(client *http.Client, i int) error {
-		return post(client, p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]), http.StatusAccepted)
+	lat, err := loadgen.Load(*clients, len(bodies), func(client *http.Client, i int) error {
+		return loadgen.Post(client, p.URL+"/v1/events", "application/x-ndjson", bytes.NewReader(bodies[i]), http.StatusAccepted)
 	})
 	if err == nil {
-		err = flushDerived(p.url)
+		err = loadgen.FlushDerived(p.URL)
 	}
-	return ingestRun{lat: lat, elapsed: time.Since(start), cpu: procCPU(p.cmd.Process.Pid) - cpu0, err: err}
+	return ingestRun{lat: lat, elapsed: time.Since(start), cpu: loadgen.ProcCPU(p.Cmd.Process.Pid) - cpu0, err: err}
 }
 
 // runPaired loads this exporter and the baseline at once with the same events. The host's
 // speed drifts a lot from one run to the next; both exporters live through the same drift, so
 // the ratio of their CPU per event holds where separate runs would not.
 func runPaired(bodies [][]byte) error {
-	var procs [2]*proc
+	var procs [2]*loadgen.Proc
 	for i, bin := range []string{*exporterBin, *baseline} {
-		p, err := startBinary(bin)
+		p, err := loadgen.StartBinary(bin)
 		if err != nil {
 			return fmt.Errorf("starting %s: %w", bin, err)
 		}
-		defer p.stop()
+		defer p.Stop()
 		procs[i] = p
 	}
 	var runs [2]ingestRun
@@ -237,27 +189,14 @@ func runPaired(bodies [][]byte) error {
 	return nil
 }
 
-// flushDerived asks for usage, which makes the exporter write every derived change first.
-func flushDerived(url string) error {
-	resp, err := http.Get(url + "/v1/usage?tenant=tenant-0001&meter=ai_tokens")
-	if err != nil {
-		return fmt.Errorf("flushing derived usage: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("flushing derived usage: GET /v1/usage: %s", resp.Status)
-	}
-	return nil
-}
-
 // benchQuotaCheck measures POST /v1/quota/check end to end (HTTP, exact usage, the quota policy)
 // from concurrent clients against the exporter loaded above.
 func benchQuotaCheck(url string) error {
 	const n = 20000
 	start := time.Now()
-	lat, failed := load(n, func(client *http.Client, i int) error {
+	lat, failed := loadgen.Load(*clients, n, func(client *http.Client, i int) error {
 		body := fmt.Sprintf(`{"tenant":"tenant-%04d","meter":"ai_tokens","amount":%d,"feature":"chat"}`, 1+i%200, 100+i%5000)
-		return post(client, url+"/v1/quota/check", "application/json", strings.NewReader(body), http.StatusOK)
+		return loadgen.Post(client, url+"/v1/quota/check", "application/json", strings.NewReader(body), http.StatusOK)
 	})
 	if failed != nil {
 		return failed
@@ -271,75 +210,7 @@ func benchQuotaCheck(url string) error {
 	return nil
 }
 
-// load runs n requests from *clients concurrent clients and returns each one's latency, and
-// the last error seen.
-func load(n int, request func(client *http.Client, i int) error) ([]time.Duration, error) {
-	lat := make([]time.Duration, n)
-	work := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed error
-	for range *clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{}
-			for i := range work {
-				t0 := time.Now()
-				err := request(client, i)
-				lat[i] = time.Since(t0)
-				if err != nil {
-					mu.Lock()
-					failed = err
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	return lat, failed
-}
-
-func post(client *http.Client, url, contentType string, body io.Reader, want int) error {
-	resp, err := client.Post(url, contentType, body)
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != want {
-		return fmt.Errorf("POST %s: %s", url, resp.Status)
-	}
-	return nil
-}
-
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
-
-// procCPU is a process's user and system CPU time so far (Linux /proc; zero elsewhere).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
-}
-
-func numCPU() int {
-	out, _ := exec.Command("nproc").Output()
-	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-	return n
-}
 
 // statsdLines turns one event into DogStatsD counter lines, one per quantity (or one count).
 func statsdLines(body []byte) [][]byte {
@@ -359,15 +230,15 @@ func statsdLines(body []byte) [][]byte {
 }
 
 func benchStatsd(bodies [][]byte, sent int, exporterRate float64) error {
-	udp := freeAddr() // a free TCP port; the UDP port of the same number is almost surely free too
-	web := freeAddr()
+	udp := loadgen.FreeAddr() // a free TCP port; the UDP port of the same number is almost surely free too
+	web := loadgen.FreeAddr()
 	cmd := exec.Command(*statsdBin, "--statsd.listen-udp="+udp, "--statsd.listen-tcp=", "--web.listen-address="+web, "--log.level=warn")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	if err := waitReady("http://" + web + "/metrics"); err != nil {
+	if err := loadgen.WaitReady("http://" + web + "/metrics"); err != nil {
 		return err
 	}
 	var all [][]byte
@@ -394,7 +265,7 @@ func benchStatsd(bodies [][]byte, sent int, exporterRate float64) error {
 	wg.Wait()
 	elapsed := time.Since(start)
 	time.Sleep(2 * time.Second) // let it drain its socket buffer
-	counted, err := sumMetric("http://"+web, "usage_events")
+	counted, err := loadgen.SumMetric("http://"+web, "usage_events")
 	if err != nil {
 		return err
 	}
@@ -417,7 +288,7 @@ func benchScrape(n int) error {
 	if err != nil {
 		return err
 	}
-	defer p.stop()
+	defer p.Stop()
 	// n distinct series of usage_feature_uses_total: tenants x features.
 	tenants := max(1, n/100)
 	now := time.Now().UTC().Format(time.RFC3339)
@@ -427,7 +298,7 @@ func benchScrape(n int) error {
 		if len(body) == 0 {
 			return nil
 		}
-		resp, err := http.Post(p.url+"/v1/events", "application/x-ndjson", bytes.NewReader(body))
+		resp, err := http.Post(p.URL+"/v1/events", "application/x-ndjson", bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
@@ -453,12 +324,12 @@ func benchScrape(n int) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	rssBefore := rss(p.cmd.Process.Pid)
+	rssBefore := loadgen.RSS(p.Cmd.Process.Pid)
 	var times []time.Duration
 	var size int
 	for range 5 {
 		t0 := time.Now()
-		resp, err := http.Get(p.url + "/metrics")
+		resp, err := http.Get(p.URL + "/metrics")
 		if err != nil {
 			return err
 		}
@@ -469,45 +340,8 @@ func benchScrape(n int) error {
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	record(fmt.Sprintf("/metrics scrape at %d usage series (median of 5)", n), ms(times[2]), "ms", fmt.Sprintf("%d bytes", size))
-	record(fmt.Sprintf("exporter RSS at %d series (before/after scrape)", n), fmt.Sprintf("%d/%d", rssBefore>>20, rss(p.cmd.Process.Pid)>>20), "MiB", "")
+	record(fmt.Sprintf("exporter RSS at %d series (before/after scrape)", n), fmt.Sprintf("%d/%d", rssBefore>>20, loadgen.RSS(p.Cmd.Process.Pid)>>20), "MiB", "")
 	return nil
 }
 
-func rss(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func metricValue(url, name string) (float64, error) { return sumMetric(url, name) }
-
-// sumMetric sums every series of a metric in a text exposition.
-func sumMetric(url, name string) (float64, error) {
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var sum float64
-	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
-			continue
-		}
-		f := strings.Fields(l)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err == nil {
-			sum += v
-		}
-	}
-	return sum, nil
-}
+func metricValue(url, name string) (float64, error) { return loadgen.SumMetric(url, name) }

@@ -104,10 +104,10 @@ type Store struct {
 	crashed     bool                    // tests: stop as a crash would, without the final flush
 	space       *spaceGuard
 	lock        *storeLock
-	corruptions *atomic.Int64 // damage Pebble found (damage.go)
-	watermark   *watermark    // the last group acknowledged (acked.go); writer goroutine
-	ackedEvents uint64        // events ever accepted, as m/acked holds it; writer goroutine
-	failedLogs  map[string]bool         // logs whose marked commit failed (applied.go); writer only
+	corruptions *atomic.Int64   // damage Pebble found (damage.go)
+	watermark   *watermark      // the last group acknowledged (acked.go); writer goroutine
+	ackedEvents uint64          // events ever accepted, as m/acked holds it; writer goroutine
+	failedLogs  map[string]bool // logs whose marked commit failed (applied.go); writer only
 }
 
 // Open opens (creating if needed) the ledger under opts.Path, runs schema migrations, loads the
@@ -161,6 +161,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		po.Levels[i].FilterType = pebble.TableFilter
 	}
+	if err := refuseUnfinishedRestore(opts.Path); err != nil {
+		return nil, err
+	}
 	lock, err := lockStore(opts.Path)
 	if err != nil {
 		return nil, err
@@ -172,6 +175,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	lock.recordHolder(opts.Logger)
+	// Only now, holding the store's lock: another process may be taking a backup of it.
+	if stale, err := removeStaleCheckpoints(opts.Path); err != nil {
+		db.Close()
+		lock.release()
+		return nil, err
+	} else if len(stale) > 0 {
+		opts.Logger.Warn("removed the checkpoints of backups that did not finish (the process stopped during a backup)", "checkpoints", stale)
+	}
 	s := &Store{
 		db:          db,
 		lock:        lock,

@@ -41,6 +41,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/auth"
 	"github.com/usagemeter/usagemeter/exporter/auth/webserve"
 	"github.com/usagemeter/usagemeter/exporter/authz"
+	"github.com/usagemeter/usagemeter/exporter/backup"
 	"github.com/usagemeter/usagemeter/exporter/cluster"
 	"github.com/usagemeter/usagemeter/exporter/collector"
 	"github.com/usagemeter/usagemeter/exporter/commit"
@@ -240,6 +241,10 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		srv.retention = &retention.Job{Store: store, Policy: policy, Key: key, AuditKey: auditKey, Log: logger.With("component", "retention")}
 		logger.Info("retention enabled", "raw_events", policy.RawEvents, "rollups", policy.Rollups, "archive_dir", policy.ArchiveDir)
 	}
+	backups, err := newBackupHandler(cfg, store, logger.With("component", "backup"))
+	if err != nil {
+		return nil, err
+	}
 	bill, err := billing.NewFromConfig(cfg, store.DB(), store, logger.With("component", "billing"))
 	if err != nil {
 		return nil, fmt.Errorf("billing: %w", err)
@@ -255,6 +260,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		quota.NewCappedCollector(quotas, usage.Admission()),
 		engine,
 		g,
+		backups,
 		versioncollector.NewCollector("usage_exporter"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -316,7 +322,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		May:       func(r *http.Request, action, tenant string) bool { return g.Allowed(r, action, tenant) },
 		Log:       logger.With("component", "analytics"),
 	}
-	srv.Routes = append(append(append(a.Routes(), bill.Routes()...), an.Routes()...),
+	srv.Routes = append(append(append(append(a.Routes(), bill.Routes()...), an.Routes()...), backups.Routes()...),
 		// The API's description is public, as the API's shape is no secret.
 		route.Route{Method: http.MethodGet, Pattern: "/v1/openapi.json", Action: route.ActionPublic, Handler: openapi.Handler},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
@@ -488,4 +494,22 @@ func landing(w http.ResponseWriter, routes []route.Route) {
 		fmt.Fprintf(w, "<li>%s %s</li>", r.Method, r.Pattern)
 	}
 	fmt.Fprint(w, "</ul></body></html>")
+}
+
+// newBackupHandler serves online backups, sealed with the archive key when the config names one
+// (retention.key_file or retention.key_env), whether or not retention itself is enabled.
+func newBackupHandler(cfg *config.Config, store *ledger.Store, logger *slog.Logger) (*backup.Handler, error) {
+	policy, err := retention.ParseConfig(&cfg.Retention)
+	if err != nil {
+		return nil, err
+	}
+	var key []byte
+	if policy.KeyFile != "" || policy.KeyEnv != "" {
+		if key, err = retention.LoadKey(policy.KeyFile, policy.KeyEnv); err != nil {
+			return nil, fmt.Errorf("backups: %w", err)
+		}
+	} else {
+		logger.Info("no archive key is configured (retention.key_file or retention.key_env): backups will not be encrypted")
+	}
+	return backup.NewHandler(store, key, logger), nil
 }
