@@ -72,6 +72,14 @@ func (s *Store) commitGroup(group []*commitReq) {
 						return fmt.Errorf("dedupe lookup: %w", err)
 					}
 				}
+				// The sequence number is given here, in commit order, not when the request was
+				// prepared: requests may reach the writer in another order than they were
+				// prepared in. Two events at the same instant are then in key order (the order
+				// in which Verify and Rebuild derive them again) as they are in commit order (the
+				// order in which this ledger and the journal replay apply them), so a "latest"
+				// settles their tie the same way in both.
+				putU64(p.evKey[10:], s.eventSeq)
+				s.eventSeq++
 				results[ri].Accepted++
 				acc = append(acc, p)
 			}

@@ -79,7 +79,7 @@ const (
 // the single writer only dedupes and appends.
 type prepared struct {
 	hash   [16]byte
-	evKey  [18]byte // "e/" + nanos + seq
+	evKey  [18]byte // "e/" + nanos + seq; the writer sets seq when it accepts the event
 	raw    []byte
 	ops    []op
 	tenant string
@@ -90,14 +90,13 @@ type prepared struct {
 // carved from the arena's shared chunks rather than allocated one by one: pass one arena for
 // many events (a request, a batch of a replay or a rebuild). Without one, the event gets an arena
 // of its own, a whole chunk: for one-off use only.
-func (s *Store) prepare(ev *event.Event, seq uint64, a *arena) prepared {
+func (s *Store) prepare(ev *event.Event, a *arena) prepared {
 	if a == nil {
 		a = &arena{}
 	}
 	p := prepared{hash: dedupeHash(ev.Source, ev.ID), raw: ev.Raw, tenant: ev.Tenant, typ: ev.Type}
 	copy(p.evKey[:], pEvent)
 	putU64(p.evKey[2:], uint64(ev.Time.UnixNano()))
-	putU64(p.evKey[10:], seq)
 	bindings := s.byType[ev.Type]
 	if len(bindings) == 0 {
 		return p

@@ -415,7 +415,7 @@ func (s *Store) newDeriveBatch() *deriveBatch { return &deriveBatch{s: s, a: &ar
 
 // add prepares a stored event under its event key.
 func (d *deriveBatch) add(ev *event.Event, evKey []byte) {
-	p := d.s.prepare(ev, 0, d.a)
+	p := d.s.prepare(ev, d.a)
 	copy(p.evKey[:], evKey)
 	d.acc = append(d.acc, &p)
 }

@@ -183,7 +183,7 @@ func TestKeyBound(t *testing.T) {
 	defer s.Close()
 	ev := event.Event{ID: "1", Source: "s", Type: "com.example.wide", Time: time.Now(),
 		Tenant: strings.Repeat("t", 128), Fields: fields, Quantities: []event.Quantity{{Name: "n", Value: 1}}}
-	p := s.prepare(&ev, 1, nil)
+	p := s.prepare(&ev, nil)
 	if len(p.ops) == 0 {
 		t.Fatal("no ops")
 	}

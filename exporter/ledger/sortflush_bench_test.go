@@ -30,7 +30,7 @@ func BenchmarkSortFlush(b *testing.B) {
 			b.Fatal(err)
 		}
 		for i := range evs {
-			p := s.prepare(&evs[i], 1, a)
+			p := s.prepare(&evs[i], a)
 			for _, o := range p.ops {
 				if o.kind != opTotal && o.kind != opPeriod {
 					keys = append(keys, o.key)

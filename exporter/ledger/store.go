@@ -84,7 +84,6 @@ type Store struct {
 	stop    chan struct{}
 	stopped chan struct{}
 	closing atomic.Bool
-	seq     atomic.Uint64
 	closeMu sync.RWMutex // held for reading by Commit, for writing by Close
 
 	mu     sync.RWMutex // guards the mirror below
@@ -93,6 +92,7 @@ type Store struct {
 	seen        *seenFilter // owned by the writer goroutine
 	pending     pendingState
 	groupSeq    uint64 // the last journal entry written; owned by the writer goroutine
+	eventSeq    uint64 // the sequence number of the next accepted event; writer goroutine
 	gbuf        groupBuffers
 	flushReqs   chan chan chan error
 	turns       chan writerTurn // work that must run alone, in the writer goroutine (exclusive)
@@ -102,6 +102,7 @@ type Store struct {
 	decoder     *event.Decoder          // decodes stored events; shared: its parsers come from a pool
 	changes     atomic.Pointer[Changes] // told of every group commit (changes.go)
 	crashed     bool                    // tests: stop as a crash would, without the final flush
+	beforeQueue func()                  // tests: Commit calls it between preparing and queuing
 	space       *spaceGuard
 	lock        *storeLock
 	corruptions *atomic.Int64   // damage Pebble found (damage.go)
@@ -206,9 +207,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	for _, m := range s.meters {
 		s.byName[m.Name] = m
 	}
-	// Sequence numbers only need to be unique per event time; starting from the clock keeps
-	// them unique across restarts without reading anything back.
-	s.seq.Store(uint64(time.Now().UnixNano()))
+	// Sequence numbers only need to be unique per event time, and to follow the commits
+	// (commitGroup); starting from the clock keeps them so across restarts without reading
+	// anything back: a store accepts far fewer than one event per nanosecond.
+	s.eventSeq = uint64(time.Now().UnixNano())
 	if err := s.load(ctx); err != nil {
 		s.closeDB()
 		return nil, damaged(opts.Path, err)
@@ -338,10 +340,12 @@ func (s *Store) Commit(ctx context.Context, events []event.Event) (Result, error
 		return Result{}, ErrClosed
 	}
 	req := &commitReq{events: make([]prepared, len(events)), done: make(chan commitDone, 1)}
-	base := s.seq.Add(uint64(len(events))) - uint64(len(events))
 	a := &arena{}
 	for i := range events {
-		req.events[i] = s.prepare(&events[i], base+uint64(i), a)
+		req.events[i] = s.prepare(&events[i], a)
+	}
+	if s.beforeQueue != nil {
+		s.beforeQueue()
 	}
 	select {
 	case s.reqs <- req:

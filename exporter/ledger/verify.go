@@ -46,7 +46,7 @@ func (s *Store) Verify(ctx context.Context) (diffs []string, err error) {
 			s.log.Info("verifying ledger", "events_read", raw, "at_event_time", ev.Time.UTC().Format(time.RFC3339))
 			last = time.Now()
 		}
-		p := s.prepare(ev, 0, a)
+		p := s.prepare(ev, a)
 		for _, o := range p.ops {
 			if o.kind == opUnique {
 				wantSets[o.key] = true
