@@ -50,10 +50,9 @@ func (s *Store) Submit(ctx context.Context, events []event.Event, mark Mark) (Pe
 		return Pending{}, ErrClosed
 	}
 	req := &commitReq{events: make([]prepared, len(events)), done: make(chan commitDone, 1), mark: &mark}
-	base := s.seq.Add(uint64(len(events))) - uint64(len(events))
 	a := &arena{}
 	for i := range events {
-		req.events[i] = s.prepare(&events[i], base+uint64(i), a)
+		req.events[i] = s.prepare(&events[i], a) // the writer numbers the events in commit order
 	}
 	select {
 	case s.reqs <- req:
