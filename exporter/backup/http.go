@@ -63,7 +63,7 @@ func NewHandler(s *ledger.Store, key []byte, log *slog.Logger) *Handler {
 
 // Routes are the backup's endpoints (an admin action: authorised by the policies, audited).
 func (h *Handler) Routes() []route.Route {
-	return []route.Route{{Method: http.MethodPost, Pattern: "/v1/admin/backup", Action: route.ActionAdmin, Audit: true, Handler: h.serve}}
+	return []route.Route{{Method: http.MethodPost, Pattern: "/v1/admin/backup", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: h.serve}}
 }
 
 // Describe implements prometheus.Collector.

@@ -8,6 +8,7 @@ package spec
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/usagemeter/usagemeter/exporter/backup"
 	"net/http"
 	"reflect"
 	"slices"
@@ -230,6 +231,9 @@ func operations(g *gen) []op {
 			query("limit", "At most this many entries.", false, integer(1, 1000)),
 		}, status: 200, resp: auditResponse{}},
 		{method: "POST", path: "/-/reload", tag: "operations", summary: "Reload the configuration", status: 200, resp: reloadResponse{}},
+		{method: "POST", path: "/v1/admin/backup", tag: "operations", summary: "Stream a consistent backup of the store (usagectl backup)",
+			description: "A ledger checkpoint as a tar with a manifest and SHA-256 checksums, sealed with the archive key when one is configured. A failure after the answer began is reported in the trailer named by the Trailer header; usagectl backup checks every checksum.",
+			status:      200, resp: backup.ContentType},
 		{method: "GET", path: "/-/healthy", tag: "operations", summary: "Liveness", public: true, status: 200, resp: typeText},
 		{method: "GET", path: "/-/ready", tag: "operations", summary: "Readiness: the store is open", public: true, status: 200, resp: typeText},
 		{method: "GET", path: "/v1/openapi.json", tag: "operations", summary: "This document", public: true, status: 200, resp: "application/json"},

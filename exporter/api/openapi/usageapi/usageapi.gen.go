@@ -316,8 +316,10 @@ func (e GetV1UsageParamsWindow) Valid() bool {
 
 // Accepted defines model for Accepted.
 type Accepted struct {
-	Accepted   int `json:"accepted"`
-	Duplicates int `json:"duplicates"`
+	Accepted   int   `json:"accepted"`
+	Duplicates int   `json:"duplicates"`
+	Seq        *int  `json:"seq,omitempty"`
+	Unapplied  *bool `json:"unapplied,omitempty"`
 }
 
 // AnalyticsAppliedResponse defines model for AnalyticsAppliedResponse.
@@ -1688,6 +1690,13 @@ type ClientInterface interface {
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
 	GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// PostV1AdminBackup Stream a consistent backup of the store (usagectl backup)
+	//
+	// A ledger checkpoint as a tar with a manifest and SHA-256 checksums, sealed with the archive key when one is configured. A failure after the answer began is reported in the trailer named by the Trailer header; usagectl backup checks every checksum.
+	//
+	// Corresponds with POST /v1/admin/backup (the `PostV1AdminBackup` operationId).
+	PostV1AdminBackup(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetV1AnalyticsAdoption Feature adoption
 	//
 	// Corresponds with GET /v1/analytics/adoption (the `GetV1AnalyticsAdoption` operationId).
@@ -2087,6 +2096,23 @@ func (c *Client) GetDebugPprofTrace(ctx context.Context, params *GetDebugPprofTr
 // Corresponds with GET /metrics (the `GetMetrics` operationId).
 func (c *Client) GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetMetricsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1AdminBackup Stream a consistent backup of the store (usagectl backup)
+//
+// A ledger checkpoint as a tar with a manifest and SHA-256 checksums, sealed with the archive key when one is configured. A failure after the answer began is reported in the trailer named by the Trailer header; usagectl backup checks every checksum.
+//
+// Corresponds with POST /v1/admin/backup (the `PostV1AdminBackup` operationId).
+func (c *Client) PostV1AdminBackup(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1AdminBackupRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -3128,6 +3154,33 @@ func NewGetMetricsRequest(server string) (*http.Request, error) {
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostV1AdminBackupRequest constructs an http.Request for the PostV1AdminBackup method
+func NewPostV1AdminBackupRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/backup")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -5920,6 +5973,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
 	GetMetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetMetricsResponse, error)
 
+	// PostV1AdminBackupWithResponse Stream a consistent backup of the store (usagectl backup)
+	//
+	// A ledger checkpoint as a tar with a manifest and SHA-256 checksums, sealed with the archive key when one is configured. A failure after the answer began is reported in the trailer named by the Trailer header; usagectl backup checks every checksum.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/backup (the `PostV1AdminBackup` operationId).
+	PostV1AdminBackupWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*PostV1AdminBackupResponse, error)
+
 	// GetV1AnalyticsAdoptionWithResponse Feature adoption
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -6594,6 +6656,47 @@ func (r GetMetricsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetMetricsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostV1AdminBackupResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PostV1AdminBackupResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1AdminBackupResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1AdminBackupResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1AdminBackupResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1AdminBackupResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8473,6 +8576,21 @@ func (c *ClientWithResponses) GetMetricsWithResponse(ctx context.Context, reqEdi
 	return ParseGetMetricsResponse(rsp)
 }
 
+// PostV1AdminBackupWithResponse Stream a consistent backup of the store (usagectl backup)
+//
+// A ledger checkpoint as a tar with a manifest and SHA-256 checksums, sealed with the archive key when one is configured. A failure after the answer began is reported in the trailer named by the Trailer header; usagectl backup checks every checksum.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/backup (the `PostV1AdminBackup` operationId).
+func (c *ClientWithResponses) PostV1AdminBackupWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*PostV1AdminBackupResponse, error) {
+	rsp, err := c.PostV1AdminBackup(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1AdminBackupResponse(rsp)
+}
+
 // GetV1AnalyticsAdoptionWithResponse Feature adoption
 //
 // Returns a wrapper object for the known response body format(s).
@@ -9303,6 +9421,32 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 	}
 
 	response := &GetMetricsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostV1AdminBackupResponse parses an HTTP response from a PostV1AdminBackupWithResponse call
+func ParsePostV1AdminBackupResponse(rsp *http.Response) (*PostV1AdminBackupResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1AdminBackupResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}
