@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/usagemeter/usagemeter/exporter/backup"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -79,7 +80,7 @@ func init() {
 	}
 	openapi3filter.RegisterBodyDecoder("application/x-ndjson", openapi3filter.PlainBodyDecoder)
 	openapi3filter.RegisterBodyDecoder("text/html", openapi3filter.PlainBodyDecoder)
-	for _, mt := range []string{"application/pdf", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"} {
+	for _, mt := range []string{"application/pdf", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", backup.ContentType} {
 		openapi3filter.RegisterBodyDecoder(mt, openapi3filter.FileBodyDecoder)
 	}
 }
