@@ -276,26 +276,52 @@ func (e *Evaluator) Scoped(ctx context.Context, plan config.Plan, tenant, meterN
 		return nil, nil
 	}
 	var out []Limit
-	now := e.now().UTC()
+	where := map[string]string{}
 	if user != "" {
 		if limit, _, ok := plan.UserLimit(meterName, user); ok {
-			used, err := e.usedBy(ctx, def, tenant, "user", user, now)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, Limit{Scope: ScopeUser, Name: user, Used: used, Limit: limit})
+			out = append(out, Limit{Scope: ScopeUser, Name: user, Limit: limit})
+			where["user"] = user
 		}
 	}
 	if feature != "" {
 		if limit, ok := plan.FeatureLimit(meterName, feature); ok {
-			used, err := e.usedBy(ctx, def, tenant, "feature", feature, now)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, Limit{Scope: ScopeFeature, Name: feature, Used: used, Limit: limit})
+			out = append(out, Limit{Scope: ScopeFeature, Name: feature, Limit: limit})
+			where["feature"] = feature
 		}
 	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	used, err := e.usedWhere(ctx, def, tenant, where, e.now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].Used = used[out[i].Scope]
+	}
 	return out, nil
+}
+
+// usedWhere is the exact usage of a meter by one value of each dimension of where (one user,
+// one feature) of a tenant in the quota period, by dimension. Flow meters are read in one scan
+// of the period's rollups (ledger.DimensionTotals); the others with Usage, dimension by
+// dimension.
+func (e *Evaluator) usedWhere(ctx context.Context, def *meter.Def, tenant string, where map[string]string, now time.Time) (map[string]int64, error) {
+	from, to := quotaPeriod(now)
+	totals, ok, err := e.store.DimensionTotals(ctx, def.Name, tenant, from, to, where)
+	if err != nil {
+		return nil, fmt.Errorf("usage of %s by %v of %s: %w", def.Name, where, tenant, err)
+	}
+	if ok {
+		return totals, nil
+	}
+	totals = make(map[string]int64, len(where))
+	for dim, value := range where {
+		if totals[dim], err = e.usedBy(ctx, def, tenant, dim, value, now); err != nil {
+			return nil, err
+		}
+	}
+	return totals, nil
 }
 
 // quotaPeriod is the range of rollups a quota counts: the calendar month of now. Stock meters
