@@ -75,3 +75,42 @@ func TestField(t *testing.T) {
 		}
 	}
 }
+
+// TestDimensionSumsMatchUsage: one scan answers the month total (the in-memory month total's
+// figure) and the usage of every user and every feature, as Usage grouped by each.
+func TestDimensionSumsMatchUsage(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	var body strings.Builder
+	for i := range 40 {
+		body.WriteString(ev(fmt.Sprint(i), "ai.tokens", t0.Add(time.Duration(i)*time.Hour),
+			fmt.Sprintf(`{"tenant":"acme","user":"u%d","feature":"f%d","model":"m","input_tokens":%d,"output_tokens":1}`, i%7, i%3, i)))
+	}
+	if _, err := s.Commit(ctx, decode(t, body.String())); err != nil {
+		t.Fatal(err)
+	}
+	from, to := monthStart(monthOf(t0)), MonthEnd(t0)
+	total, by, ok, err := s.DimensionSums(ctx, "ai_tokens", "acme", from, to, []string{"user", "feature"})
+	if err != nil || !ok {
+		t.Fatalf("%v %v", ok, err)
+	}
+	if cur, _ := s.Current("ai_tokens", "acme", t0); total != cur || total != 40*39/2+40 {
+		t.Errorf("total %d, month total %d, want %d", total, cur, 40*39/2+40)
+	}
+	for _, dim := range []string{"user", "feature"} {
+		want := map[string]int64{}
+		for _, r := range usage(t, s, Query{Meter: "ai_tokens", Tenant: "acme", From: from, To: to, GroupBy: []string{dim}}) {
+			want[r.Group[dim]] += r.Value
+		}
+		if fmt.Sprint(by[dim]) != fmt.Sprint(want) {
+			t.Errorf("by %s: %v, want %v", dim, by[dim], want)
+		}
+	}
+	if _, _, ok, _ := s.DimensionSums(ctx, "documents", "acme", from, to, []string{"user"}); ok {
+		t.Error("a stock meter was answered")
+	}
+	if _, _, _, err := s.DimensionSums(ctx, "ai_tokens", "acme", from, to, []string{"colour"}); err == nil {
+		t.Error("a dimension the meter does not keep was accepted")
+	}
+}

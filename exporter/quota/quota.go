@@ -59,6 +59,7 @@ type Evaluator struct {
 	cfg   func() *config.Config
 	plans PlanSource
 	now   func() time.Time
+	sums  sumsCache
 }
 
 // New returns an evaluator reading the config in force through cfg (it changes on reload).
@@ -308,6 +309,15 @@ func (e *Evaluator) Scoped(ctx context.Context, plan config.Plan, tenant, meterN
 // dimension.
 func (e *Evaluator) usedWhere(ctx context.Context, def *meter.Def, tenant string, where map[string]string, now time.Time) (map[string]int64, error) {
 	from, to := quotaPeriod(now)
+	if sums, ok, err := e.sums.read(ctx, e.store, def, tenant, from, to, now); err != nil {
+		return nil, err
+	} else if ok {
+		totals := make(map[string]int64, len(where))
+		for dim, value := range where {
+			totals[dim] = sums.by[dim][value]
+		}
+		return totals, nil
+	}
 	totals, ok, err := e.store.DimensionTotals(ctx, def.Name, tenant, from, to, where)
 	if err != nil {
 		return nil, fmt.Errorf("usage of %s by %v of %s: %w", def.Name, where, tenant, err)

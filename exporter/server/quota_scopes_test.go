@@ -166,4 +166,31 @@ func TestUserAndFeatureQuotas(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("quotas:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+
+	// The usage of users and features read for the checks above is kept while the tenant's
+	// month total stands still; new usage shows in the very next check. alice uses 5 more for
+	// chat (45 of 50, chat 74 of 80); an event of no tokens changes nothing.
+	if code, resp := do(t, ts, "POST", "/v1/events", "", "application/x-ndjson", tokensEvent("5", "alice", "chat", 5)+tokensEvent("6", "bob", "chat", 0)); code != 202 {
+		t.Fatalf("ingest: %d %s", code, resp)
+	}
+	for _, c := range []struct {
+		user, feature string
+		amount        int64
+		want          answer
+	}{
+		{"alice", "", 5, answer{"warn", 0, "user", 45, 50, `ai_tokens of user "alice": 45 + 5 reaches 100% of the limit of 50`}},
+		{"alice", "", 6, answer{"deny", 5, "user", 45, 50, `ai_tokens of user "alice": 45 + 6 exceeds the hard limit of 50`}},
+		{"", "chat", 7, answer{"deny", 6, "feature", 74, 80, `ai_tokens of feature "chat": 74 + 7 exceeds the hard limit of 80`}},
+		{"bob", "", 1, answer{"warn", 0, "user", 99, 100, `ai_tokens of user "bob": 99 + 1 reaches 100% of the limit of 100`}},
+	} {
+		req := fmt.Sprintf(`{"tenant":"acme","meter":"ai_tokens","amount":%d,"user":%q,"feature":%q}`, c.amount, c.user, c.feature)
+		code, _, resp := fetch(t, "POST", ts.URL+"/v1/quota/check", req)
+		var got answer
+		if err := json.Unmarshal([]byte(resp), &got); code != 200 || err != nil {
+			t.Fatalf("%s after more usage: %d %s", req, code, resp)
+		}
+		if got != c.want {
+			t.Errorf("%s after more usage:\n got %+v\nwant %+v", req, got, c.want)
+		}
+	}
 }
