@@ -359,6 +359,17 @@ func (e *Evaluator) usedBy(ctx context.Context, def *meter.Def, tenant, dim, val
 // quota period.
 func (e *Evaluator) usedByEach(ctx context.Context, def *meter.Def, tenant, dim string, now time.Time) (map[string]int64, error) {
 	from, to := quotaPeriod(now)
+	if sums, ok, err := e.sums.read(ctx, e.store, def, tenant, from, to, now); err != nil {
+		return nil, err
+	} else if ok {
+		out := make(map[string]int64, len(sums.by[dim]))
+		for v, n := range sums.by[dim] {
+			if v != "" {
+				out[v] = n
+			}
+		}
+		return out, nil
+	}
 	rows, err := e.store.Usage(ctx, ledger.Query{Meter: def.Name, Tenant: tenant, From: from, To: to, GroupBy: []string{dim}})
 	if err != nil {
 		return nil, fmt.Errorf("usage of %s by %s of %s: %w", def.Name, dim, tenant, err)
