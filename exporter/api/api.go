@@ -315,11 +315,13 @@ func (a *API) meters(w http.ResponseWriter, r *http.Request) {
 // QuotasResponse is the body of GET /v1/tenants/{tenant}/quotas: the tenant's quotas, and those
 // of its users and features (docs/quotas.md).
 type QuotasResponse struct {
-	Tenant        string         `json:"tenant"`
-	Plan          string         `json:"plan"`
-	Quotas        []quota.Status `json:"quotas"`
-	UserQuotas    []quota.Status `json:"user_quotas"`
-	FeatureQuotas []quota.Status `json:"feature_quotas"`
+	Tenant string         `json:"tenant"`
+	Plan   string         `json:"plan"`
+	Quotas []quota.Status `json:"quotas"`
+	// UserQuotas is per-user detail: present only when asked for (?users=true), which needs
+	// usage.read_users.
+	UserQuotas    *[]quota.Status `json:"user_quotas,omitempty"`
+	FeatureQuotas []quota.Status  `json:"feature_quotas"`
 }
 
 func (a *API) quotas(w http.ResponseWriter, r *http.Request) {
@@ -332,18 +334,39 @@ func (a *API) quotas(w http.ResponseWriter, r *http.Request) {
 		problem.UnknownTenant(w, tenant)
 		return
 	}
+	// Per-user quotas are per-user detail: asked for explicitly, and only with its permission.
+	withUsers := false
+	switch v := r.URL.Query().Get("users"); v {
+	case "", "false":
+	case "true":
+		withUsers = true
+		if a.Authorize != nil {
+			if err := a.Authorize(r, route.ActionUsageUserRead, tenant); err != nil {
+				problem.Error(w, http.StatusForbidden, "per-user quotas need the usage.read_users permission")
+				return
+			}
+		}
+	default:
+		problem.Error(w, http.StatusBadRequest, fmt.Sprintf("users: %q must be true or false", v))
+		return
+	}
 	plan, quotas := a.Quotas.Tenant(r.Context(), tenant)
-	users, err := a.Quotas.UserStatuses(r.Context(), tenant, plan)
-	if err == nil {
-		var features []quota.Status
-		if features, err = a.Quotas.FeatureStatuses(r.Context(), tenant, plan); err == nil {
-			writeJSON(w, http.StatusOK, QuotasResponse{Tenant: tenant, Plan: plan.Name, Quotas: quotas,
-				UserQuotas: nonNil(users), FeatureQuotas: nonNil(features)})
-			return
+	resp := QuotasResponse{Tenant: tenant, Plan: plan.Name, Quotas: quotas}
+	features, err := a.Quotas.FeatureStatuses(r.Context(), tenant, plan)
+	if err == nil && withUsers {
+		var users []quota.Status
+		if users, err = a.Quotas.UserStatuses(r.Context(), tenant, plan); err == nil {
+			users = nonNil(users)
+			resp.UserQuotas = &users
 		}
 	}
-	a.Log.Error("reading user and feature quotas failed", "tenant", tenant, "err", err)
-	problem.Error(w, http.StatusInternalServerError, "the usage of users and features could not be read")
+	if err != nil {
+		a.Log.Error("reading user and feature quotas failed", "tenant", tenant, "err", err)
+		problem.Error(w, http.StatusInternalServerError, "the usage of users and features could not be read")
+		return
+	}
+	resp.FeatureQuotas = nonNil(features)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // nonNil makes an empty list encode as [] rather than null.

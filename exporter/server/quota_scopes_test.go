@@ -132,7 +132,7 @@ func TestUserAndFeatureQuotas(t *testing.T) {
 		t.Errorf("bad user: %d %s", code, resp)
 	}
 
-	code, _, resp = fetch(t, "GET", ts.URL+"/v1/tenants/acme/quotas", "")
+	code, _, resp = fetch(t, "GET", ts.URL+"/v1/tenants/acme/quotas?users=true", "")
 	if code != 200 {
 		t.Fatalf("quotas: %d %s", code, resp)
 	}
@@ -192,5 +192,26 @@ func TestUserAndFeatureQuotas(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s after more usage:\n got %+v\nwant %+v", req, got, c.want)
 		}
+	}
+}
+
+// TestUserQuotasArePerUserDetail: per-user quotas are listed only when asked for, and only to a
+// principal allowed per-user detail; an operator (sre) reads the tenant's and features' quotas.
+func TestUserQuotasArePerUserDetail(t *testing.T) {
+	_, ts, c := secured(t)
+	if code, body := do(t, ts, "POST", "/v1/events", c.ingestAcme, "application/x-ndjson", event("1", "acme", "alice", 1)); code != 202 {
+		t.Fatalf("ingest: %d %s", code, body)
+	}
+	if code, body := do(t, ts, "GET", "/v1/tenants/acme/quotas?users=true", c.acmeAdmin, "", ""); code != 200 || !strings.Contains(body, `"user_quotas":[]`) {
+		t.Errorf("saas_admin with users=true: %d %s", code, body)
+	}
+	if code, body := do(t, ts, "GET", "/v1/tenants/acme/quotas?users=true", c.sre, "", ""); code != 403 || !strings.Contains(body, "usage.read_users") {
+		t.Errorf("sre with users=true: %d %s", code, body)
+	}
+	if code, body := do(t, ts, "GET", "/v1/tenants/acme/quotas", c.sre, "", ""); code != 200 || strings.Contains(body, "user_quotas") || !strings.Contains(body, `"feature_quotas":[]`) {
+		t.Errorf("sre without users: %d %s", code, body)
+	}
+	if code, _ := do(t, ts, "GET", "/v1/tenants/acme/quotas?users=yes", c.acmeAdmin, "", ""); code != 400 {
+		t.Errorf("users=yes: %d, want 400", code)
 	}
 }
