@@ -762,41 +762,50 @@ type QuotaCheckRequest struct {
 	Feature *string `json:"feature,omitempty"`
 	Meter   string  `json:"meter"`
 	Tenant  string  `json:"tenant"`
+	User    *string `json:"user,omitempty"`
 }
 
 // QuotaCheckResponse defines model for QuotaCheckResponse.
 type QuotaCheckResponse struct {
-	Limit     *int64 `json:"limit,omitempty"`
-	Meter     string `json:"meter"`
-	Plan      string `json:"plan"`
-	Reason    string `json:"reason"`
-	Remaining int64  `json:"remaining"`
-	Result    string `json:"result"`
-	Tenant    string `json:"tenant"`
-	Unlimited *bool  `json:"unlimited,omitempty"`
-	Used      int64  `json:"used"`
+	Feature    *string `json:"feature,omitempty"`
+	Limit      *int64  `json:"limit,omitempty"`
+	LimitScope *string `json:"limit_scope,omitempty"`
+	Meter      string  `json:"meter"`
+	Plan       string  `json:"plan"`
+	Reason     string  `json:"reason"`
+	Remaining  int64   `json:"remaining"`
+	Result     string  `json:"result"`
+	Tenant     string  `json:"tenant"`
+	Unlimited  *bool   `json:"unlimited,omitempty"`
+	Used       int64   `json:"used"`
+	User       *string `json:"user,omitempty"`
 }
 
 // QuotaStatus defines model for QuotaStatus.
 type QuotaStatus struct {
 	Enforcement  string     `json:"enforcement"`
+	Feature      *string    `json:"feature,omitempty"`
 	Kind         string     `json:"kind"`
 	Limit        int64      `json:"limit"`
 	Meter        string     `json:"meter"`
 	PeriodEnd    *time.Time `json:"period_end,omitempty"`
 	PeriodStart  *time.Time `json:"period_start,omitempty"`
 	Ratio        float64    `json:"ratio"`
+	Scope        string     `json:"scope"`
 	State        string     `json:"state"`
 	Unit         *string    `json:"unit,omitempty"`
 	Used         int64      `json:"used"`
+	User         *string    `json:"user,omitempty"`
 	WarningRatio float64    `json:"warning_ratio"`
 }
 
 // QuotasResponse defines model for QuotasResponse.
 type QuotasResponse struct {
-	Plan   string         `json:"plan"`
-	Quotas *[]QuotaStatus `json:"quotas"`
-	Tenant string         `json:"tenant"`
+	FeatureQuotas *[]QuotaStatus `json:"feature_quotas"`
+	Plan          string         `json:"plan"`
+	Quotas        *[]QuotaStatus `json:"quotas"`
+	Tenant        string         `json:"tenant"`
+	UserQuotas    *[]QuotaStatus `json:"user_quotas,omitempty"`
 }
 
 // RatingLine defines model for RatingLine.
