@@ -1457,6 +1457,12 @@ type GetV1ReportsUsageParamsFormat string
 // GetV1ReportsUsageParamsWindow defines parameters for GetV1ReportsUsage.
 type GetV1ReportsUsageParamsWindow string
 
+// GetV1TenantsTenantQuotasParams defines parameters for GetV1TenantsTenantQuotas.
+type GetV1TenantsTenantQuotasParams struct {
+	// Users true: also each user's quotas (needs usage.read_users).
+	Users *bool `form:"users,omitempty" json:"users,omitempty"`
+}
+
 // GetV1UsageParams defines parameters for GetV1Usage.
 type GetV1UsageParams struct {
 	// Tenant The tenant.
@@ -1968,7 +1974,7 @@ type ClientInterface interface {
 	// GetV1TenantsTenantQuotas A tenant's quotas and their state
 	//
 	// Corresponds with GET /v1/tenants/{tenant}/quotas (the `GetV1TenantsTenantQuotas` operationId).
-	GetV1TenantsTenantQuotas(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error)
+	GetV1TenantsTenantQuotas(ctx context.Context, tenant string, params *GetV1TenantsTenantQuotasParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetV1TenantsTenantStatement A tenant's statement of account
 	//
@@ -2824,8 +2830,8 @@ func (c *Client) PostV1TenantsTenantPlan(ctx context.Context, tenant string, bod
 // GetV1TenantsTenantQuotas A tenant's quotas and their state
 //
 // Corresponds with GET /v1/tenants/{tenant}/quotas (the `GetV1TenantsTenantQuotas` operationId).
-func (c *Client) GetV1TenantsTenantQuotas(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetV1TenantsTenantQuotasRequest(c.Server, tenant)
+func (c *Client) GetV1TenantsTenantQuotas(ctx context.Context, tenant string, params *GetV1TenantsTenantQuotasParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1TenantsTenantQuotasRequest(c.Server, tenant, params)
 	if err != nil {
 		return nil, err
 	}
@@ -5645,7 +5651,7 @@ func NewPostV1TenantsTenantPlanRequestWithBody(server string, tenant string, con
 }
 
 // NewGetV1TenantsTenantQuotasRequest constructs an http.Request for the GetV1TenantsTenantQuotas method
-func NewGetV1TenantsTenantQuotasRequest(server string, tenant string) (*http.Request, error) {
+func NewGetV1TenantsTenantQuotasRequest(server string, tenant string, params *GetV1TenantsTenantQuotasParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -5668,6 +5674,33 @@ func NewGetV1TenantsTenantQuotasRequest(server string, tenant string) (*http.Req
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Users != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "users", *params.Users, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -6305,7 +6338,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/tenants/{tenant}/quotas (the `GetV1TenantsTenantQuotas` operationId).
-	GetV1TenantsTenantQuotasWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantQuotasResponse, error)
+	GetV1TenantsTenantQuotasWithResponse(ctx context.Context, tenant string, params *GetV1TenantsTenantQuotasParams, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantQuotasResponse, error)
 
 	// GetV1TenantsTenantStatementWithResponse A tenant's statement of account
 	//
@@ -9172,8 +9205,8 @@ func (c *ClientWithResponses) PostV1TenantsTenantPlanWithResponse(ctx context.Co
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/tenants/{tenant}/quotas (the `GetV1TenantsTenantQuotas` operationId).
-func (c *ClientWithResponses) GetV1TenantsTenantQuotasWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantQuotasResponse, error) {
-	rsp, err := c.GetV1TenantsTenantQuotas(ctx, tenant, reqEditors...)
+func (c *ClientWithResponses) GetV1TenantsTenantQuotasWithResponse(ctx context.Context, tenant string, params *GetV1TenantsTenantQuotasParams, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantQuotasResponse, error) {
+	rsp, err := c.GetV1TenantsTenantQuotas(ctx, tenant, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
