@@ -53,6 +53,29 @@ type Plan struct {
 	Limits       map[string]int64 `yaml:"limits"`
 	// Features allowed on the plan; nil means all.
 	Features []string `yaml:"features,omitempty"`
+	// UserLimits is the limit of every single user of a tenant, by meter (docs/quotas.md).
+	UserLimits map[string]int64 `yaml:"user_limits,omitempty"`
+	// FeatureLimits limits the usage of a meter for one feature, by feature then meter.
+	FeatureLimits map[string]map[string]int64 `yaml:"feature_limits,omitempty"`
+	// Users holds the limits of named users, by user then meter. Only tenants set it: a plan
+	// does not know the users of its tenants. They replace UserLimits meter by meter.
+	Users map[string]map[string]int64 `yaml:"-"`
+}
+
+// UserLimit returns the limit on meter of one user: the user's own, else the tenant's default
+// for every user. ok is false when neither is set.
+func (p Plan) UserLimit(meter, user string) (limit int64, named, ok bool) {
+	if l, ok := p.Users[user][meter]; ok {
+		return l, true, true
+	}
+	l, ok := p.UserLimits[meter]
+	return l, false, ok
+}
+
+// FeatureLimit returns the limit on meter of one feature; ok is false when none is set.
+func (p Plan) FeatureLimit(meter, feature string) (int64, bool) {
+	l, ok := p.FeatureLimits[feature][meter]
+	return l, ok
 }
 
 // Tenant maps a tenant to a plan, with overrides.
@@ -62,6 +85,12 @@ type Tenant struct {
 	Plan         string           `yaml:"plan"`
 	Limits       map[string]int64 `yaml:"limits,omitempty"`
 	WarningRatio *float64         `yaml:"warning_ratio,omitempty"`
+	// UserLimits replaces the plan's limit of every user, meter by meter; Users sets the limits
+	// of named users; FeatureLimits replaces the plan's feature limits, feature and meter by
+	// feature and meter (docs/quotas.md).
+	UserLimits    map[string]int64            `yaml:"user_limits,omitempty"`
+	Users         map[string]map[string]int64 `yaml:"users,omitempty"`
+	FeatureLimits map[string]map[string]int64 `yaml:"feature_limits,omitempty"`
 	// Start is when the tenant began (a date or RFC 3339 time): it is billed from that month
 	// on. Zero: from its first usage or subscription.
 	Start time.Time `yaml:"start,omitempty"`
@@ -316,6 +345,41 @@ func (c *Config) validate(root *yaml.Node) error {
 		}
 		return nil
 	}
+	// A user or feature limit needs the meter to keep that dimension: the ledger reads the
+	// usage of one user or feature from its rollups by dimension.
+	checkDim := func(dim string, limits map[string]int64, path ...any) error {
+		if err := checkLimits(limits, path...); err != nil {
+			return err
+		}
+		for m := range limits {
+			if d, _ := c.Meter(m); !slices.Contains(d.Dimensions, dim) {
+				return bad(fmt.Sprintf("meter %q does not keep the %s dimension, so it cannot be limited per %s", m, dim, dim), append(path, m)...)
+			}
+		}
+		return nil
+	}
+	checkScoped := func(user map[string]int64, users, features map[string]map[string]int64, path ...any) error {
+		if err := checkDim("user", user, append(path, "user_limits")...); err != nil {
+			return err
+		}
+		for u, limits := range users {
+			if !event.ValidID(u) {
+				return bad(fmt.Sprintf("%q is not a valid user id", u), append(path, "users", u)...)
+			}
+			if err := checkDim("user", limits, append(path, "users", u)...); err != nil {
+				return err
+			}
+		}
+		for f, limits := range features {
+			if f == "" {
+				return bad("a feature name cannot be empty", append(path, "feature_limits")...)
+			}
+			if err := checkDim("feature", limits, append(path, "feature_limits", f)...); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	plans := map[string]bool{}
 	for i := range c.Plans {
 		p := &c.Plans[i]
@@ -339,6 +403,9 @@ func (c *Config) validate(root *yaml.Node) error {
 			return bad("must be in (0, 1]", "plans", i, "warning_ratio")
 		}
 		if err := checkLimits(p.Limits, "plans", i, "limits"); err != nil {
+			return err
+		}
+		if err := checkScoped(p.UserLimits, nil, p.FeatureLimits, "plans", i); err != nil {
 			return err
 		}
 	}
@@ -365,6 +432,9 @@ func (c *Config) validate(root *yaml.Node) error {
 			return bad(fmt.Sprintf("plan %q is not in the catalogue", t.Plan), "tenants", i, "plan")
 		}
 		if err := checkLimits(t.Limits, "tenants", i, "limits"); err != nil {
+			return err
+		}
+		if err := checkScoped(t.UserLimits, t.Users, t.FeatureLimits, "tenants", i); err != nil {
 			return err
 		}
 		if r := t.WarningRatio; r != nil && !(*r > 0 && *r <= 1) {
@@ -426,7 +496,33 @@ func (c *Config) WithOverrides(name string, t Tenant) Plan {
 	if t.WarningRatio != nil {
 		p.WarningRatio = *t.WarningRatio
 	}
+	if len(t.UserLimits) > 0 {
+		p.UserLimits = mergeLimits(p.UserLimits, t.UserLimits)
+	}
+	if len(t.FeatureLimits) > 0 {
+		features := make(map[string]map[string]int64, len(p.FeatureLimits)+len(t.FeatureLimits))
+		for f, l := range p.FeatureLimits {
+			features[f] = l
+		}
+		for f, l := range t.FeatureLimits {
+			features[f] = mergeLimits(features[f], l)
+		}
+		p.FeatureLimits = features
+	}
+	p.Users = t.Users
 	return p
+}
+
+// mergeLimits returns base with over's limits replacing its own, without changing either.
+func mergeLimits(base, over map[string]int64) map[string]int64 {
+	out := make(map[string]int64, len(base)+len(over))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range over {
+		out[k] = v
+	}
+	return out
 }
 
 // Meter returns the definition of a meter.

@@ -103,3 +103,83 @@ meters:
 		t.Errorf("custom meter not loaded: %+v", c.Meters)
 	}
 }
+
+func TestUserAndFeatureLimits(t *testing.T) {
+	c, err := Parse([]byte(`
+plans:
+  - name: pro
+    limits: {ai_tokens: 1000}
+    user_limits: {ai_tokens: 100, ai_requests: 50}
+    feature_limits:
+      chat: {ai_tokens: 500}
+      search: {ai_tokens: 300}
+tenants:
+  - id: acme
+    plan: pro
+    user_limits: {ai_tokens: 200}
+    users:
+      alice: {ai_tokens: 400}
+    feature_limits:
+      chat: {ai_tokens: 600}
+  - {id: beta, plan: pro}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := c.PlanOf("acme")
+	for _, tc := range []struct {
+		user        string
+		limit       int64
+		named, ok   bool
+		meter       string
+		description string
+	}{
+		{"alice", 400, true, true, "ai_tokens", "named user"},
+		{"bob", 200, false, true, "ai_tokens", "tenant default replaces the plan's"},
+		{"alice", 50, false, true, "ai_requests", "a named user without this meter gets the default"},
+		{"bob", 0, false, false, "documents", "no user limit"},
+	} {
+		limit, named, ok := acme.UserLimit(tc.meter, tc.user)
+		if limit != tc.limit || named != tc.named || ok != tc.ok {
+			t.Errorf("%s: UserLimit(%s, %s) = %d %v %v, want %d %v %v", tc.description, tc.meter, tc.user, limit, named, ok, tc.limit, tc.named, tc.ok)
+		}
+	}
+	if l, ok := acme.FeatureLimit("ai_tokens", "chat"); !ok || l != 600 {
+		t.Errorf("acme chat = %d %v, want the tenant's 600", l, ok)
+	}
+	if l, ok := acme.FeatureLimit("ai_tokens", "search"); !ok || l != 300 {
+		t.Errorf("acme search = %d %v, want the plan's 300", l, ok)
+	}
+	if _, ok := acme.FeatureLimit("ai_tokens", "translate"); ok {
+		t.Error("a feature without a limit has one")
+	}
+	beta := c.PlanOf("beta")
+	if l, named, ok := beta.UserLimit("ai_tokens", "alice"); l != 100 || named || !ok {
+		t.Errorf("beta alice = %d %v %v, want the plan's default 100 (acme's users are acme's)", l, named, ok)
+	}
+	if l, _ := beta.FeatureLimit("ai_tokens", "chat"); l != 500 {
+		t.Errorf("beta chat = %d, want 500", l)
+	}
+	// The tenant's overrides did not change the catalogue.
+	if p, _ := c.Plan("pro"); p.UserLimits["ai_tokens"] != 100 || p.FeatureLimits["chat"]["ai_tokens"] != 500 {
+		t.Errorf("the catalogue changed: %+v", p)
+	}
+}
+
+func TestUserAndFeatureLimitErrors(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"plans:\n  - {name: p, user_limits: {storage_bytes: 1}}\n", `plans[0].user_limits.storage_bytes: meter "storage_bytes" does not keep the user dimension`},
+		{"plans:\n  - {name: p, feature_limits: {chat: {documents: 1}}}\n", `plans[0].feature_limits.chat.documents: meter "documents" does not keep the feature dimension`},
+		{"plans:\n  - {name: p, user_limits: {ai_tokens: -1}}\n", "plans[0].user_limits.ai_tokens: a limit cannot be negative"},
+		{"plans:\n  - {name: p, feature_limits: {chat: {nope: 1}}}\n", `plans[0].feature_limits.chat.nope: "nope" is not a meter`},
+		{"plans:\n  - {name: p}\ntenants:\n  - {id: a, users: {\"bad user\": {ai_tokens: 1}}}\n", `tenants[0].users.bad user: "bad user" is not a valid user id`},
+		{"plans:\n  - {name: p}\ntenants:\n  - {id: a, users: {bob: {ai_tokens: -5}}}\n", "tenants[0].users.bob.ai_tokens: a limit cannot be negative"},
+		{"plans:\n  - {name: p}\ntenants:\n  - {id: a, feature_limits: {\"\": {ai_tokens: 5}}}\n", "tenants[0].feature_limits: a feature name cannot be empty"},
+		{"plans:\n  - {name: p, users: {bob: {ai_tokens: 5}}}\n", "field users not found"},
+	} {
+		_, err := Parse([]byte(tc.src))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}

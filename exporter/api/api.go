@@ -373,11 +373,16 @@ func (a *API) meters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"meters": out})
 }
 
-// QuotasResponse is the body of GET /v1/tenants/{tenant}/quotas.
+// QuotasResponse is the body of GET /v1/tenants/{tenant}/quotas: the tenant's quotas, and those
+// of its users and features (docs/quotas.md).
 type QuotasResponse struct {
 	Tenant string         `json:"tenant"`
 	Plan   string         `json:"plan"`
 	Quotas []quota.Status `json:"quotas"`
+	// UserQuotas is per-user detail: present only when asked for (?users=true), which needs
+	// usage.read_users.
+	UserQuotas    *[]quota.Status `json:"user_quotas,omitempty"`
+	FeatureQuotas []quota.Status  `json:"feature_quotas"`
 }
 
 func (a *API) quotas(w http.ResponseWriter, r *http.Request) {
@@ -390,8 +395,47 @@ func (a *API) quotas(w http.ResponseWriter, r *http.Request) {
 		problem.UnknownTenant(w, tenant)
 		return
 	}
+	// Per-user quotas are per-user detail: asked for explicitly, and only with its permission.
+	withUsers := false
+	switch v := r.URL.Query().Get("users"); v {
+	case "", "false":
+	case "true":
+		withUsers = true
+		if a.Authorize != nil {
+			if err := a.Authorize(r, route.ActionUsageUserRead, tenant); err != nil {
+				problem.Error(w, http.StatusForbidden, "per-user quotas need the usage.read_users permission")
+				return
+			}
+		}
+	default:
+		problem.Error(w, http.StatusBadRequest, fmt.Sprintf("users: %q must be true or false", v))
+		return
+	}
 	plan, quotas := a.Quotas.Tenant(r.Context(), tenant)
-	writeJSON(w, http.StatusOK, QuotasResponse{Tenant: tenant, Plan: plan.Name, Quotas: quotas})
+	resp := QuotasResponse{Tenant: tenant, Plan: plan.Name, Quotas: quotas}
+	features, err := a.Quotas.FeatureStatuses(r.Context(), tenant, plan)
+	if err == nil && withUsers {
+		var users []quota.Status
+		if users, err = a.Quotas.UserStatuses(r.Context(), tenant, plan); err == nil {
+			users = nonNil(users)
+			resp.UserQuotas = &users
+		}
+	}
+	if err != nil {
+		a.Log.Error("reading user and feature quotas failed", "tenant", tenant, "err", err)
+		problem.Error(w, http.StatusInternalServerError, "the usage of users and features could not be read")
+		return
+	}
+	resp.FeatureQuotas = nonNil(features)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil(s []quota.Status) []quota.Status {
+	if s == nil {
+		return []quota.Status{}
+	}
+	return s
 }
 
 func (a *API) reload(w http.ResponseWriter, r *http.Request) {
@@ -439,6 +483,8 @@ type QuotaCheckRequest struct {
 	Meter   string `json:"meter"`
 	Amount  int64  `json:"amount"`
 	Feature string `json:"feature,omitempty"`
+	// User, when given, adds the user's limit (named, or the tenant's default for every user).
+	User string `json:"user,omitempty"`
 }
 
 // QuotaCheckResponse answers it: allow, warn (allow with a warning) or deny.
@@ -449,9 +495,14 @@ type QuotaCheckResponse struct {
 	Result    string `json:"result"`
 	Remaining int64  `json:"remaining"`
 	Unlimited bool   `json:"unlimited,omitempty"`
-	Used      int64  `json:"used"`
-	Limit     int64  `json:"limit,omitempty"`
-	Reason    string `json:"reason"`
+	// LimitScope is which limit decided: tenant, user or feature, the tightest that applies.
+	// Used and Limit are that limit's.
+	LimitScope string `json:"limit_scope,omitempty"`
+	User       string `json:"user,omitempty"`
+	Feature    string `json:"feature,omitempty"`
+	Used       int64  `json:"used"`
+	Limit      int64  `json:"limit,omitempty"`
+	Reason     string `json:"reason"`
 }
 
 func (a *API) quotaCheck(w http.ResponseWriter, r *http.Request) {
@@ -459,7 +510,7 @@ func (a *API) quotaCheck(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		problem.Error(w, http.StatusBadRequest, "the body must be {\"tenant\", \"meter\", \"amount\", \"feature\"}: "+err.Error())
+		problem.Error(w, http.StatusBadRequest, "the body must be {\"tenant\", \"meter\", \"amount\", \"feature\", \"user\"}: "+err.Error())
 		return
 	}
 	if t := r.URL.Query().Get("tenant"); t != "" && t != req.Tenant {
@@ -472,6 +523,9 @@ func (a *API) quotaCheck(w http.ResponseWriter, r *http.Request) {
 		return
 	case req.Amount < 0:
 		problem.Error(w, http.StatusBadRequest, "amount: must not be negative")
+		return
+	case req.User != "" && !event.ValidID(req.User):
+		problem.Error(w, http.StatusBadRequest, "user: not a valid user id")
 		return
 	}
 	if _, ok := a.Store.Meter(req.Meter); !ok {
@@ -486,14 +540,32 @@ func (a *API) quotaCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	plan := a.Quotas.Plan(r.Context(), req.Tenant)
 	used, _ := a.Store.Current(req.Meter, req.Tenant, time.Now())
-	d, err := a.Admit(r.Context(), authz.QuotaInputFor(plan, req.Tenant, req.Meter, req.Feature, req.Amount, used))
+	in := authz.QuotaInputFor(plan, req.Tenant, req.Meter, req.Feature, req.Amount, used)
+	in.User = req.User
+	scoped, err := a.Quotas.Scoped(r.Context(), plan, req.Tenant, req.Meter, req.User, req.Feature)
+	if err != nil {
+		a.Log.Error("reading user and feature usage for quota admission failed", "err", err)
+		problem.Error(w, http.StatusInternalServerError, "quota admission is unavailable")
+		return
+	}
+	for _, l := range scoped {
+		in.Scopes = append(in.Scopes, authz.QuotaScope{Scope: l.Scope, Name: l.Name, Used: l.Used, Limit: l.Limit})
+	}
+	d, err := a.Admit(r.Context(), in)
 	if err != nil {
 		a.Log.Error("quota admission failed", "err", err)
 		problem.Error(w, http.StatusInternalServerError, "quota admission is unavailable")
 		return
 	}
-	writeJSON(w, http.StatusOK, QuotaCheckResponse{Tenant: req.Tenant, Meter: req.Meter, Plan: plan.Name, Result: d.Result,
-		Remaining: d.Remaining, Unlimited: d.Unlimited, Used: used, Limit: plan.Limits[req.Meter], Reason: d.Reason})
+	resp := QuotaCheckResponse{Tenant: req.Tenant, Meter: req.Meter, Plan: plan.Name, Result: d.Result,
+		Remaining: d.Remaining, Unlimited: d.Unlimited, LimitScope: d.LimitScope, User: req.User, Feature: req.Feature,
+		Used: used, Limit: plan.Limits[req.Meter], Reason: d.Reason}
+	for _, l := range scoped {
+		if l.Scope == d.LimitScope {
+			resp.Used, resp.Limit = l.Used, l.Limit
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (a *API) auditList(w http.ResponseWriter, r *http.Request) {

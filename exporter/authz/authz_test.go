@@ -81,17 +81,17 @@ func TestAdmitEmbedded(t *testing.T) {
 		in   QuotaInput
 		want QuotaDecision
 	}{
-		{"within", base, QuotaDecision{Result: ResultAllow, Remaining: 40, Reason: "ai_tokens: 50 + 10 within the limit of 100"}},
-		{"near", with(func(q *QuotaInput) { q.Used = 80 }), QuotaDecision{Result: ResultWarn, Remaining: 10, Reason: "ai_tokens: 80 + 10 reaches 90% of the limit of 100"}},
-		{"hard over", with(func(q *QuotaInput) { q.Used = 95 }), QuotaDecision{Result: ResultDeny, Remaining: 5, Reason: "ai_tokens: 95 + 10 exceeds the hard limit of 100"}},
-		{"default enforcement is hard", with(func(q *QuotaInput) { q.Used, q.Enforcement = 95, "" }), QuotaDecision{Result: ResultDeny, Remaining: 5, Reason: "ai_tokens: 95 + 10 exceeds the hard limit of 100"}},
-		{"soft over", with(func(q *QuotaInput) { q.Used, q.Enforcement = 95, "soft" }), QuotaDecision{Result: ResultWarn, Remaining: 0, Reason: "ai_tokens: 95 + 10 exceeds the soft limit of 100"}},
+		{"within", base, QuotaDecision{Result: ResultAllow, Remaining: 40, LimitScope: ScopeTenant, Reason: "ai_tokens: 50 + 10 within the limit of 100"}},
+		{"near", with(func(q *QuotaInput) { q.Used = 80 }), QuotaDecision{Result: ResultWarn, Remaining: 10, LimitScope: ScopeTenant, Reason: "ai_tokens: 80 + 10 reaches 90% of the limit of 100"}},
+		{"hard over", with(func(q *QuotaInput) { q.Used = 95 }), QuotaDecision{Result: ResultDeny, Remaining: 5, LimitScope: ScopeTenant, Reason: "ai_tokens: 95 + 10 exceeds the hard limit of 100"}},
+		{"default enforcement is hard", with(func(q *QuotaInput) { q.Used, q.Enforcement = 95, "" }), QuotaDecision{Result: ResultDeny, Remaining: 5, LimitScope: ScopeTenant, Reason: "ai_tokens: 95 + 10 exceeds the hard limit of 100"}},
+		{"soft over", with(func(q *QuotaInput) { q.Used, q.Enforcement = 95, "soft" }), QuotaDecision{Result: ResultWarn, Remaining: 0, LimitScope: ScopeTenant, Reason: "ai_tokens: 95 + 10 exceeds the soft limit of 100"}},
 		{"unlimited", with(func(q *QuotaInput) { q.Limit = nil }), QuotaDecision{Result: ResultAllow, Unlimited: true, Reason: `no limit on ai_tokens for plan "free"`}},
-		{"feature not in plan", with(func(q *QuotaInput) { q.Feature, q.PlanFeatures = "ai_search", []string{"search"} }), QuotaDecision{Result: ResultDeny, Remaining: 50, Reason: `feature "ai_search" is not in plan "free"`}},
-		{"empty plan features deny all", with(func(q *QuotaInput) { q.Feature, q.PlanFeatures = "search", []string{} }), QuotaDecision{Result: ResultDeny, Remaining: 50, Reason: `feature "search" is not in plan "free"`}},
-		{"nil plan features allow all", with(func(q *QuotaInput) { q.Feature = "search" }), QuotaDecision{Result: ResultAllow, Remaining: 40, Reason: "ai_tokens: 50 + 10 within the limit of 100"}},
-		{"negative amount", with(func(q *QuotaInput) { q.Amount = -1 }), QuotaDecision{Result: ResultDeny, Remaining: 50, Reason: "amount must be a non-negative integer"}},
-		{"large numbers stay exact", with(func(q *QuotaInput) { q.Used, q.Amount, q.Limit = 1<<53+1, 1, ptr(1<<53+10) }), QuotaDecision{Result: ResultWarn, Remaining: 8, Reason: "ai_tokens: 9007199254740993 + 1 reaches 99% of the limit of 9007199254741002"}},
+		{"feature not in plan", with(func(q *QuotaInput) { q.Feature, q.PlanFeatures = "ai_search", []string{"search"} }), QuotaDecision{Result: ResultDeny, Remaining: 50, LimitScope: ScopeTenant, Reason: `feature "ai_search" is not in plan "free"`}},
+		{"empty plan features deny all", with(func(q *QuotaInput) { q.Feature, q.PlanFeatures = "search", []string{} }), QuotaDecision{Result: ResultDeny, Remaining: 50, LimitScope: ScopeTenant, Reason: `feature "search" is not in plan "free"`}},
+		{"nil plan features allow all", with(func(q *QuotaInput) { q.Feature = "search" }), QuotaDecision{Result: ResultAllow, Remaining: 40, LimitScope: ScopeTenant, Reason: "ai_tokens: 50 + 10 within the limit of 100"}},
+		{"negative amount", with(func(q *QuotaInput) { q.Amount = -1 }), QuotaDecision{Result: ResultDeny, Remaining: 50, LimitScope: ScopeTenant, Reason: "amount must be a non-negative integer"}},
+		{"large numbers stay exact", with(func(q *QuotaInput) { q.Used, q.Amount, q.Limit = 1<<53+1, 1, ptr(1<<53+10) }), QuotaDecision{Result: ResultWarn, Remaining: 8, LimitScope: ScopeTenant, Reason: "ai_tokens: 9007199254740993 + 1 reaches 99% of the limit of 9007199254741002"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -310,9 +310,9 @@ func TestQuotaInputFor(t *testing.T) {
 		amount, used   int64
 		want           QuotaDecision
 	}{
-		{"ai_tokens", "search", 100, 500, QuotaDecision{Result: ResultAllow, Remaining: 400, Reason: "ai_tokens: 500 + 100 within the limit of 1000"}},
-		{"ai_tokens", "", 100, 950, QuotaDecision{Result: ResultDeny, Remaining: 50, Reason: "ai_tokens: 950 + 100 exceeds the hard limit of 1000"}},
-		{"ai_tokens", "ai_assistant", 1, 0, QuotaDecision{Result: ResultDeny, Remaining: 1000, Reason: `feature "ai_assistant" is not in plan "free"`}},
+		{"ai_tokens", "search", 100, 500, QuotaDecision{Result: ResultAllow, Remaining: 400, LimitScope: ScopeTenant, Reason: "ai_tokens: 500 + 100 within the limit of 1000"}},
+		{"ai_tokens", "", 100, 950, QuotaDecision{Result: ResultDeny, Remaining: 50, LimitScope: ScopeTenant, Reason: "ai_tokens: 950 + 100 exceeds the hard limit of 1000"}},
+		{"ai_tokens", "ai_assistant", 1, 0, QuotaDecision{Result: ResultDeny, Remaining: 1000, LimitScope: ScopeTenant, Reason: `feature "ai_assistant" is not in plan "free"`}},
 		{"documents", "", 1, 10, QuotaDecision{Result: ResultAllow, Unlimited: true, Reason: `no limit on documents for plan "free"`}},
 	}
 	for _, c := range cases {
@@ -422,5 +422,36 @@ func TestMemoKeyIsUnambiguous(t *testing.T) {
 	}
 	if d, err := e.Decide(ctx, pairs[0][1]); err != nil || d.Allow {
 		t.Fatalf("bob reading user %q: %+v, %v; want a denial", pairs[0][1].User, d, err)
+	}
+}
+
+// TestAdmitScopes: user and feature limits go through the policy with their own usage, and the
+// tightest decides (policies/quota_test.rego checks the policy itself in detail).
+func TestAdmitScopes(t *testing.T) {
+	e := newEmbedded(t)
+	plan := config.Plan{Name: "pro", Enforcement: "hard", WarningRatio: 0.8, Limits: map[string]int64{"ai_tokens": 1000}}
+	for _, c := range []struct {
+		name   string
+		scopes []QuotaScope
+		want   QuotaDecision
+	}{
+		{"user at", []QuotaScope{{Scope: ScopeUser, Name: "alice", Used: 40, Limit: 50}},
+			QuotaDecision{Result: ResultWarn, Remaining: 0, LimitScope: ScopeUser, Reason: `ai_tokens of user "alice": 40 + 10 reaches 100% of the limit of 50`}},
+		{"user above, feature below", []QuotaScope{{Scope: ScopeUser, Name: "alice", Used: 41, Limit: 50}, {Scope: ScopeFeature, Name: "chat", Used: 0, Limit: 20}},
+			QuotaDecision{Result: ResultDeny, Remaining: 9, LimitScope: ScopeUser, Reason: `ai_tokens of user "alice": 41 + 10 exceeds the hard limit of 50`}},
+		{"feature tighter", []QuotaScope{{Scope: ScopeUser, Name: "alice", Used: 0, Limit: 50}, {Scope: ScopeFeature, Name: "chat", Used: 0, Limit: 11}},
+			QuotaDecision{Result: ResultWarn, Remaining: 1, LimitScope: ScopeFeature, Reason: `ai_tokens of feature "chat": 0 + 10 reaches 90% of the limit of 11`}},
+		{"tenant tighter", []QuotaScope{{Scope: ScopeUser, Name: "alice", Used: 0, Limit: 5000}},
+			QuotaDecision{Result: ResultAllow, Remaining: 490, LimitScope: ScopeTenant, Reason: "ai_tokens: 500 + 10 within the limit of 1000"}},
+	} {
+		in := QuotaInputFor(plan, "acme", "ai_tokens", "chat", 10, 500)
+		in.User, in.Scopes = "alice", c.scopes
+		got, err := e.Admit(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("%s:\n got %+v\nwant %+v", c.name, got, c.want)
+		}
 	}
 }

@@ -135,6 +135,25 @@ type QuotaInput struct {
 	Feature      string  `json:"feature,omitempty"`
 	// PlanFeatures lists the features the plan allows; nil means every feature.
 	PlanFeatures []string `json:"plan_features"`
+	User         string   `json:"user,omitempty"`
+	// Scopes are the further limits that apply: the user's and the feature's, each with its
+	// own exact usage. The decision is the tightest of these and the tenant's.
+	Scopes []QuotaScope `json:"scopes,omitempty"`
+}
+
+// Limit scopes: which limit a quota decision came from.
+const (
+	ScopeTenant  = "tenant"
+	ScopeUser    = "user"
+	ScopeFeature = "feature"
+)
+
+// QuotaScope is a user's or a feature's limit and exact usage in the current period.
+type QuotaScope struct {
+	Scope string `json:"scope"` // ScopeUser or ScopeFeature
+	Name  string `json:"name"`  // the user or the feature
+	Used  int64  `json:"used"`
+	Limit int64  `json:"limit"`
 }
 
 // QuotaDecision is the admission answer.
@@ -142,9 +161,12 @@ type QuotaDecision struct {
 	Result string `json:"result"` // allow, warn or deny
 	// Remaining is what is left of the limit: after Amount when admitted, as it stands when
 	// denied. Meaningless when Unlimited.
-	Remaining int64  `json:"remaining"`
-	Unlimited bool   `json:"unlimited,omitempty"`
-	Reason    string `json:"reason"`
+	Remaining int64 `json:"remaining"`
+	Unlimited bool  `json:"unlimited,omitempty"`
+	// LimitScope is the scope of the tightest limit, the one the decision came from ("" when
+	// Unlimited).
+	LimitScope string `json:"limit_scope,omitempty"`
+	Reason     string `json:"reason"`
 }
 
 // Admit evaluates the quota admission policy.
@@ -163,6 +185,12 @@ func (e *Engine) Admit(ctx context.Context, in QuotaInput) (QuotaDecision, error
 		return QuotaDecision{}, fmt.Errorf("admit %s/%s: result %q is not allow, warn or deny", in.Tenant, in.Meter, v["result"])
 	}
 	if !d.Unlimited {
+		d.LimitScope, _ = v["limit_scope"].(string)
+		switch d.LimitScope {
+		case ScopeTenant, ScopeUser, ScopeFeature:
+		default:
+			return QuotaDecision{}, fmt.Errorf("admit %s/%s: limit_scope %q is not tenant, user or feature", in.Tenant, in.Meter, v["limit_scope"])
+		}
 		n, ok := v["remaining"].(json.Number)
 		if !ok {
 			return QuotaDecision{}, fmt.Errorf("admit %s/%s: remaining is %T, want a number", in.Tenant, in.Meter, v["remaining"])
@@ -217,6 +245,16 @@ func (in QuotaInput) value() ast.Value {
 	if in.PlanFeatures != nil {
 		features = stringArray(in.PlanFeatures)
 	}
+	terms := make([]*ast.Term, len(in.Scopes))
+	for i, sc := range in.Scopes {
+		terms[i] = ast.NewTerm(ast.NewObject(
+			ast.Item(ast.StringTerm("scope"), ast.StringTerm(sc.Scope)),
+			ast.Item(ast.StringTerm("name"), ast.StringTerm(sc.Name)),
+			ast.Item(ast.StringTerm("used"), ast.IntNumberTerm(int(sc.Used))),
+			ast.Item(ast.StringTerm("limit"), ast.IntNumberTerm(int(sc.Limit))),
+		))
+	}
+	scopes := ast.ArrayTerm(terms...)
 	return ast.NewObject(
 		ast.Item(ast.StringTerm("tenant"), ast.StringTerm(in.Tenant)),
 		ast.Item(ast.StringTerm("meter"), ast.StringTerm(in.Meter)),
@@ -228,6 +266,8 @@ func (in QuotaInput) value() ast.Value {
 		ast.Item(ast.StringTerm("enforcement"), ast.StringTerm(in.Enforcement)),
 		ast.Item(ast.StringTerm("feature"), ast.StringTerm(in.Feature)),
 		ast.Item(ast.StringTerm("plan_features"), features),
+		ast.Item(ast.StringTerm("user"), ast.StringTerm(in.User)),
+		ast.Item(ast.StringTerm("scopes"), scopes),
 	)
 }
 

@@ -1,9 +1,11 @@
 // Package quota evaluates each tenant's usage against the limits of its plan, exactly, from the
-// ledger: the current calendar month for flow meters, the current level for stock meters.
+// ledger: the current calendar month for flow meters, the current level for stock meters. It
+// also evaluates the limits of single users and features of a tenant (docs/quotas.md).
 package quota
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -27,6 +29,11 @@ const (
 
 // Status is one meter's quota for one tenant.
 type Status struct {
+	// Scope is whose usage is limited: the tenant's, one user's (User) or one feature's
+	// (Feature).
+	Scope        string     `json:"scope"`
+	User         string     `json:"user,omitempty"`
+	Feature      string     `json:"feature,omitempty"`
 	Meter        string     `json:"meter"`
 	Unit         string     `json:"unit,omitempty"`
 	Kind         string     `json:"kind"`
@@ -52,6 +59,7 @@ type Evaluator struct {
 	cfg   func() *config.Config
 	plans PlanSource
 	now   func() time.Time
+	sums  sumsCache
 }
 
 // New returns an evaluator reading the config in force through cfg (it changes on reload).
@@ -97,7 +105,7 @@ func (e *Evaluator) statuses(tenant string, plan config.Plan) []Status {
 }
 
 func evaluate(def *meter.Def, used, limit int64, plan config.Plan, now time.Time) Status {
-	st := Status{Meter: def.Name, Unit: def.Unit, Kind: string(def.Kind), Used: used, Limit: limit,
+	st := Status{Scope: ScopeTenant, Meter: def.Name, Unit: def.Unit, Kind: string(def.Kind), Used: used, Limit: limit,
 		WarningRatio: plan.WarningRatio, Enforcement: plan.Enforcement}
 	if periodic(def) {
 		start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
@@ -242,4 +250,224 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	w.flush()
+}
+
+// Scopes of a limit.
+const (
+	ScopeTenant  = "tenant"
+	ScopeUser    = "user"
+	ScopeFeature = "feature"
+)
+
+// Limit is one user's or one feature's limit on a meter with its exact usage in the period.
+type Limit struct {
+	Scope string // ScopeUser or ScopeFeature
+	Name  string // the user or the feature
+	Used  int64
+	Limit int64
+}
+
+// Scoped returns the user and feature limits that apply to a use of meter by user for feature
+// (either may be ""), each with its exact usage: only those the plan sets are read. Usage of one
+// user or feature is read from the ledger's hourly rollups of the period, filtered by the
+// dimension (docs/quotas.md: what that costs per check).
+func (e *Evaluator) Scoped(ctx context.Context, plan config.Plan, tenant, meterName, user, feature string) ([]Limit, error) {
+	def, ok := e.store.Meter(meterName)
+	if !ok {
+		return nil, nil
+	}
+	var out []Limit
+	where := map[string]string{}
+	if user != "" {
+		if limit, _, ok := plan.UserLimit(meterName, user); ok {
+			out = append(out, Limit{Scope: ScopeUser, Name: user, Limit: limit})
+			where["user"] = user
+		}
+	}
+	if feature != "" {
+		if limit, ok := plan.FeatureLimit(meterName, feature); ok {
+			out = append(out, Limit{Scope: ScopeFeature, Name: feature, Limit: limit})
+			where["feature"] = feature
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	used, err := e.usedWhere(ctx, def, tenant, where, e.now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].Used = used[out[i].Scope]
+	}
+	return out, nil
+}
+
+// usedWhere is the exact usage of a meter by one value of each dimension of where (one user,
+// one feature) of a tenant in the quota period, by dimension. Flow meters are read in one scan
+// of the period's rollups (ledger.DimensionTotals); the others with Usage, dimension by
+// dimension.
+func (e *Evaluator) usedWhere(ctx context.Context, def *meter.Def, tenant string, where map[string]string, now time.Time) (map[string]int64, error) {
+	from, to := quotaPeriod(now)
+	if sums, ok, err := e.sums.read(ctx, e.store, def, tenant, from, to, now); err != nil {
+		return nil, err
+	} else if ok {
+		totals := make(map[string]int64, len(where))
+		for dim, value := range where {
+			totals[dim] = sums.by[dim][value]
+		}
+		return totals, nil
+	}
+	totals, ok, err := e.store.DimensionTotals(ctx, def.Name, tenant, from, to, where)
+	if err != nil {
+		return nil, fmt.Errorf("usage of %s by %v of %s: %w", def.Name, where, tenant, err)
+	}
+	if ok {
+		return totals, nil
+	}
+	totals = make(map[string]int64, len(where))
+	for dim, value := range where {
+		if totals[dim], err = e.usedBy(ctx, def, tenant, dim, value, now); err != nil {
+			return nil, err
+		}
+	}
+	return totals, nil
+}
+
+// quotaPeriod is the range of rollups a quota counts: the calendar month of now. Stock meters
+// answer their level at its end, which is the current level (nothing is later than now).
+func quotaPeriod(now time.Time) (time.Time, time.Time) {
+	return time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC), ledger.MonthEnd(now)
+}
+
+// usedBy is the exact usage of a meter by one value of a dimension (one user, one feature) of a
+// tenant in the quota period.
+func (e *Evaluator) usedBy(ctx context.Context, def *meter.Def, tenant, dim, value string, now time.Time) (int64, error) {
+	from, to := quotaPeriod(now)
+	rows, err := e.store.Usage(ctx, ledger.Query{Meter: def.Name, Tenant: tenant, From: from, To: to, Where: map[string]string{dim: value}})
+	if err != nil {
+		return 0, fmt.Errorf("usage of %s by %s %q of %s: %w", def.Name, dim, value, tenant, err)
+	}
+	var used int64
+	for _, r := range rows {
+		used += r.Value
+	}
+	return used, nil
+}
+
+// usedByEach is the exact usage of a meter by every value of a dimension with usage in the
+// quota period.
+func (e *Evaluator) usedByEach(ctx context.Context, def *meter.Def, tenant, dim string, now time.Time) (map[string]int64, error) {
+	from, to := quotaPeriod(now)
+	if sums, ok, err := e.sums.read(ctx, e.store, def, tenant, from, to, now); err != nil {
+		return nil, err
+	} else if ok {
+		out := make(map[string]int64, len(sums.by[dim]))
+		for v, n := range sums.by[dim] {
+			if v != "" {
+				out[v] = n
+			}
+		}
+		return out, nil
+	}
+	rows, err := e.store.Usage(ctx, ledger.Query{Meter: def.Name, Tenant: tenant, From: from, To: to, GroupBy: []string{dim}})
+	if err != nil {
+		return nil, fmt.Errorf("usage of %s by %s of %s: %w", def.Name, dim, tenant, err)
+	}
+	out := make(map[string]int64, len(rows))
+	for _, r := range rows {
+		if v := r.Group[dim]; v != "" {
+			out[v] += r.Value
+		}
+	}
+	return out, nil
+}
+
+// UserStatuses lists the per-user quotas of a tenant under a plan already resolved: every named
+// user with a limit, and under a default limit for every user, every user with usage in the
+// period. Sorted by user, then meter.
+func (e *Evaluator) UserStatuses(ctx context.Context, tenant string, plan config.Plan) ([]Status, error) {
+	now := e.now().UTC()
+	meters := map[string]bool{}
+	for m := range plan.UserLimits {
+		meters[m] = true
+	}
+	for _, limits := range plan.Users {
+		for m := range limits {
+			meters[m] = true
+		}
+	}
+	var out []Status
+	for name := range meters {
+		def, ok := e.store.Meter(name)
+		if !ok {
+			continue
+		}
+		used, err := e.usedByEach(ctx, def, tenant, "user", now)
+		if err != nil {
+			return nil, err
+		}
+		users := map[string]bool{}
+		if _, ok := plan.UserLimits[name]; ok {
+			for u := range used {
+				users[u] = true
+			}
+		}
+		for u, limits := range plan.Users {
+			if _, ok := limits[name]; ok {
+				users[u] = true
+			}
+		}
+		for u := range users {
+			limit, _, _ := plan.UserLimit(name, u)
+			st := evaluate(def, used[u], limit, plan, now)
+			st.Scope, st.User = ScopeUser, u
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].User != out[j].User {
+			return out[i].User < out[j].User
+		}
+		return out[i].Meter < out[j].Meter
+	})
+	return out, nil
+}
+
+// FeatureStatuses lists the per-feature quotas of a tenant under a plan already resolved, sorted
+// by feature, then meter.
+func (e *Evaluator) FeatureStatuses(ctx context.Context, tenant string, plan config.Plan) ([]Status, error) {
+	now := e.now().UTC()
+	byMeter := map[string]map[string]int64{} // meter → feature → limit
+	for f, limits := range plan.FeatureLimits {
+		for m, l := range limits {
+			if byMeter[m] == nil {
+				byMeter[m] = map[string]int64{}
+			}
+			byMeter[m][f] = l
+		}
+	}
+	var out []Status
+	for name, features := range byMeter {
+		def, ok := e.store.Meter(name)
+		if !ok {
+			continue
+		}
+		used, err := e.usedByEach(ctx, def, tenant, "feature", now)
+		if err != nil {
+			return nil, err
+		}
+		for f, limit := range features {
+			st := evaluate(def, used[f], limit, plan, now)
+			st.Scope, st.Feature = ScopeFeature, f
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Feature != out[j].Feature {
+			return out[i].Feature < out[j].Feature
+		}
+		return out[i].Meter < out[j].Meter
+	})
+	return out, nil
 }

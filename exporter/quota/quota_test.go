@@ -145,3 +145,77 @@ usage_quota_warning_ratio{meter="documents",tenant="aa"} 0.5
 		t.Errorf("folded %v", f)
 	}
 }
+
+// TestScopedReadsEveryKindOfMeter: user and feature usage is exact for a flow meter (kept sums)
+// and for a stock meter (documents a user holds: read with the usage query), and a named user's
+// and a feature's limits are listed with their usage.
+func TestScopedReadsEveryKindOfMeter(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := config.Parse([]byte(`
+plans:
+  - name: p
+    limits: {ai_tokens: 1000}
+    user_limits: {ai_tokens: 100, documents: 3}
+    feature_limits: {chat: {ai_tokens: 50}}
+tenants:
+  - {id: acme, plan: p, users: {alice: {documents: 1}}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ledger.Open(ctx, ledger.Options{Path: t.TempDir(), Meters: cfg.Meters})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now().UTC()
+	var body string
+	add := func(id, typ, data string) {
+		body += fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"t","type":%q,"time":%q,"data":%s}`+"\n", id, typ, now.Format(time.RFC3339), data)
+	}
+	add("1", "document.created", `{"tenant":"acme","user":"bob","document_id":"d1","doc_type":"pdf","bytes":1}`)
+	add("2", "document.created", `{"tenant":"acme","user":"bob","document_id":"d2","doc_type":"pdf","bytes":1}`)
+	add("3", "document.created", `{"tenant":"acme","user":"bob","document_id":"d3","doc_type":"txt","bytes":1}`)
+	add("4", "document.deleted", `{"tenant":"acme","user":"bob","document_id":"d2","doc_type":"pdf","bytes":1}`) // bob holds 2
+	add("5", "ai.tokens", `{"tenant":"acme","user":"bob","feature":"chat","model":"m","input_tokens":30,"output_tokens":5}`)
+	add("6", "ai.tokens", `{"tenant":"acme","user":"alice","feature":"chat","model":"m","input_tokens":7,"output_tokens":0}`)
+	evs, err := (&event.Decoder{}).Decode("application/x-ndjson", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	e := New(s, func() *config.Config { return cfg }, nil)
+	plan := e.Plan(ctx, "acme")
+	for _, c := range []struct {
+		meter, user, feature string
+		want                 string
+	}{
+		{"documents", "bob", "", "[{user bob 2 3}]"},
+		{"documents", "alice", "", "[{user alice 0 1}]"},
+		{"ai_tokens", "bob", "chat", "[{user bob 35 100} {feature chat 42 50}]"},
+		{"ai_tokens", "alice", "search", "[{user alice 7 100}]"},
+		{"ai_tokens", "", "", "[]"},
+	} {
+		got, err := e.Scoped(ctx, plan, "acme", c.meter, c.user, c.feature)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := fmt.Sprint(got); s != c.want && !(c.want == "[]" && got == nil) {
+			t.Errorf("%s %s %s: %s, want %s", c.meter, c.user, c.feature, s, c.want)
+		}
+	}
+	users, err := e.UserStatuses(ctx, "acme", plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, st := range users {
+		got = append(got, fmt.Sprintf("%s %s %d/%d %s", st.User, st.Meter, st.Used, st.Limit, st.State))
+	}
+	want := "alice ai_tokens 7/100 ok|alice documents 0/1 ok|bob ai_tokens 35/100 ok|bob documents 2/3 ok"
+	if strings.Join(got, "|") != want {
+		t.Errorf("user quotas: %s, want %s", strings.Join(got, "|"), want)
+	}
+}

@@ -223,7 +223,8 @@ func operations(g *gen) []op {
 			query("user", "Only this user's usage (needs usage.read_users, or naming yourself).", false, str()),
 		}, status: 200, resp: api.UsageResponse{}},
 		{method: "GET", path: "/v1/meters", tag: "usage", summary: "The meters", status: 200, resp: metersResponse{}},
-		{method: "GET", path: "/v1/tenants/{tenant}/quotas", tag: "quotas", summary: "A tenant's quotas and their state", params: []*openapi3.Parameter{tenantPath}, status: 200, resp: api.QuotasResponse{}},
+		{method: "GET", path: "/v1/tenants/{tenant}/quotas", tag: "quotas", summary: "A tenant's quotas and their state", params: []*openapi3.Parameter{tenantPath,
+			query("users", "true: also each user's quotas (needs usage.read_users).", false, openapi3.NewBoolSchema())}, status: 200, resp: api.QuotasResponse{}},
 		{method: "POST", path: "/v1/quota/check", tag: "quotas", summary: "Quota admission: may this amount be used?",
 			params: []*openapi3.Parameter{tenantQuery}, body: g.body(jsonBody{value: api.QuotaCheckRequest{}, required: true, fields: []string{"tenant", "meter"}}), status: 200, resp: api.QuotaCheckResponse{}},
 		{method: "GET", path: "/v1/audit", tag: "audit", summary: "The audit trail, in order", params: []*openapi3.Parameter{

@@ -762,41 +762,50 @@ type QuotaCheckRequest struct {
 	Feature *string `json:"feature,omitempty"`
 	Meter   string  `json:"meter"`
 	Tenant  string  `json:"tenant"`
+	User    *string `json:"user,omitempty"`
 }
 
 // QuotaCheckResponse defines model for QuotaCheckResponse.
 type QuotaCheckResponse struct {
-	Limit     *int64 `json:"limit,omitempty"`
-	Meter     string `json:"meter"`
-	Plan      string `json:"plan"`
-	Reason    string `json:"reason"`
-	Remaining int64  `json:"remaining"`
-	Result    string `json:"result"`
-	Tenant    string `json:"tenant"`
-	Unlimited *bool  `json:"unlimited,omitempty"`
-	Used      int64  `json:"used"`
+	Feature    *string `json:"feature,omitempty"`
+	Limit      *int64  `json:"limit,omitempty"`
+	LimitScope *string `json:"limit_scope,omitempty"`
+	Meter      string  `json:"meter"`
+	Plan       string  `json:"plan"`
+	Reason     string  `json:"reason"`
+	Remaining  int64   `json:"remaining"`
+	Result     string  `json:"result"`
+	Tenant     string  `json:"tenant"`
+	Unlimited  *bool   `json:"unlimited,omitempty"`
+	Used       int64   `json:"used"`
+	User       *string `json:"user,omitempty"`
 }
 
 // QuotaStatus defines model for QuotaStatus.
 type QuotaStatus struct {
 	Enforcement  string     `json:"enforcement"`
+	Feature      *string    `json:"feature,omitempty"`
 	Kind         string     `json:"kind"`
 	Limit        int64      `json:"limit"`
 	Meter        string     `json:"meter"`
 	PeriodEnd    *time.Time `json:"period_end,omitempty"`
 	PeriodStart  *time.Time `json:"period_start,omitempty"`
 	Ratio        float64    `json:"ratio"`
+	Scope        string     `json:"scope"`
 	State        string     `json:"state"`
 	Unit         *string    `json:"unit,omitempty"`
 	Used         int64      `json:"used"`
+	User         *string    `json:"user,omitempty"`
 	WarningRatio float64    `json:"warning_ratio"`
 }
 
 // QuotasResponse defines model for QuotasResponse.
 type QuotasResponse struct {
-	Plan   string         `json:"plan"`
-	Quotas *[]QuotaStatus `json:"quotas"`
-	Tenant string         `json:"tenant"`
+	FeatureQuotas *[]QuotaStatus `json:"feature_quotas"`
+	Plan          string         `json:"plan"`
+	Quotas        *[]QuotaStatus `json:"quotas"`
+	Tenant        string         `json:"tenant"`
+	UserQuotas    *[]QuotaStatus `json:"user_quotas,omitempty"`
 }
 
 // RatingLine defines model for RatingLine.
@@ -1448,6 +1457,12 @@ type GetV1ReportsUsageParamsFormat string
 // GetV1ReportsUsageParamsWindow defines parameters for GetV1ReportsUsage.
 type GetV1ReportsUsageParamsWindow string
 
+// GetV1TenantsTenantQuotasParams defines parameters for GetV1TenantsTenantQuotas.
+type GetV1TenantsTenantQuotasParams struct {
+	// Users true: also each user's quotas (needs usage.read_users).
+	Users *bool `form:"users,omitempty" json:"users,omitempty"`
+}
+
 // GetV1UsageParams defines parameters for GetV1Usage.
 type GetV1UsageParams struct {
 	// Tenant The tenant.
@@ -1959,7 +1974,7 @@ type ClientInterface interface {
 	// GetV1TenantsTenantQuotas A tenant's quotas and their state
 	//
 	// Corresponds with GET /v1/tenants/{tenant}/quotas (the `GetV1TenantsTenantQuotas` operationId).
-	GetV1TenantsTenantQuotas(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error)
+	GetV1TenantsTenantQuotas(ctx context.Context, tenant string, params *GetV1TenantsTenantQuotasParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetV1TenantsTenantStatement A tenant's statement of account
 	//
@@ -2815,8 +2830,8 @@ func (c *Client) PostV1TenantsTenantPlan(ctx context.Context, tenant string, bod
 // GetV1TenantsTenantQuotas A tenant's quotas and their state
 //
 // Corresponds with GET /v1/tenants/{tenant}/quotas (the `GetV1TenantsTenantQuotas` operationId).
-func (c *Client) GetV1TenantsTenantQuotas(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetV1TenantsTenantQuotasRequest(c.Server, tenant)
+func (c *Client) GetV1TenantsTenantQuotas(ctx context.Context, tenant string, params *GetV1TenantsTenantQuotasParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1TenantsTenantQuotasRequest(c.Server, tenant, params)
 	if err != nil {
 		return nil, err
 	}
@@ -5636,7 +5651,7 @@ func NewPostV1TenantsTenantPlanRequestWithBody(server string, tenant string, con
 }
 
 // NewGetV1TenantsTenantQuotasRequest constructs an http.Request for the GetV1TenantsTenantQuotas method
-func NewGetV1TenantsTenantQuotasRequest(server string, tenant string) (*http.Request, error) {
+func NewGetV1TenantsTenantQuotasRequest(server string, tenant string, params *GetV1TenantsTenantQuotasParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -5659,6 +5674,33 @@ func NewGetV1TenantsTenantQuotasRequest(server string, tenant string) (*http.Req
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Users != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "users", *params.Users, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -6296,7 +6338,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/tenants/{tenant}/quotas (the `GetV1TenantsTenantQuotas` operationId).
-	GetV1TenantsTenantQuotasWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantQuotasResponse, error)
+	GetV1TenantsTenantQuotasWithResponse(ctx context.Context, tenant string, params *GetV1TenantsTenantQuotasParams, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantQuotasResponse, error)
 
 	// GetV1TenantsTenantStatementWithResponse A tenant's statement of account
 	//
@@ -9163,8 +9205,8 @@ func (c *ClientWithResponses) PostV1TenantsTenantPlanWithResponse(ctx context.Co
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/tenants/{tenant}/quotas (the `GetV1TenantsTenantQuotas` operationId).
-func (c *ClientWithResponses) GetV1TenantsTenantQuotasWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantQuotasResponse, error) {
-	rsp, err := c.GetV1TenantsTenantQuotas(ctx, tenant, reqEditors...)
+func (c *ClientWithResponses) GetV1TenantsTenantQuotasWithResponse(ctx context.Context, tenant string, params *GetV1TenantsTenantQuotasParams, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantQuotasResponse, error) {
+	rsp, err := c.GetV1TenantsTenantQuotas(ctx, tenant, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
