@@ -77,7 +77,7 @@ type Quotas struct {
 func (c *Client) Quotas(ctx context.Context, tenant string) (*Quotas, error) {
 	var q Quotas
 	return &q, c.CallJSON(ctx, &q, func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
-		return api.GetV1TenantsTenantQuotas(ctx, tenant)
+		return api.GetV1TenantsTenantQuotas(ctx, tenant, nil)
 	})
 }
 
