@@ -10,6 +10,7 @@ AM_VERSION     := v0.31.1
 OPA_VERSION    := v1.22.3
 STATSD_VERSION := v0.31.0
 STATICCHECK_VERSION := v0.8.2
+STRIPE_MOCK_VERSION := v0.203.0
 
 TOOL_STAMPS_DIR := $(TOOLS)/.stamps
 TOOL_STAMPS :=
@@ -36,6 +37,7 @@ $(eval $(call tool_template,alertmanager,github.com/prometheus/alertmanager,gith
 $(eval $(call tool_template,amtool,github.com/prometheus/alertmanager,github.com/prometheus/alertmanager/cmd/amtool,$(AM_VERSION)))
 $(eval $(call tool_template,opa,github.com/open-policy-agent/opa,github.com/open-policy-agent/opa,$(OPA_VERSION)))
 $(eval $(call tool_template,statsd_exporter,github.com/prometheus/statsd_exporter,github.com/prometheus/statsd_exporter,$(STATSD_VERSION)))
+$(eval $(call tool_template,stripe-mock,github.com/stripe/stripe-mock,github.com/stripe/stripe-mock,$(STRIPE_MOCK_VERSION)))
 $(eval $(call tool_template,staticcheck,honnef.co/go/tools,honnef.co/go/tools/cmd/staticcheck,$(STATICCHECK_VERSION)))
 
 .PHONY: tools tools-force

@@ -80,7 +80,7 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 	var inv *Invoice
 	if in.Invoice != "" {
 		var err error
-		if inv, err = s.Get(context.Background(), in.Invoice); err != nil {
+		if inv, err = s.getStored(in.Invoice); err != nil {
 			return nil, nil, fmt.Errorf("record payment: %w", err)
 		}
 		if inv.Number == "" || inv.Status == Void {
@@ -161,7 +161,7 @@ func (s *Service) addCredit(b *pebble.Batch, tenant string, delta money.Amount) 
 func (s *Service) Void(_ context.Context, number, reason string) (*Invoice, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	inv, err := s.Get(context.Background(), number)
+	inv, err := s.getStored(number)
 	if err != nil {
 		return nil, fmt.Errorf("void: %w", err)
 	}
@@ -213,7 +213,7 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	inv, err := s.Get(context.Background(), number)
+	inv, err := s.getStored(number)
 	if err != nil {
 		return nil, fmt.Errorf("credit note: %w", err)
 	}

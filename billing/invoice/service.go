@@ -48,6 +48,9 @@ type Options struct {
 	Logger  *slog.Logger     // nil: slog.Default()
 }
 
+// collectionOf is how a tenant's invoices are collected under a catalogue.
+func collectionOf(cat *pricing.Catalogue, tenant string) string { return cat.CollectionOf(tenant) }
+
 // Service is the billing back office. Writes are serialized by one mutex, which is also what
 // makes invoice, credit-note and payment numbers sequential and gap-free.
 type Service struct {
@@ -297,6 +300,7 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 	if err != nil {
 		return err
 	}
+	queued := map[*Invoice]*Collection{} // set on the invoices once stored, not stored inside them
 	for _, inv := range invs {
 		last++
 		inv.Number = fmt.Sprintf("INV-%08d", last)
@@ -319,6 +323,12 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 		if inv.AmountDue == 0 {
 			inv.Status = Paid
 			inv.PaidAt = &t
+		} else if m := collectionOf(&cat, inv.Tenant); m != pricing.CollectManual {
+			c, err := queueCollection(b, inv, m, now)
+			if err != nil {
+				return err
+			}
+			queued[inv] = c
 		}
 		if credit != st.credit[inv.Tenant] {
 			if err := putInt(b, key(pCredit, inv.Tenant), int64(credit)); err != nil {
@@ -353,6 +363,9 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store %d invoices: %w", len(invs), err)
+	}
+	for inv, c := range queued {
+		inv.Collection = c
 	}
 	return nil
 }
@@ -549,7 +562,19 @@ func (s *Service) periodClosed(q rating.Period) (bool, error) {
 }
 
 // Get returns an invoice by number or draft id.
-func (s *Service) Get(_ context.Context, id string) (*Invoice, error) {
+func (s *Service) Get(ctx context.Context, id string) (*Invoice, error) {
+	inv, err := s.getStored(id)
+	if err != nil || inv.Number == "" {
+		return inv, err
+	}
+	if inv.Collection, err = s.Collection(ctx, inv.Number); err != nil {
+		return nil, fmt.Errorf("invoice %s: %w", id, err)
+	}
+	return inv, nil
+}
+
+// getStored reads an invoice as stored, without its collection record.
+func (s *Service) getStored(id string) (*Invoice, error) {
 	var inv Invoice
 	k := []byte(pInv + id)
 	if p, tenant, ok := parseDraftID(id); ok {
@@ -585,6 +610,12 @@ func (s *Service) List(ctx context.Context, f Filter) ([]*Invoice, error) {
 			return err
 		}
 		if keep(&inv) {
+			if inv.Number != "" {
+				var err error
+				if inv.Collection, err = s.Collection(ctx, inv.Number); err != nil {
+					return err
+				}
+			}
 			out = append(out, &inv)
 		}
 		return nil

@@ -58,7 +58,7 @@ func (s *Service) loadState(ctx context.Context, p rating.Period, tenant string)
 			return nil, err
 		}
 		for _, n := range nums {
-			inv, err := s.Get(context.Background(), n)
+			inv, err := s.getStored(n)
 			if err != nil {
 				return nil, err
 			}

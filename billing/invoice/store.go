@@ -23,6 +23,9 @@ import (
 //	b/closed/<period>                      the period's invoice run was finalized
 //	b/wh/<provider>\x00<event id>          a processed payment-provider webhook event
 //	b/seq/<name>                           last number issued (uint64 BE)
+//	b/coll/<number>                        collection through a payment provider (JSON)
+//	b/collq/<number>                       collection queue: finalized, not yet sent
+//	b/cust/<provider>\x00<tenant>           the provider's customer id (JSON)
 const (
 	pInv    = "b/inv/"
 	pDraft  = "b/draft/"
@@ -37,6 +40,9 @@ const (
 	pClosed = "b/closed/"
 	pHook   = "b/wh/"
 	pSeq    = "b/seq/"
+	pColl   = "b/coll/"
+	pCollQ  = "b/collq/"
+	pCust   = "b/cust/"
 )
 
 func key(parts ...string) []byte {

@@ -74,6 +74,10 @@ type Invoice struct {
 	PaidAt        *time.Time `json:"paid_at,omitempty"`
 	VoidedAt      *time.Time `json:"voided_at,omitempty"`
 	VoidReason    string     `json:"void_reason,omitempty"`
+
+	// Collection is the invoice's collection through a payment provider (nil: manual). It is
+	// stored beside the invoice (see Service.Collection) and filled in when the invoice is read.
+	Collection *Collection `json:"collection,omitempty"`
 }
 
 // CreditNote reduces what a finalized invoice owes; any excess becomes prepaid credit.

@@ -62,13 +62,14 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 			customersNode = v
 			return nil
 		case "stripe":
-			return eachKey(v, f, func(key string, _, v *yaml.Node) error {
-				if key != "webhook_secret_env" {
-					return fieldErr(v, f+"."+key, "unknown field (want webhook_secret_env)")
-				}
-				c.StripeWebhookSecretEnv = v.Value
-				return nil
-			})
+			var err error
+			c.Stripe, err = parseStripe(v, f)
+			c.StripeWebhookSecretEnv = c.Stripe.WebhookSecretEnv
+			return err
+		case "collection":
+			var err error
+			c.DefaultCollection, err = parseCollection(v, f)
+			return err
 		case "plans":
 			plansNode = v
 			return nil
@@ -84,7 +85,18 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 	if customersNode != nil {
 		c.Customers = map[string]Party{}
 		err := eachKey(customersNode, "billing.customers", func(key string, _, v *yaml.Node) error {
-			p, err := parseParty(v, "billing.customers."+key)
+			pn, cn := splitCustomer(v)
+			if cn != nil {
+				m, err := parseCollection(cn, "billing.customers."+key+".collection")
+				if err != nil {
+					return err
+				}
+				if c.Collections == nil {
+					c.Collections = map[string]string{}
+				}
+				c.Collections[key] = m
+			}
+			p, err := parseParty(pn, "billing.customers."+key)
 			c.Customers[key] = p
 			return err
 		})
@@ -156,6 +168,9 @@ func parsePlan(n *yaml.Node, f string, cur money.Currency) (Plan, error) {
 			return err
 		case "minimum_commitment":
 			p.Minimum, err = amount(v, f+".minimum_commitment", cur)
+			return err
+		case "dunning":
+			p.Dunning, err = parseDunning(v, f+".dunning")
 			return err
 		case "charges":
 			if v.Kind != yaml.SequenceNode {

@@ -64,6 +64,8 @@ type Plan struct {
 	// less, a top-up line brings the invoice to this amount.
 	Minimum money.Amount `json:"minimum_commitment"`
 	Charges []Charge     `json:"charges"`
+	// Dunning is the plan's schedule for unpaid collected invoices; nil means DefaultDunning.
+	Dunning *Dunning `json:"dunning,omitempty"`
 }
 
 // Party is a seller or a buyer as printed on an invoice.
@@ -88,7 +90,13 @@ type Catalogue struct {
 	// StripeWebhookSecretEnv names the environment variable holding the Stripe endpoint secret
 	// (whsec_...); secrets are never written in the configuration file.
 	StripeWebhookSecretEnv string `json:"stripe_webhook_secret_env,omitempty"`
-	Plans                  []Plan `json:"plans"`
+	// Stripe is the `billing.stripe:` section (collection through Stripe).
+	Stripe StripeSettings `json:"stripe"`
+	// DefaultCollection is `billing.collection` (manual or stripe; empty means manual), and
+	// Collections the tenants' own `billing.customers.<tenant>.collection`.
+	DefaultCollection string            `json:"collection,omitempty"`
+	Collections       map[string]string `json:"collections,omitempty"`
+	Plans             []Plan            `json:"plans"`
 }
 
 // DefaultGracePeriod is the grace period when the catalogue names none.
