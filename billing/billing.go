@@ -11,6 +11,7 @@
 package billing
 
 import (
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/usagemeter/usagemeter/billing/invoice"
@@ -37,6 +38,8 @@ type Options = invoice.Options
 type Service struct {
 	*invoice.Service
 	hook *stripehook.Handler
+	coll collector
+	log  *slog.Logger
 	cfg  *atomic.Pointer[config.Config] // set by NewFromConfig
 }
 
@@ -46,7 +49,10 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{Service: inv}
+	s := &Service{Service: inv, log: o.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
 	s.hook = &stripehook.Handler{
 		Secret: func() string {
 			c := inv.Catalogue()

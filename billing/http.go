@@ -14,6 +14,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/billing/rating"
 	"github.com/usagemeter/usagemeter/billing/render"
+	"github.com/usagemeter/usagemeter/billing/stripecollect"
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 )
@@ -30,6 +31,7 @@ func (s *Service) Routes() []route.Route {
 		// otherwise compute by fetching every invoice. Same action as reading the invoices.
 		{Method: "GET", Pattern: "/v1/billing/kpis", Action: route.ActionBillingRead, Audit: true, Handler: s.kpis},
 		{Method: "POST", Pattern: "/v1/invoices/run", Action: route.ActionBillingWrite, Audit: true, Handler: s.run},
+		{Method: "POST", Pattern: "/v1/invoices/collect", Action: route.ActionBillingWrite, Audit: true, Handler: s.collect},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/finalize", Action: route.ActionBillingWrite, Audit: true, Handler: s.finalize},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/void", Action: route.ActionBillingWrite, Audit: true, Handler: s.void},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/credit-notes", Action: route.ActionBillingWrite, Audit: true, Handler: s.creditNote},
@@ -100,9 +102,13 @@ func (s *Service) listInvoices(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]map[string]any, 0, len(invs))
 	for _, inv := range invs {
-		out = append(out, map[string]any{"id": inv.ID, "number": inv.Number, "tenant": inv.Tenant,
+		row := map[string]any{"id": inv.ID, "number": inv.Number, "tenant": inv.Tenant,
 			"period": inv.Period, "status": inv.Status, "currency": inv.Currency.Code, "subtotal": inv.Subtotal,
-			"amount_due": inv.AmountDue, "amount_remaining": inv.AmountRemaining})
+			"amount_due": inv.AmountDue, "amount_remaining": inv.AmountRemaining}
+		if c := inv.Collection; c != nil {
+			row["collection"] = map[string]any{"provider": c.Provider, "status": c.Status, "invoice": c.Invoice}
+		}
+		out = append(out, row)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"invoices": out})
 }
@@ -176,6 +182,35 @@ func (s *Service) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.Run(r.Context(), p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := runResponse{RunResult: res}
+	if res.Finalized > 0 && collectsThroughStripe(s.Catalogue()) {
+		// The invoices just finalized go to Stripe now; a failure leaves them queued for
+		// POST /v1/invoices/collect and does not undo the run.
+		c, err := s.Collect(r.Context())
+		out.Collection = &c
+		if err != nil {
+			out.CollectionError = err.Error()
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type runResponse struct {
+	invoice.RunResult
+	Collection      *stripecollect.Result `json:"collection,omitempty"`
+	CollectionError string                `json:"collection_error,omitempty"`
+}
+
+func (s *Service) collect(w http.ResponseWriter, r *http.Request) {
+	res, err := s.Collect(r.Context())
+	if errors.Is(err, ErrNoCollector) {
+		problem.Error(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -35,6 +35,11 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		return c.do("POST", "/v1/invoices/run", url.Values{"period": {period}}, nil, "")
 	})
 
+	inv.Command("collect", "Send the finalized invoices queued for Stripe (those of tenants with collection: stripe).").
+		Action(func(*kingpin.ParseContext) error {
+			return c.do("POST", "/v1/invoices/collect", nil, nil, "")
+		})
+
 	var lTenant, lPeriod, lStatus string
 	list := inv.Command("list", "List invoices.")
 	list.Flag("tenant", "only this tenant").StringVar(&lTenant)
