@@ -12,6 +12,7 @@ package billing
 
 import (
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/usagemeter/usagemeter/billing/invoice"
@@ -40,7 +41,11 @@ type Service struct {
 	hook *stripehook.Handler
 	coll collector
 	log  *slog.Logger
-	cfg  *atomic.Pointer[config.Config] // set by NewFromConfig
+	// Audit receives every dunning step (the exporter sets its audit log). May be nil.
+	Audit Auditor
+	dun   *dunningMetrics
+	dunMu sync.Mutex
+	cfg   *atomic.Pointer[config.Config] // set by NewFromConfig
 }
 
 // New opens the billing service on the ledger's DB.
@@ -53,6 +58,7 @@ func New(o Options) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.dun = newDunningMetrics(s)
 	s.hook = &stripehook.Handler{
 		Secret: func() string {
 			c := inv.Catalogue()

@@ -9,6 +9,8 @@
 #   enforcement:   "hard" (deny past the limit; the default) or "soft" (warn past it)
 #   feature:       optional feature the usage is for
 #   plan_features: features the plan allows; absent or null = all
+#   billing_hold:  optional {reason}: the tenant is on a dunning hold (an invoice overdue past
+#                  the last step of a hard_deny schedule); every request is denied until it pays
 # Output: data.usagemeter.quota.decision = {result: allow|warn|deny, remaining?, unlimited?, reason}
 package usagemeter.quota
 
@@ -38,7 +40,12 @@ near if {
 	after >= input.warning_ratio * input.limit
 }
 
-verdict := ["deny", sprintf("feature %q is not in plan %q", [input.feature, input.plan])] if {
+# A dunning hold comes before everything else: nothing is admitted until the tenant pays.
+billing_held if is_object(input.billing_hold)
+
+verdict := ["deny", sprintf("billing hold: %s", [input.billing_hold.reason])] if {
+	billing_held
+} else := ["deny", sprintf("feature %q is not in plan %q", [input.feature, input.plan])] if {
 	feature_denied
 } else := ["deny", "amount must be a non-negative integer"] if {
 	not valid_amount

@@ -90,3 +90,20 @@ test_zero_limit if {
 	decide({"used": 0, "amount": 0, "limit": 0}) == {"result": "warn", "remaining": 0, "reason": "ai_tokens: 0 + 0 reaches 100% of the limit of 0"}
 	decide({"used": 0, "amount": 1, "limit": 0}).result == "deny"
 }
+
+test_billing_hold_denies_within_limit if {
+	d := decide({"billing_hold": {"reason": "invoice INV-00000042 is overdue since 2026-11-14 (dunning step 3 of 3)"}})
+	d.result == "deny"
+	d.reason == "billing hold: invoice INV-00000042 is overdue since 2026-11-14 (dunning step 3 of 3)"
+	d.remaining == 50
+}
+
+test_billing_hold_denies_unlimited if {
+	d := decide({"limit": null, "billing_hold": {"reason": "overdue"}})
+	d.result == "deny"
+	d.unlimited == true
+}
+
+test_no_billing_hold_when_absent_or_null if {
+	decide({"billing_hold": null}).result == "allow"
+}

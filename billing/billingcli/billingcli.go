@@ -40,6 +40,11 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 			return c.do("POST", "/v1/invoices/collect", nil, nil, "")
 		})
 
+	inv.Command("dun", "Take the dunning steps that are due on overdue invoices (reminders, Stripe retries, holds).").
+		Action(func(*kingpin.ParseContext) error {
+			return c.do("POST", "/v1/billing/dunning/run", nil, nil, "")
+		})
+
 	var lTenant, lPeriod, lStatus string
 	list := inv.Command("list", "List invoices.")
 	list.Flag("tenant", "only this tenant").StringVar(&lTenant)

@@ -102,6 +102,7 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 		Currency: in.Currency, Method: in.Method, Reference: in.Reference, ReceivedAt: in.ReceivedAt.UTC(), CreatedAt: now}
 	b := s.db.NewBatch()
 	defer b.Close()
+	lifted := false
 	pay.ToCredit = pay.Amount
 	if inv != nil {
 		pay.Applied = min(pay.Amount, inv.AmountRemaining)
@@ -110,6 +111,9 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 		inv.AmountRemaining -= pay.Applied
 		s.settle(inv, now)
 		if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
+			return nil, nil, err
+		}
+		if lifted, err = s.unmarkOpen(b, inv); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -134,6 +138,10 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, nil, fmt.Errorf("record payment: %w", err)
+	}
+	if lifted {
+		s.invalidateHolds()
+		s.log.Info("dunning hold lifted", "tenant", pay.Tenant, "invoice", pay.Invoice, "payment", pay.ID)
 	}
 	s.log.Info("payment recorded", "id", pay.ID, "tenant", pay.Tenant, "invoice", pay.Invoice, "amount", int64(pay.Amount))
 	return pay, inv, nil
@@ -193,8 +201,15 @@ func (s *Service) Void(_ context.Context, number, reason string) (*Invoice, erro
 	if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
 		return nil, err
 	}
+	lifted, err := s.unmarkOpen(b, inv)
+	if err != nil {
+		return nil, err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, fmt.Errorf("void %s: %w", number, err)
+	}
+	if lifted {
+		s.invalidateHolds()
 	}
 	s.log.Info("invoice voided", "number", number, "reason", reason)
 	return inv, nil
@@ -245,6 +260,10 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
 		return nil, err
 	}
+	lifted, err := s.unmarkOpen(b, inv)
+	if err != nil {
+		return nil, err
+	}
 	if err := putJSON(b, []byte(pCN+cn.Number), cn); err != nil {
 		return nil, err
 	}
@@ -256,6 +275,9 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, fmt.Errorf("credit note on %s: %w", number, err)
+	}
+	if lifted {
+		s.invalidateHolds()
 	}
 	return cn, nil
 }

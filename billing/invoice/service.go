@@ -67,6 +67,8 @@ type Service struct {
 	cat   pricing.Catalogue
 
 	mu sync.Mutex // serializes every write
+
+	holds holdCache
 }
 
 // New builds a Service.
@@ -343,6 +345,9 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 	}
 	for i, inv := range invs {
 		if err := s.putInvoiceEncoded(b, inv, data[i]); err != nil {
+			return err
+		}
+		if err := markOpen(b, inv); err != nil {
 			return err
 		}
 		if err := b.Delete(key(pDraft, inv.Period.String(), inv.Tenant), nil); err != nil {

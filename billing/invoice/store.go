@@ -26,6 +26,10 @@ import (
 //	b/coll/<number>                        collection through a payment provider (JSON)
 //	b/collq/<number>                       collection queue: finalized, not yet sent
 //	b/cust/<provider>\x00<tenant>           the provider's customer id (JSON)
+//	b/open/<number>                        index: finalized invoices owing something, due time (int64 BE ns)
+//	b/dun/<number>                         dunning record (JSON)
+//	b/hold/<tenant>\x00<number>             dunning hold: quota admission denies the tenant (value: reason)
+//	b/meta/<name>                          one-off markers (open_index: the open index was built)
 const (
 	pInv    = "b/inv/"
 	pDraft  = "b/draft/"
@@ -43,6 +47,10 @@ const (
 	pColl   = "b/coll/"
 	pCollQ  = "b/collq/"
 	pCust   = "b/cust/"
+	pOpen   = "b/open/"
+	pDun    = "b/dun/"
+	pHold   = "b/hold/"
+	pMeta   = "b/meta/"
 )
 
 func key(parts ...string) []byte {

@@ -464,3 +464,31 @@ func fingerprint(p pricing.Party) string {
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
+
+// Retry is a dunning step on an invoice sent to Stripe: with charge_automatically the payment
+// is attempted again, with send_invoice the invoice is e-mailed again. Its idempotency key
+// names the step, so a step retried after a crash acts once. It returns the action taken.
+func (c *Collector) Retry(ctx context.Context, inv *invoice.Invoice, step int) (string, error) {
+	coll := inv.Collection
+	if coll == nil || coll.Invoice == "" || coll.Status != invoice.CollectSent {
+		return "", fmt.Errorf("%s has not been sent to Stripe", inv.Number)
+	}
+	if c.settings.CollectionMethod == pricing.StripeChargeAutomatically {
+		p := &stripe.InvoicePayParams{}
+		p.SetIdempotencyKey(idemKey(inv.Number, fmt.Sprintf("retry-%d", step)))
+		if _, err := c.client.V1Invoices.Pay(ctx, coll.Invoice, p); err != nil {
+			var se *stripe.Error
+			if errors.As(err, &se) && se.Type == stripe.ErrorTypeCard {
+				return "stripe_retry_charge", fmt.Errorf("declined: %s", se.Msg)
+			}
+			return "stripe_retry_charge", fmt.Errorf("retry the charge of %s: %w", coll.Invoice, err)
+		}
+		return "stripe_retry_charge", nil
+	}
+	p := &stripe.InvoiceSendInvoiceParams{}
+	p.SetIdempotencyKey(idemKey(inv.Number, fmt.Sprintf("remind-%d", step)))
+	if _, err := c.client.V1Invoices.SendInvoice(ctx, coll.Invoice, p); err != nil {
+		return "stripe_resend", fmt.Errorf("send %s again: %w", coll.Invoice, err)
+	}
+	return "stripe_resend", nil
+}

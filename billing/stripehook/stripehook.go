@@ -39,6 +39,7 @@ const maxBody = 1 << 20
 type Recorder interface {
 	RecordProviderPayment(ctx context.Context, provider, eventID string, in invoice.PaymentInput) (*invoice.Payment, bool, error)
 	MarkProviderEvent(ctx context.Context, provider, eventID string) (bool, error)
+	RecordProviderFailure(ctx context.Context, provider, eventID, number, reason string) (bool, error)
 }
 
 // Handler serves POST /v1/webhooks/stripe.
@@ -98,6 +99,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) handle(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	if ev.Type == "invoice.payment_failed" {
+		return h.failed(ctx, ev)
+	}
 	in, ignored, err := paymentOf(ev)
 	if err != nil {
 		return Response{}, http.StatusBadRequest, err
@@ -161,4 +165,33 @@ func paymentOf(ev stripe.Event) (in invoice.PaymentInput, ignored string, err er
 		in.ReceivedAt = time.Unix(ev.Created, 0).UTC()
 	}
 	return in, "", nil
+}
+
+// failed records a failed payment on an invoice we collect through Stripe (dunning shows it);
+// the schedule itself runs from the due date, so nothing else changes.
+func (h *Handler) failed(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	var si stripe.Invoice
+	if ev.Data == nil || json.Unmarshal(ev.Data.Raw, &si) != nil {
+		return Response{}, http.StatusBadRequest, fmt.Errorf("event %s: decode invoice", ev.ID)
+	}
+	number := si.Metadata[MetadataInvoice]
+	ignore := func(why string) (Response, int, error) {
+		dup, err := h.Recorder.MarkProviderEvent(ctx, Provider, ev.ID)
+		if err != nil {
+			return Response{}, http.StatusInternalServerError, err
+		}
+		return Response{Received: true, Duplicate: dup, Ignored: why}, 0, nil
+	}
+	if number == "" {
+		return ignore("no " + MetadataInvoice + " in the metadata")
+	}
+	dup, err := h.Recorder.RecordProviderFailure(ctx, Provider, ev.ID, number,
+		fmt.Sprintf("Stripe reports a failed payment on %s (attempt %d)", si.ID, si.AttemptCount))
+	if errors.Is(err, invoice.ErrNotFound) {
+		return ignore(number + " is not collected through Stripe")
+	}
+	if err != nil {
+		return Response{}, http.StatusInternalServerError, err
+	}
+	return Response{Received: true, Duplicate: dup}, 0, nil
 }

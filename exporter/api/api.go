@@ -43,6 +43,9 @@ type API struct {
 	Ready func() bool
 	// Admit decides quota admission (the quota policy).
 	Admit func(context.Context, authz.QuotaInput) (authz.QuotaDecision, error)
+	// BillingHold reports why a tenant is on a dunning hold ("" when it is not); quota
+	// admission then denies it (billing: dunning). May be nil.
+	BillingHold func(ctx context.Context, tenant string) string
 	// Audit is the audit trail served by GET /v1/audit.
 	Audit *audit.Log
 
@@ -362,7 +365,13 @@ func (a *API) quotaCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	plan := a.Quotas.Plan(r.Context(), req.Tenant)
 	used, _ := a.Store.Current(req.Meter, req.Tenant, time.Now())
-	d, err := a.Admit(r.Context(), authz.QuotaInputFor(plan, req.Tenant, req.Meter, req.Feature, req.Amount, used))
+	in := authz.QuotaInputFor(plan, req.Tenant, req.Meter, req.Feature, req.Amount, used)
+	if a.BillingHold != nil {
+		if reason := a.BillingHold(r.Context(), req.Tenant); reason != "" {
+			in.BillingHold = &authz.BillingHold{Reason: reason}
+		}
+	}
+	d, err := a.Admit(r.Context(), in)
 	if err != nil {
 		a.Log.Error("quota admission failed", "err", err)
 		problem.Error(w, http.StatusInternalServerError, "quota admission is unavailable")

@@ -113,6 +113,14 @@ type QuotaInput struct {
 	Feature      string  `json:"feature,omitempty"`
 	// PlanFeatures lists the features the plan allows; nil means every feature.
 	PlanFeatures []string `json:"plan_features"`
+	// BillingHold, when set, puts the tenant on a dunning hold: the policy denies every
+	// request (see billing: dunning).
+	BillingHold *BillingHold `json:"billing_hold,omitempty"`
+}
+
+// BillingHold says why a tenant's quota admission is denied by dunning.
+type BillingHold struct {
+	Reason string `json:"reason"`
 }
 
 // QuotaDecision is the admission answer.
@@ -195,6 +203,10 @@ func (in QuotaInput) value() ast.Value {
 	if in.PlanFeatures != nil {
 		features = stringArray(in.PlanFeatures)
 	}
+	hold := ast.NullTerm()
+	if in.BillingHold != nil {
+		hold = ast.ObjectTerm(ast.Item(ast.StringTerm("reason"), ast.StringTerm(in.BillingHold.Reason)))
+	}
 	return ast.NewObject(
 		ast.Item(ast.StringTerm("tenant"), ast.StringTerm(in.Tenant)),
 		ast.Item(ast.StringTerm("meter"), ast.StringTerm(in.Meter)),
@@ -206,6 +218,7 @@ func (in QuotaInput) value() ast.Value {
 		ast.Item(ast.StringTerm("enforcement"), ast.StringTerm(in.Enforcement)),
 		ast.Item(ast.StringTerm("feature"), ast.StringTerm(in.Feature)),
 		ast.Item(ast.StringTerm("plan_features"), features),
+		ast.Item(ast.StringTerm("billing_hold"), hold),
 	)
 }
 

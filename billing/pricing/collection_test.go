@@ -1,0 +1,66 @@
+package pricing
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCollectionStripeAndDunningSettings(t *testing.T) {
+	c, err := parse(t, `
+currency: EUR
+collection: manual
+stripe: {api_key_env: MY_KEY, collection_method: charge_automatically, concurrency: 8, api_base: "http://127.0.0.1:12111"}
+customers:
+  acme: {name: Acme, collection: stripe}
+  beta: {name: Beta}
+plans:
+  - name: pro
+    dunning: {retry_days: [1, 3, 7], consequence: hard_deny}
+  - name: free
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CollectionOf("acme") != CollectStripe || c.CollectionOf("beta") != CollectManual || c.CollectionOf("zed") != CollectManual {
+		t.Errorf("collection: %v %q", c.Collections, c.DefaultCollection)
+	}
+	if c.Customers["acme"].Name != "Acme" {
+		t.Errorf("the collection field swallowed the customer: %+v", c.Customers["acme"])
+	}
+	if s := c.Stripe; s.APIKeyEnv != "MY_KEY" || s.CollectionMethod != StripeChargeAutomatically || s.Concurrency != 8 || s.APIBase != "http://127.0.0.1:12111" {
+		t.Errorf("stripe: %+v", s)
+	}
+	d := c.DunningOf("pro")
+	if len(d.RetryDays) != 3 || d.Consequence != ConsequenceHardDeny {
+		t.Errorf("pro's dunning: %+v", d)
+	}
+	if f := c.DunningOf("free"); len(f.RetryDays) != 3 || f.Consequence != "" {
+		t.Errorf("free's dunning is not the default: %+v", f)
+	}
+	due := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	for at, want := range map[time.Time]int{due: 0, due.Add(24*time.Hour - 1): 0, due.Add(24 * time.Hour): 1, due.Add(72 * time.Hour): 2, due.Add(30 * 24 * time.Hour): 3} {
+		if got := d.StepAt(due, at); got != want {
+			t.Errorf("step at %s: %d, want %d", at, got, want)
+		}
+	}
+}
+
+func TestCollectionSettingsErrorsNameTheField(t *testing.T) {
+	for src, want := range map[string]string{
+		"collection: paypal":                                "billing.collection: want manual or stripe",
+		"customers: {acme: {collection: cash}}":             "billing.customers.acme.collection: want manual or stripe",
+		"stripe: {collection_method: invoice}":              "billing.stripe.collection_method",
+		"stripe: {concurrency: 0}":                          "billing.stripe.concurrency",
+		"stripe: {api_base: localhost}":                     "billing.stripe.api_base",
+		"stripe: {api_key: sk_live_x}":                      "billing.stripe.api_key: unknown field",
+		"plans: [{name: p, dunning: {retry_days: [3, 1]}}]": "billing.plans[0].dunning.retry_days[1]",
+		"plans: [{name: p, dunning: {consequence: jail}}]":  "billing.plans[0].dunning.consequence",
+		"plans: [{name: p, dunning: {consequence: none}}]":  "billing.plans[0].dunning.retry_days: a dunning schedule needs retry_days",
+	} {
+		_, err := parse(t, src)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", src, err, want)
+		}
+	}
+}
