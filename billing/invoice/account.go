@@ -113,7 +113,7 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 		if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
 			return nil, nil, err
 		}
-		if lifted, err = s.unmarkOpen(b, inv); err != nil {
+		if lifted, err = s.unmarkOpen(b, inv, marker != nil && in.Method == "stripe"); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -201,7 +201,7 @@ func (s *Service) Void(_ context.Context, number, reason string) (*Invoice, erro
 	if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
 		return nil, err
 	}
-	lifted, err := s.unmarkOpen(b, inv)
+	lifted, err := s.unmarkOpen(b, inv, false)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
 		return nil, err
 	}
-	lifted, err := s.unmarkOpen(b, inv)
+	lifted, err := s.unmarkOpen(b, inv, false)
 	if err != nil {
 		return nil, err
 	}

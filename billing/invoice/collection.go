@@ -16,6 +16,7 @@ const (
 	CollectSent    = "sent"    // finalized and sent (or charged) at the provider
 	CollectFailed  = "failed"  // the provider reported a failed payment; dunning retries it
 	CollectSkipped = "skipped" // settled or voided here before it was sent
+	CollectClosed  = "closed"  // settled or voided here after it was sent: closed at the provider too
 )
 
 // Collection is how one finalized invoice is collected through a payment provider. It is kept

@@ -47,13 +47,27 @@ func markOpen(b *pebble.Batch, inv *Invoice) error {
 }
 
 // unmarkOpen drops a settled or voided invoice from the open index and lifts any hold it
-// caused, in the batch that settles it. It reports whether a hold was lifted.
-func (s *Service) unmarkOpen(b *pebble.Batch, inv *Invoice) (bool, error) {
+// caused, in the batch that settles it. It reports whether a hold was lifted. An invoice the
+// provider is collecting, settled here by other means (byProvider false), goes back on the
+// collection queue, so that the collector closes it at the provider (void, or paid out of band).
+func (s *Service) unmarkOpen(b *pebble.Batch, inv *Invoice, byProvider bool) (bool, error) {
 	if inv.Status == Finalized {
 		return false, nil
 	}
 	if err := b.Delete([]byte(pOpen+inv.Number), nil); err != nil {
 		return false, err
+	}
+	if !byProvider {
+		var c Collection
+		found, err := getJSON(s.db, []byte(pColl+inv.Number), &c)
+		if err != nil {
+			return false, err
+		}
+		if found && c.Invoice != "" {
+			if err := b.Set([]byte(pCollQ+inv.Number), nil, nil); err != nil {
+				return false, err
+			}
+		}
 	}
 	hk := key(pHold, inv.Tenant, inv.Number)
 	_, held, err := get(s.db, hk)

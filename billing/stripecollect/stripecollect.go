@@ -212,7 +212,17 @@ func (c *Collector) CollectOne(ctx context.Context, number string) (sent bool, e
 	if coll == nil {
 		coll = &invoice.Collection{Provider: Provider, Status: invoice.CollectQueued}
 	}
-	if coll.Status == invoice.CollectSent {
+	if inv.Status != invoice.Finalized && coll.Invoice != "" && coll.Status != invoice.CollectClosed {
+		// Settled or voided here while Stripe collects it: close it there, so that the customer
+		// is not asked to pay it again.
+		if err := c.close(ctx, inv, coll); err != nil {
+			coll.LastError = err.Error()
+			return false, errors.Join(err, c.store.PutCollection(ctx, number, coll, false))
+		}
+		coll.Status, coll.LastError = invoice.CollectClosed, ""
+		return false, c.store.PutCollection(ctx, number, coll, true)
+	}
+	if coll.Status == invoice.CollectSent || coll.Status == invoice.CollectClosed {
 		return false, c.store.PutCollection(ctx, number, coll, true) // recorded, but still queued: unqueue
 	}
 	if inv.Status != invoice.Finalized && coll.Invoice == "" {
@@ -336,6 +346,37 @@ func (c *Collector) send(ctx context.Context, inv *invoice.Invoice, coll *invoic
 	sp.SetIdempotencyKey(idemKey(n, "send"))
 	if _, err := c.client.V1Invoices.SendInvoice(ctx, coll.Invoice, sp); err != nil {
 		return fmt.Errorf("send the Stripe invoice %s: %w", coll.Invoice, err)
+	}
+	return nil
+}
+
+// close ends a Stripe invoice that our invoice no longer needs collected: a draft is deleted,
+// an open invoice is voided (ours was voided) or marked paid out of band (ours was paid or
+// credited here), and a paid, void or uncollectible one is left as it is.
+func (c *Collector) close(ctx context.Context, inv *invoice.Invoice, coll *invoice.Collection) error {
+	si, err := c.client.V1Invoices.Retrieve(ctx, coll.Invoice, nil)
+	if err != nil {
+		return fmt.Errorf("read the Stripe invoice %s: %w", coll.Invoice, err)
+	}
+	switch si.Status {
+	case stripe.InvoiceStatusDraft:
+		if _, err := c.client.V1Invoices.Delete(ctx, coll.Invoice, nil); err != nil {
+			return fmt.Errorf("delete the Stripe draft %s: %w", coll.Invoice, err)
+		}
+	case stripe.InvoiceStatusOpen:
+		if inv.Status == invoice.Void {
+			p := &stripe.InvoiceVoidInvoiceParams{}
+			p.SetIdempotencyKey(idemKey(inv.Number, "void"))
+			if _, err := c.client.V1Invoices.VoidInvoice(ctx, coll.Invoice, p); err != nil {
+				return fmt.Errorf("void the Stripe invoice %s: %w", coll.Invoice, err)
+			}
+			return nil
+		}
+		p := &stripe.InvoicePayParams{PaidOutOfBand: stripe.Bool(true)}
+		p.SetIdempotencyKey(idemKey(inv.Number, "paid-out-of-band"))
+		if _, err := c.client.V1Invoices.Pay(ctx, coll.Invoice, p); err != nil {
+			return fmt.Errorf("mark the Stripe invoice %s paid out of band: %w", coll.Invoice, err)
+		}
 	}
 	return nil
 }

@@ -364,3 +364,50 @@ func TestPaidOrVoidedBeforeSendingIsNotSent(t *testing.T) {
 		t.Errorf("still queued: %v", q)
 	}
 }
+
+// TestSettledHereAfterSendingIsClosedAtStripe: an invoice sent to Stripe and then voided (or
+// paid by bank transfer) here goes back on the queue, and the next run closes it at Stripe, so
+// the customer is not asked to pay it there.
+func TestSettledHereAfterSendingIsClosedAtStripe(t *testing.T) {
+	for _, how := range []string{"void", "bank_transfer"} {
+		t.Run(how, func(t *testing.T) {
+			w := newWorld(t, "send_invoice")
+			inv := w.finalizeOctober()
+			if res, err := w.col.Collect(context.Background()); err != nil || res.Sent != 1 {
+				t.Fatalf("collect: %+v %v", res, err)
+			}
+			var err error
+			if how == "void" {
+				_, err = w.svc.Void(context.Background(), inv.Number, "test")
+			} else {
+				_, err = w.svc.RecordPayment(context.Background(), invoice.PaymentInput{Invoice: inv.Number, Amount: inv.AmountDue, Method: how})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q, _ := w.svc.CollectionQueue(context.Background()); len(q) != 1 {
+				t.Fatalf("not queued again: %v", q)
+			}
+			w.rec.Reset()
+			if res, err := w.col.Collect(context.Background()); err != nil || res.Skipped != 1 || res.Failed != 0 {
+				t.Fatalf("collect: %+v %v", res, err)
+			}
+			c, _ := w.svc.Collection(context.Background(), inv.Number)
+			reqs := w.rec.Requests()
+			if len(reqs) != 2 || reqs[0].Method != "GET" || reqs[0].Path != "/v1/invoices/"+c.Invoice {
+				t.Fatalf("requests %v", paths(reqs))
+			}
+			// stripe-mock answers the read with a fixture whose status decides the call.
+			closing := reqs[1].Method + " " + strings.TrimPrefix(reqs[1].Path, "/v1/invoices/"+c.Invoice)
+			if closing != "DELETE " && closing != "POST /void" && closing != "POST /pay" {
+				t.Errorf("closing call %q", closing)
+			}
+			if c.Status != invoice.CollectClosed {
+				t.Errorf("collection: %+v", c)
+			}
+			if q, _ := w.svc.CollectionQueue(context.Background()); len(q) != 0 {
+				t.Errorf("still queued: %v", q)
+			}
+		})
+	}
+}
