@@ -155,13 +155,16 @@ func (s *Service) audit(ctx context.Context, tenant, number, reason string, ok b
 	}
 }
 
-// DunningLoop runs RunDunning every interval until ctx ends.
+// DunningLoop runs RunDunning, and records expired credit grants, every interval until ctx ends.
 func (s *Service) DunningLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		if _, err := s.RunDunning(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("dunning run failed", "err", err)
+		}
+		if _, err := s.ExpireGrants(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("expiring credit grants failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -31,6 +31,8 @@ func (s *Service) Routes() []route.Route {
 		// otherwise compute by fetching every invoice. Same action as reading the invoices.
 		{Method: "GET", Pattern: "/v1/billing/kpis", Action: route.ActionBillingRead, Audit: true, Handler: s.kpis},
 		{Method: "POST", Pattern: "/v1/invoices/run", Action: route.ActionBillingWrite, Audit: true, Handler: s.run},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/credit-grants", Action: route.ActionBillingRead, Audit: true, Handler: s.listGrants},
+		{Method: "POST", Pattern: "/v1/tenants/{tenant}/credit-grants", Action: route.ActionBillingWrite, Audit: true, Handler: s.createGrant},
 		{Method: "POST", Pattern: "/v1/billing/dunning/run", Action: route.ActionBillingWrite, Audit: true, Handler: s.dunning},
 		{Method: "GET", Pattern: "/v1/invoices/{id}/dunning", Action: route.ActionBillingRead, Audit: true, Handler: s.invoiceDunning},
 		{Method: "POST", Pattern: "/v1/invoices/collect", Action: route.ActionBillingWrite, Audit: true, Handler: s.collect},

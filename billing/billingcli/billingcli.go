@@ -184,6 +184,35 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		Action(func(*kingpin.ParseContext) error {
 			return c.do("GET", "/v1/tenants/"+url.PathEscape(bTenant)+"/statement", nil, nil, "")
 		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	ten.Command("grants", "A tenant's credit grants and what they hold (available, pending, used, expired).").
+		Action(func(*kingpin.ParseContext) error {
+			return c.do("GET", "/v1/tenants/"+url.PathEscape(bTenant)+"/credit-grants", nil, nil, "")
+		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	var g struct {
+		Kind     string     `json:"kind"`
+		Reason   string     `json:"reason"`
+		Amount   string     `json:"amount"`
+		Priority int        `json:"priority"`
+		Expires  *time.Time `json:"expires,omitempty"`
+	}
+	var gExpires string
+	grant := ten.Command("grant", "Give a tenant a credit grant, drawn down by its invoices at finalization.")
+	grant.Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	grant.Flag("amount", "amount in major units, e.g. 50.00").Required().StringVar(&g.Amount)
+	grant.Flag("kind", "promotional or purchased").Default("promotional").StringVar(&g.Kind)
+	grant.Flag("priority", "drawn in increasing priority, then by expiry").Default("0").IntVar(&g.Priority)
+	grant.Flag("expires", "expiry, RFC 3339 (default: never)").StringVar(&gExpires)
+	grant.Flag("reason", "why").StringVar(&g.Reason)
+	grant.Action(func(*kingpin.ParseContext) error {
+		if gExpires != "" {
+			t, err := time.Parse(time.RFC3339, gExpires)
+			if err != nil {
+				return fmt.Errorf("--expires: %w", err)
+			}
+			g.Expires = &t
+		}
+		return c.do("POST", "/v1/tenants/"+url.PathEscape(bTenant)+"/credit-grants", nil, g, "")
+	})
 }
 
 // client sends JSON bodies through the shared API client.

@@ -194,6 +194,9 @@ func (s *Service) Void(_ context.Context, number, reason string) (*Invoice, erro
 			return nil, err
 		}
 	}
+	if err := s.returnGrants(b, inv); err != nil {
+		return nil, err
+	}
 	inv.Status = Void
 	inv.VoidedAt = &now
 	inv.VoidReason = reason

@@ -163,7 +163,8 @@ func (p propPlan) expected(qty map[string]int64) int64 {
 }
 
 // TestPropertyInvoiceTotal: for random catalogues and random usage, every invoice's subtotal
-// equals the independent recomputation above.
+// equals the independent recomputation above, and with random credit grants and prepaid credit
+// what is drawn from each grant, the credit applied and the amount due equal an independent draw.
 func TestPropertyInvoiceTotal(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -184,6 +185,11 @@ func TestPropertyInvoiceTotal(t *testing.T) {
 			qty[tn] = map[string]int64{}
 		}
 		f := newFixture(t, src, assign)
+		f.setNow(day(10, 1))
+		grants, credits := map[string][]*propGrant{}, map[string]int64{}
+		for tn := range qty {
+			grants[tn], credits[tn] = randomGrants(t, r, f, tn, day(11, 10))
+		}
 		for tn := range qty {
 			for _, m := range meters {
 				for k := r.IntN(4); k > 0; k-- {
@@ -217,6 +223,7 @@ func TestPropertyInvoiceTotal(t *testing.T) {
 				t.Fatalf("round %d tenant %s plan %s: subtotal %d, independent total %d\nusage %v\n%s\nlines %+v",
 					round, inv.Tenant, plan.name, inv.Subtotal, want, qty[inv.Tenant], src, inv.Lines)
 			}
+			checkDraw(t, f, inv, grants[inv.Tenant], credits[inv.Tenant])
 		}
 	}
 }

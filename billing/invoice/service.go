@@ -310,12 +310,21 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 		credit := st.credit[inv.Tenant]
 		switch {
 		case inv.Subtotal > 0:
-			inv.CreditApplied = min(credit, inv.Subtotal)
+			// Grants first (they may expire; prepaid credit does not), then prepaid credit.
+			uses, err := drawGrants(b, st.grants[inv.Tenant], inv.Number, inv.Subtotal, now)
+			if err != nil {
+				return err
+			}
+			inv.Grants = uses
+			for _, u := range uses {
+				inv.GrantsApplied += u.Amount
+			}
+			inv.CreditApplied = min(credit, inv.Subtotal-inv.GrantsApplied)
 			credit -= inv.CreditApplied
 		case inv.Subtotal < 0:
 			credit -= inv.Subtotal // a net refund of late corrections becomes credit
 		}
-		inv.AmountDue = max(0, inv.Subtotal-inv.CreditApplied)
+		inv.AmountDue = max(0, inv.Subtotal-inv.GrantsApplied-inv.CreditApplied)
 		inv.AmountRemaining = inv.AmountDue
 		t := now
 		inv.FinalizedAt = &t

@@ -20,6 +20,7 @@ type state struct {
 	subs     map[string][]Subscription
 	closed   map[rating.Period]bool
 	credit   map[string]money.Amount
+	grants   map[string][]*Grant
 	// usedIn holds, for the closed periods before p, the tenants with usage in them.
 	usedIn map[rating.Period]map[string]bool
 }
@@ -77,6 +78,11 @@ func (s *Service) loadState(ctx context.Context, p rating.Period, tenant string)
 	}); err != nil {
 		return nil, err
 	}
+	grants, err := s.grantsOf(tenant)
+	if err != nil {
+		return nil, err
+	}
+	st.grants = grants
 	if tenant != "" {
 		c, err := getInt(s.db, key(pCredit, tenant))
 		st.credit[tenant] = money.Amount(c)

@@ -29,6 +29,7 @@ import (
 //	b/open/<number>                        index: finalized invoices owing something, due time (int64 BE ns)
 //	b/dun/<number>                         dunning record (JSON)
 //	b/hold/<tenant>\x00<number>             dunning hold: quota admission denies the tenant (value: reason)
+//	b/grant/<tenant>\x00<id>               credit grant (JSON)
 //	b/meta/<name>                          one-off markers (open_index: the open index was built)
 const (
 	pInv    = "b/inv/"
@@ -51,6 +52,7 @@ const (
 	pDun    = "b/dun/"
 	pHold   = "b/hold/"
 	pMeta   = "b/meta/"
+	pGrant  = "b/grant/"
 )
 
 func key(parts ...string) []byte {

@@ -59,8 +59,12 @@ type Invoice struct {
 
 	Subtotal money.Amount `json:"subtotal"` // sum of lines
 	// CreditApplied is prepaid credit drawn down at finalization, before anything is charged.
-	CreditApplied   money.Amount `json:"credit_applied"`
-	AmountDue       money.Amount `json:"amount_due"` // subtotal - credit applied, never below 0
+	CreditApplied money.Amount `json:"credit_applied"`
+	// GrantsApplied is credit grants drawn down at finalization (before prepaid credit), with
+	// the grants and amounts in Grants.
+	GrantsApplied   money.Amount `json:"grants_applied"`
+	Grants          []GrantUse   `json:"credit_grants,omitempty"`
+	AmountDue       money.Amount `json:"amount_due"` // subtotal - grants - credit applied, never below 0
 	AmountPaid      money.Amount `json:"amount_paid"`
 	AmountCredited  money.Amount `json:"amount_credited"`  // credit notes
 	AmountRemaining money.Amount `json:"amount_remaining"` // due - paid - credited, never below 0

@@ -74,14 +74,17 @@ type total struct {
 }
 
 func totals(inv *invoice.Invoice) []total {
-	return []total{
-		{"subtotal", "Subtotal", inv.Subtotal},
+	out := []total{{"subtotal", "Subtotal", inv.Subtotal}}
+	if inv.GrantsApplied != 0 { // a row only for invoices that drew on credit grants
+		out = append(out, total{"grants_applied", "Credit grants applied", -inv.GrantsApplied})
+	}
+	return append(out, []total{
 		{"credit_applied", "Prepaid credit applied", -inv.CreditApplied},
 		{"amount_due", "Amount due", inv.AmountDue},
 		{"amount_paid", "Paid", -inv.AmountPaid},
 		{"amount_credited", "Credit notes", -inv.AmountCredited},
 		{"amount_remaining", "Remaining to pay", inv.AmountRemaining},
-	}
+	}...)
 }
 
 func tierText(l rating.Line, cur money.Currency) string {

@@ -4,7 +4,8 @@
 // updated when the buyer's details changed) for the tenant; a draft Stripe invoice is created
 // with our number in its metadata (invoice_number, tenant), our lines are added to it as
 // one-off lines with their rounded amounts (add_lines, 50 per request), prepaid credit drawn
-// down at finalization is one negative line, so Stripe's total is our amount_due; the invoice
+// down at finalization is one negative line and credit grants another, so Stripe's total is
+// our amount_due; the invoice
 // is then finalized and sent (collection_method send_invoice) or charged
 // (charge_automatically). Our invoice stays the source of truth: Stripe only collects, and
 // payments come back through the webhooks (package stripehook), which match our number in the
@@ -407,6 +408,10 @@ func (c *Collector) addLines(ctx context.Context, inv *invoice.Invoice, id strin
 		}
 		lines = append(lines, &stripe.InvoiceAddLinesLineParams{Amount: stripe.Int64(int64(l.Amount)),
 			Description: stripe.String(l.Description), Metadata: meta(l.Key)})
+	}
+	if inv.GrantsApplied > 0 {
+		lines = append(lines, &stripe.InvoiceAddLinesLineParams{Amount: stripe.Int64(-int64(inv.GrantsApplied)),
+			Description: stripe.String("Credit grants applied"), Metadata: meta("grants_applied")})
 	}
 	if inv.CreditApplied > 0 {
 		lines = append(lines, &stripe.InvoiceAddLinesLineParams{Amount: stripe.Int64(-int64(inv.CreditApplied)),
