@@ -3,6 +3,7 @@ package billing
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,13 @@ func TestGrantsOverCLIAndAPI(t *testing.T) {
 	}
 	if _, _, csv := call(t, "GET", srv.URL+"/v1/invoices/INV-00000001?format=csv", "", nil); !strings.Contains(string(csv), "grants_applied,,Credit grants applied") {
 		t.Errorf("CSV without the grants line:\n%s", csv)
+	}
+	// The KPIs count the grant, its use, and (once the due date has passed) the overdue amount.
+	clk.set(inv.DueAt.Add(time.Hour))
+	code, k, raw := getKPIs(t, srv.URL, url.Values{"period": {"2026-10"}})
+	if code != 200 || k.Grants != (GrantKPIs{Granted: 1250, Used: 1250}) || len(k.Groups) != 1 ||
+		k.Groups[0].CreditsUsed != 1250 || k.Groups[0].Overdue != inv.AmountDue || k.Groups[0].Outstanding != inv.AmountDue || k.Groups[0].Collected != 0 {
+		t.Fatalf("kpis: %d %s", code, raw)
 	}
 	out, err := run("tenants", "grants", "acme")
 	var bal invoice.GrantBalance

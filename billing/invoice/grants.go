@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/usagemeter/usagemeter/billing/money"
+	"github.com/usagemeter/usagemeter/billing/rating"
 )
 
 // Grant kinds.
@@ -274,4 +275,41 @@ func (s *Service) ExpireGrants(_ context.Context) (money.Amount, error) {
 		return 0, fmt.Errorf("expire credit grants: %w", err)
 	}
 	return total, nil
+}
+
+// GrantTotals sums the grants of a tenant ("" for all) for a billing period: granted is the
+// amount of grants effective in it, used what the period's invoices drew, expired what was left
+// in grants expiring in it (as recorded by ExpireGrants).
+func (s *Service) GrantTotals(_ context.Context, tenant string, p rating.Period) (GrantBalance, error) {
+	from, to := p.Start(), p.End()
+	all, err := s.grantsOf(tenant)
+	if err != nil {
+		return GrantBalance{}, err
+	}
+	in := func(t time.Time) bool { return !t.Before(from) && t.Before(to) }
+	used := map[string]money.Amount{} // invoice number → grant amounts drawn
+	var out GrantBalance
+	for _, gs := range all {
+		for _, g := range gs {
+			if in(g.Effective) {
+				out.Granted += g.Amount
+			}
+			if g.Expires != nil && in(*g.Expires) {
+				out.Expired += g.Expired
+			}
+			for _, u := range g.Uses {
+				used[u.Invoice] += u.Amount
+			}
+		}
+	}
+	for number, amount := range used {
+		inv, err := s.getStored(number)
+		if err != nil {
+			return GrantBalance{}, err
+		}
+		if inv.Period == p && inv.Status != Void {
+			out.Used += amount
+		}
+	}
+	return out, nil
 }
