@@ -376,6 +376,9 @@ func (s *Service) Statement(ctx context.Context, tenant string) (Statement, erro
 			d += " for " + p.Invoice
 		}
 		st.Entries = append(st.Entries, Entry{Time: p.CreatedAt, Kind: "payment", Reference: p.ID, Description: d, Credit: p.Amount})
+		for _, r := range p.Refunds {
+			st.Entries = append(st.Entries, Entry{Time: r.At, Kind: "refund", Reference: p.ID, Description: "Refund of payment " + p.ID, Debit: r.Amount})
+		}
 	}
 	cns, err := s.CreditNotes(ctx, tenant)
 	if err != nil {

@@ -107,6 +107,7 @@ type Payment struct {
 	Reference  string       `json:"reference,omitempty"` // the provider's id
 	Applied    money.Amount `json:"applied"`             // part applied to the invoice
 	ToCredit   money.Amount `json:"to_credit"`           // part that became prepaid credit
+	Refunds    []Refund     `json:"refunds,omitempty"`   // given back by the provider
 	ReceivedAt time.Time    `json:"received_at"`
 	CreatedAt  time.Time    `json:"created_at"`
 }

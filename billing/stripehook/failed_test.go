@@ -8,6 +8,7 @@ import (
 
 	"github.com/usagemeter/usagemeter/billing/internal/usagetest"
 	"github.com/usagemeter/usagemeter/billing/invoice"
+	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/billing/pricing"
 	"github.com/usagemeter/usagemeter/billing/rating"
 )
@@ -54,5 +55,64 @@ func TestPaymentFailedIsRecordedOnce(t *testing.T) {
 	}
 	if r := failed("evt_f2", "INV-00000002"); r.Ignored == "" { // beta: manual collection
 		t.Fatalf("manual invoice: %+v", r)
+	}
+}
+
+// TestRefundReopensTheInvoiceOnce: charge.refunded (cumulative amount_refunded) on a payment
+// recorded from payment_intent.succeeded reopens the invoice by what is newly refunded; replays
+// and repeated cumulative amounts record nothing more; the statement still ends at the balance.
+func TestRefundReopensTheInvoiceOnce(t *testing.T) {
+	svc, h := setup(t)
+	ctx := context.Background()
+	inv, _ := svc.Get(ctx, "INV-00000001")
+	due := int64(inv.AmountDue)
+	if rec := post(h, event("evt_p", "payment_intent.succeeded", map[string]any{"id": "pi_1", "object": "payment_intent",
+		"amount_received": due, "currency": "usd", "metadata": map[string]string{MetadataInvoice: "INV-00000001"}}), secret); rec.Code != 200 {
+		t.Fatalf("payment: %d %s", rec.Code, rec.Body)
+	}
+	refund := func(id string, cumulative int64) Response {
+		t.Helper()
+		rec := post(h, event(id, "charge.refunded", map[string]any{"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+			"amount_refunded": cumulative, "currency": "usd"}), secret)
+		var resp Response
+		if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &resp) != nil {
+			t.Fatalf("refund %s: %d %s", id, rec.Code, rec.Body)
+		}
+		return resp
+	}
+	remaining := func() (int64, invoice.Status) {
+		inv, _ := svc.Get(ctx, "INV-00000001")
+		return int64(inv.AmountRemaining), inv.Status
+	}
+	if rem, st := remaining(); rem != 0 || st != invoice.Paid {
+		t.Fatalf("after paying: %d %s", rem, st)
+	}
+	refund("evt_r1", 400)
+	if rem, st := remaining(); rem != 400 || st != invoice.Finalized {
+		t.Fatalf("after refunding 400: %d %s", rem, st)
+	}
+	if r := refund("evt_r1", 400); !r.Duplicate {
+		t.Errorf("replay: %+v", r)
+	}
+	if r := refund("evt_r2", 400); r.Ignored == "" { // same cumulative amount, new event
+		t.Errorf("repeated cumulative amount: %+v", r)
+	}
+	refund("evt_r3", due)
+	if rem, _ := remaining(); rem != due {
+		t.Fatalf("after refunding everything: %d, want %d", rem, due)
+	}
+	st, err := svc.Statement(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(st.Entries); n == 0 || st.Entries[n-1].Balance != st.Balance.Balance || st.Balance.Outstanding != money.Amount(due) {
+		t.Fatalf("statement %+v", st)
+	}
+	// A lower cumulative amount than recorded (reordered events) adds nothing.
+	if r := refund("evt_r4", 10); r.Ignored == "" {
+		t.Errorf("lower cumulative amount: %+v", r)
+	}
+	if rem, _ := remaining(); rem != due {
+		t.Errorf("a reordered event changed the invoice: %d", rem)
 	}
 }

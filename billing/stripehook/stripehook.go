@@ -40,6 +40,7 @@ type Recorder interface {
 	RecordProviderPayment(ctx context.Context, provider, eventID string, in invoice.PaymentInput) (*invoice.Payment, bool, error)
 	MarkProviderEvent(ctx context.Context, provider, eventID string) (bool, error)
 	RecordProviderFailure(ctx context.Context, provider, eventID, number, reason string) (bool, error)
+	RecordProviderRefund(ctx context.Context, provider, eventID, reference string, refunded money.Amount) (*invoice.Refund, bool, error)
 }
 
 // Handler serves POST /v1/webhooks/stripe.
@@ -99,8 +100,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) handle(ctx context.Context, ev stripe.Event) (Response, int, error) {
-	if ev.Type == "invoice.payment_failed" {
+	switch ev.Type {
+	case "invoice.payment_failed":
 		return h.failed(ctx, ev)
+	case "charge.refunded":
+		return h.refunded(ctx, ev)
 	}
 	in, ignored, err := paymentOf(ev)
 	if err != nil {
@@ -194,4 +198,34 @@ func (h *Handler) failed(ctx context.Context, ev stripe.Event) (Response, int, e
 		return Response{}, http.StatusInternalServerError, err
 	}
 	return Response{Received: true, Duplicate: dup}, 0, nil
+}
+
+// refunded records a refund of a charge whose payment we recorded (matched on the payment
+// intent, the reference payment_intent.succeeded stores). Stripe reports the cumulative amount
+// refunded, so partial refunds and replays record only what is new.
+func (h *Handler) refunded(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	var ch stripe.Charge
+	if ev.Data == nil || json.Unmarshal(ev.Data.Raw, &ch) != nil {
+		return Response{}, http.StatusBadRequest, fmt.Errorf("event %s: decode charge", ev.ID)
+	}
+	ref := ch.ID
+	if ch.PaymentIntent != nil && ch.PaymentIntent.ID != "" {
+		ref = ch.PaymentIntent.ID
+	}
+	r, dup, err := h.Recorder.RecordProviderRefund(ctx, Provider, ev.ID, ref, money.Amount(ch.AmountRefunded))
+	if errors.Is(err, invoice.ErrNotFound) {
+		dup, err := h.Recorder.MarkProviderEvent(ctx, Provider, ev.ID)
+		if err != nil {
+			return Response{}, http.StatusInternalServerError, err
+		}
+		return Response{Received: true, Duplicate: dup, Ignored: "no payment recorded for " + ref}, 0, nil
+	}
+	if err != nil {
+		return Response{}, http.StatusInternalServerError, err
+	}
+	resp := Response{Received: true, Duplicate: dup}
+	if r == nil && !dup {
+		resp.Ignored = "nothing refunded beyond what is recorded"
+	}
+	return resp, 0, nil
 }
