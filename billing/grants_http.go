@@ -48,3 +48,33 @@ func (s *Service) listGrants(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, b)
 }
+
+func (s *Service) redeemCoupon(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Code string `json:"code"`
+	}
+	if err := decode(r, &body); err != nil {
+		badRequest(w, "%v", err)
+		return
+	}
+	red, err := s.RedeemCoupon(r.Context(), r.PathValue("tenant"), body.Code)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, red)
+}
+
+func (s *Service) listCoupons(w http.ResponseWriter, r *http.Request) {
+	tenant := r.PathValue("tenant")
+	rs, err := s.Redemptions(r.Context(), tenant)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := rs[tenant]
+	if out == nil {
+		out = []invoice.Redemption{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenant": tenant, "coupons": out})
+}

@@ -33,6 +33,8 @@ func (s *Service) Routes() []route.Route {
 		{Method: "POST", Pattern: "/v1/invoices/run", Action: route.ActionBillingWrite, Audit: true, Handler: s.run},
 		{Method: "GET", Pattern: "/v1/tenants/{tenant}/credit-grants", Action: route.ActionBillingRead, Audit: true, Handler: s.listGrants},
 		{Method: "POST", Pattern: "/v1/tenants/{tenant}/credit-grants", Action: route.ActionBillingWrite, Audit: true, Handler: s.createGrant},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/coupons", Action: route.ActionBillingRead, Audit: true, Handler: s.listCoupons},
+		{Method: "POST", Pattern: "/v1/tenants/{tenant}/coupons", Action: route.ActionBillingWrite, Audit: true, Handler: s.redeemCoupon},
 		{Method: "POST", Pattern: "/v1/billing/dunning/run", Action: route.ActionBillingWrite, Audit: true, Handler: s.dunning},
 		{Method: "GET", Pattern: "/v1/invoices/{id}/dunning", Action: route.ActionBillingRead, Audit: true, Handler: s.invoiceDunning},
 		{Method: "POST", Pattern: "/v1/invoices/collect", Action: route.ActionBillingWrite, Audit: true, Handler: s.collect},

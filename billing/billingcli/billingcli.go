@@ -188,6 +188,17 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		Action(func(*kingpin.ParseContext) error {
 			return c.do("GET", "/v1/tenants/"+url.PathEscape(bTenant)+"/credit-grants", nil, nil, "")
 		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	var code string
+	redeem := ten.Command("redeem", "Redeem a coupon of billing.coupons for a tenant, from the current month on.")
+	redeem.Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	redeem.Arg("code", "coupon code").Required().StringVar(&code)
+	redeem.Action(func(*kingpin.ParseContext) error {
+		return c.do("POST", "/v1/tenants/"+url.PathEscape(bTenant)+"/coupons", nil, map[string]string{"code": code}, "")
+	})
+	ten.Command("coupons", "A tenant's redeemed coupons.").
+		Action(func(*kingpin.ParseContext) error {
+			return c.do("GET", "/v1/tenants/"+url.PathEscape(bTenant)+"/coupons", nil, nil, "")
+		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
 	var g struct {
 		Kind     string     `json:"kind"`
 		Reason   string     `json:"reason"`

@@ -163,7 +163,8 @@ func (p propPlan) expected(qty map[string]int64) int64 {
 }
 
 // TestPropertyInvoiceTotal: for random catalogues and random usage, every invoice's subtotal
-// equals the independent recomputation above, and with random credit grants and prepaid credit
+// equals the independent recomputation above (less a random percentage coupon for about half
+// the tenants), and with random credit grants and prepaid credit
 // what is drawn from each grant, the credit applied and the amount due equal an independent draw.
 func TestPropertyInvoiceTotal(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
@@ -176,6 +177,8 @@ func TestPropertyInvoiceTotal(t *testing.T) {
 		for _, p := range plans {
 			src += p.yaml()
 		}
+		pct := 1 + r.Int64N(100) // a whole-invoice coupon of pct %, redeemed by about half the tenants
+		src += fmt.Sprintf("coupons:\n  - {code: PCT, percent_off: \"%d\", duration: forever}\n", pct)
 		assign := map[string]string{}
 		qty := map[string]map[string]int64{}
 		tenants := 1 + r.IntN(8)
@@ -187,8 +190,14 @@ func TestPropertyInvoiceTotal(t *testing.T) {
 		f := newFixture(t, src, assign)
 		f.setNow(day(10, 1))
 		grants, credits := map[string][]*propGrant{}, map[string]int64{}
+		coupon := map[string]bool{}
 		for tn := range qty {
 			grants[tn], credits[tn] = randomGrants(t, r, f, tn, day(11, 10))
+			if coupon[tn] = r.IntN(2) == 0; coupon[tn] {
+				if _, err := f.svc.RedeemCoupon(context.Background(), tn, "PCT"); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		for tn := range qty {
 			for _, m := range meters {
@@ -219,7 +228,11 @@ func TestPropertyInvoiceTotal(t *testing.T) {
 					plan = p
 				}
 			}
-			if want := plan.expected(qty[inv.Tenant]); int64(inv.Subtotal) != want {
+			want := plan.expected(qty[inv.Tenant])
+			if coupon[inv.Tenant] && want > 0 {
+				want -= (2*pct*want + 100) / 200 // pct % of it, to the nearest cent, halves up
+			}
+			if int64(inv.Subtotal) != want {
 				t.Fatalf("round %d tenant %s plan %s: subtotal %d, independent total %d\nusage %v\n%s\nlines %+v",
 					round, inv.Tenant, plan.name, inv.Subtotal, want, qty[inv.Tenant], src, inv.Lines)
 			}

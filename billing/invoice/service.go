@@ -435,6 +435,7 @@ func (s *Service) build(ctx context.Context, cat *pricing.Catalogue, tenant stri
 	if err != nil {
 		return nil, err
 	}
+	rated = append(rated, discounts(st.redeemed[tenant], rated, p)...)
 	lines := diff(rated, billed(all, p), p, true)
 	adjusted := false
 	for _, q := range []rating.Period{p.Prev().Prev(), p.Prev()} {
@@ -448,6 +449,7 @@ func (s *Service) build(ctx context.Context, cat *pricing.Catalogue, tenant stri
 		if err != nil {
 			return nil, err
 		}
+		qlines = append(qlines, discounts(st.redeemed[tenant], qlines, q)...) // as when q was billed
 		adj := diff(qlines, billed(all, q), q, false)
 		adjusted = adjusted || len(adj) > 0
 		lines = append(lines, adj...)

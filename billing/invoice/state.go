@@ -21,6 +21,7 @@ type state struct {
 	closed   map[rating.Period]bool
 	credit   map[string]money.Amount
 	grants   map[string][]*Grant
+	redeemed map[string][]Redemption
 	// usedIn holds, for the closed periods before p, the tenants with usage in them.
 	usedIn map[rating.Period]map[string]bool
 }
@@ -83,6 +84,9 @@ func (s *Service) loadState(ctx context.Context, p rating.Period, tenant string)
 		return nil, err
 	}
 	st.grants = grants
+	if st.redeemed, err = s.redemptionsOf(tenant); err != nil {
+		return nil, err
+	}
 	if tenant != "" {
 		c, err := getInt(s.db, key(pCredit, tenant))
 		st.credit[tenant] = money.Amount(c)

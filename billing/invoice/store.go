@@ -30,29 +30,32 @@ import (
 //	b/dun/<number>                         dunning record (JSON)
 //	b/hold/<tenant>\x00<number>             dunning hold: quota admission denies the tenant (value: reason)
 //	b/grant/<tenant>\x00<id>               credit grant (JSON)
+//	b/redeem/<tenant>\x00<code>             a redeemed coupon (JSON); b/couponn/<code> redemptions (int64 BE)
 //	b/meta/<name>                          one-off markers (open_index: the open index was built)
 const (
-	pInv    = "b/inv/"
-	pDraft  = "b/draft/"
-	pPInv   = "b/pinv/"
-	pTInv   = "b/tinv/"
-	pCN     = "b/cn/"
-	pTCN    = "b/tcn/"
-	pPay    = "b/pay/"
-	pTPay   = "b/tpay/"
-	pCredit = "b/credit/"
-	pSub    = "b/sub/"
-	pClosed = "b/closed/"
-	pHook   = "b/wh/"
-	pSeq    = "b/seq/"
-	pColl   = "b/coll/"
-	pCollQ  = "b/collq/"
-	pCust   = "b/cust/"
-	pOpen   = "b/open/"
-	pDun    = "b/dun/"
-	pHold   = "b/hold/"
-	pMeta   = "b/meta/"
-	pGrant  = "b/grant/"
+	pInv     = "b/inv/"
+	pDraft   = "b/draft/"
+	pPInv    = "b/pinv/"
+	pTInv    = "b/tinv/"
+	pCN      = "b/cn/"
+	pTCN     = "b/tcn/"
+	pPay     = "b/pay/"
+	pTPay    = "b/tpay/"
+	pCredit  = "b/credit/"
+	pSub     = "b/sub/"
+	pClosed  = "b/closed/"
+	pHook    = "b/wh/"
+	pSeq     = "b/seq/"
+	pColl    = "b/coll/"
+	pCollQ   = "b/collq/"
+	pCust    = "b/cust/"
+	pOpen    = "b/open/"
+	pDun     = "b/dun/"
+	pHold    = "b/hold/"
+	pMeta    = "b/meta/"
+	pGrant   = "b/grant/"
+	pRedeem  = "b/redeem/"
+	pCouponN = "b/couponn/"
 )
 
 func key(parts ...string) []byte {

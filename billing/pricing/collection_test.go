@@ -64,3 +64,35 @@ func TestCollectionSettingsErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+func TestCouponsParse(t *testing.T) {
+	c, err := parse(t, `
+coupons:
+  - {code: HALF, percent_off: "12.5", duration: 3, max_redemptions: 100}
+  - {code: FIVE, amount_off: "5.00", applies_to: [ai_tokens], duration: forever}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half, ok := c.Coupon("HALF")
+	if !ok || half.Percent().RatString() != "1/8" || half.Periods != 3 || half.MaxRedemptions != 100 {
+		t.Errorf("HALF: %+v", half)
+	}
+	five, _ := c.Coupon("FIVE")
+	if five.AmountOff != 500 || five.Periods != 0 || five.Percent() != nil || len(five.AppliesTo) != 1 {
+		t.Errorf("FIVE: %+v", five)
+	}
+	for src, want := range map[string]string{
+		`coupons: [{code: A}]`: "billing.coupons[0]: want exactly one of percent_off and amount_off",
+		`coupons: [{code: A, percent_off: "10", amount_off: "1.00"}]`:           "want exactly one",
+		`coupons: [{code: A, percent_off: "101"}]`:                              "billing.coupons[0].percent_off",
+		`coupons: [{code: A, amount_off: "1.001"}]`:                             "billing.coupons[0].amount_off",
+		`coupons: [{code: A, percent_off: "5", duration: 0}]`:                   "billing.coupons[0].duration",
+		`coupons: [{percent_off: "5"}]`:                                         "billing.coupons[0].code",
+		`coupons: [{code: A, percent_off: "5"}, {code: A, amount_off: "1.00"}]`: "defined twice",
+	} {
+		if _, err := parse(t, src); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", src, err, want)
+		}
+	}
+}

@@ -36,7 +36,7 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 	c := Catalogue{GracePeriod: DefaultGracePeriod, PaymentTerms: DefaultPaymentTerms}
 	cur := "USD"
 	curNode := n
-	var plansNode, customersNode *yaml.Node
+	var plansNode, customersNode, couponsNode *yaml.Node
 	err := eachKey(n, "billing", func(key string, k, v *yaml.Node) error {
 		f := "billing." + key
 		switch key {
@@ -73,6 +73,9 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 		case "plans":
 			plansNode = v
 			return nil
+		case "coupons":
+			couponsNode = v
+			return nil
 		}
 		return fieldErr(k, f, "unknown field")
 	})
@@ -101,6 +104,11 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 			return err
 		})
 		if err != nil {
+			return Catalogue{}, err
+		}
+	}
+	if couponsNode != nil {
+		if c.Coupons, err = parseCoupons(couponsNode, c.Currency); err != nil {
 			return Catalogue{}, err
 		}
 	}

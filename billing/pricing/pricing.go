@@ -96,7 +96,9 @@ type Catalogue struct {
 	// Collections the tenants' own `billing.customers.<tenant>.collection`.
 	DefaultCollection string            `json:"collection,omitempty"`
 	Collections       map[string]string `json:"collections,omitempty"`
-	Plans             []Plan            `json:"plans"`
+	// Coupons are the discounts tenants may redeem (`billing.coupons:`).
+	Coupons []Coupon `json:"coupons,omitempty"`
+	Plans   []Plan   `json:"plans"`
 }
 
 // DefaultGracePeriod is the grace period when the catalogue names none.
