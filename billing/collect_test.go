@@ -1,11 +1,15 @@
 package billing
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stripe/stripe-go/v82/webhook"
 
 	"github.com/usagemeter/usagemeter/billing/internal/stripemock"
 	"github.com/usagemeter/usagemeter/billing/invoice"
@@ -77,6 +81,35 @@ func TestRunCollectsThroughStripe(t *testing.T) {
 				t.Errorf("beta collects manually, got %+v", c)
 			}
 		}
+	}
+	// Stripe collects: its signed invoice.paid webhook (our number in the metadata) pays our
+	// invoice, and, paid through Stripe, it is not queued again to be closed there.
+	t.Setenv("STRIPE_WEBHOOK_SECRET", "whsec_test")
+	code, _, body = call(t, "GET", srv.URL+"/v1/invoices?tenant=acme", "", nil)
+	var list struct {
+		Invoices []struct {
+			ID         string
+			AmountDue  int64 `json:"amount_due"`
+			Collection *invoice.Collection
+		}
+	}
+	if code != 200 || json.Unmarshal(body, &list) != nil || len(list.Invoices) != 1 {
+		t.Fatalf("list: %d %s", code, body)
+	}
+	acme := list.Invoices[0]
+	payload, _ := json.Marshal(map[string]any{"id": "evt_paid", "object": "event", "type": "invoice.paid", "api_version": "2020-08-27",
+		"created": 1793750400, "data": map[string]any{"object": map[string]any{"id": acme.Collection.Invoice, "object": "invoice",
+			"amount_paid": acme.AmountDue, "currency": "usd", "metadata": map[string]string{"invoice_number": acme.ID, "tenant": "acme"}}}})
+	signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: "whsec_test", Timestamp: time.Now()})
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/webhooks/stripe", bytes.NewReader(payload))
+	req.Header.Set("Stripe-Signature", signed.Header)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("webhook: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if inv, err := svc.Get(context.Background(), acme.ID); err != nil || inv.Status != invoice.Paid || inv.Collection.Status != invoice.CollectSent {
+		t.Fatalf("after invoice.paid: %+v %v", inv, err)
 	}
 	// Nothing left: collecting again makes no Stripe call.
 	code, _, body = call(t, "POST", srv.URL+"/v1/invoices/collect", "", nil)
