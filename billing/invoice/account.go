@@ -186,8 +186,8 @@ func (s *Service) Void(_ context.Context, number, reason string) (*Invoice, erro
 	defer b.Close()
 	// Undo what finalization did to the credit balance.
 	delta := inv.CreditApplied
-	if inv.Subtotal < 0 {
-		delta = inv.Subtotal
+	if inv.Gross() < 0 {
+		delta = inv.Gross()
 	}
 	if delta != 0 {
 		if err := s.addCredit(b, inv.Tenant, delta); err != nil {
@@ -238,7 +238,7 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	if inv.Number == "" || inv.Status == Void {
 		return nil, fmt.Errorf("credit note on %s: %w: invoice is %s", number, ErrConflict, inv.Status)
 	}
-	if room := inv.Subtotal - inv.AmountCredited; amount > room {
+	if room := inv.Gross() - inv.AmountCredited; amount > room {
 		return nil, fmt.Errorf("credit note on %s: %w: at most %d can still be credited", number, ErrInvalid, int64(room))
 	}
 	last, err := seq{"credit_note"}.last(s.db)
@@ -355,10 +355,10 @@ func (s *Service) Statement(ctx context.Context, tenant string) (Statement, erro
 		}
 		e := Entry{Time: *inv.FinalizedAt, Kind: "invoice", Reference: inv.Number,
 			Description: "Invoice " + inv.Number + " for " + inv.Period.String()}
-		if inv.Subtotal >= 0 {
-			e.Debit = inv.Subtotal
+		if inv.Gross() >= 0 {
+			e.Debit = inv.Gross()
 		} else {
-			e.Credit = -inv.Subtotal
+			e.Credit = -inv.Gross()
 		}
 		st.Entries = append(st.Entries, e)
 		if inv.Status == Void {

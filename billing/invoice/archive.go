@@ -86,7 +86,7 @@ func (s *Service) periodDocs(p rating.Period) ([]archiveDoc, map[string]money.Am
 		numbers[number] = true
 		// What the statement shows for the invoice (and its void): see Statement.
 		if inv.Status != Void {
-			net[tenant] += inv.Subtotal
+			net[tenant] += inv.Gross()
 		}
 		docs = append(docs, archiveDoc{bytes.Clone(k), nil})
 		if err := add(key(pInv, number)); err != nil {
@@ -200,7 +200,7 @@ func (s *Service) RestorePeriod(_ context.Context, p rating.Period, next func() 
 				return 0, fmt.Errorf("archived invoice %q: %w", k, err)
 			}
 			if inv.Status != Void {
-				net[inv.Tenant] += inv.Subtotal
+				net[inv.Tenant] += inv.Gross()
 			}
 		case bytes.HasPrefix(k, []byte(pCN)):
 			var cn CreditNote

@@ -195,9 +195,9 @@ func before(a, b *propGrant) bool {
 }
 
 // checkDraw compares an invoice and its tenant's grants with the independent draw.
-func checkDraw(t *testing.T, f *fixture, inv *Invoice, gs []*propGrant, credit int64) {
+func checkDraw(t *testing.T, f *fixture, inv *Invoice, gross int64, gs []*propGrant, credit int64) {
 	t.Helper()
-	wantGrants, wantCredit, wantDue := expectDraw(int64(inv.Subtotal), gs, credit)
+	wantGrants, wantCredit, wantDue := expectDraw(gross, gs, credit)
 	if int64(inv.GrantsApplied) != wantGrants || int64(inv.CreditApplied) != wantCredit || int64(inv.AmountDue) != wantDue {
 		t.Fatalf("tenant %s subtotal %d: grants %d credit %d due %d, independent draw %d %d %d",
 			inv.Tenant, inv.Subtotal, inv.GrantsApplied, inv.CreditApplied, inv.AmountDue, wantGrants, wantCredit, wantDue)

@@ -165,7 +165,8 @@ func (p propPlan) expected(qty map[string]int64) int64 {
 // TestPropertyInvoiceTotal: for random catalogues and random usage, every invoice's subtotal
 // equals the independent recomputation above (less a random percentage coupon for about half
 // the tenants), and with random credit grants and prepaid credit
-// what is drawn from each grant, the credit applied and the amount due equal an independent draw.
+// what is drawn from each grant, the credit applied and the amount due equal an independent draw;
+// about half the tenants pay a random exclusive tax, checked against an independent rounding.
 func TestPropertyInvoiceTotal(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -179,11 +180,20 @@ func TestPropertyInvoiceTotal(t *testing.T) {
 		}
 		pct := 1 + r.Int64N(100) // a whole-invoice coupon of pct %, redeemed by about half the tenants
 		src += fmt.Sprintf("coupons:\n  - {code: PCT, percent_off: \"%d\", duration: forever}\n", pct)
+		rate := r.Int64N(31) // an exclusive tax of rate % for the tenants in XX (about half)
+		src += fmt.Sprintf("taxes: {rates: [{jurisdiction: XX, name: VAT, rate: \"%d\"}]}\n", rate)
 		assign := map[string]string{}
 		qty := map[string]map[string]int64{}
 		tenants := 1 + r.IntN(8)
+		taxed := map[string]bool{}
+		src += "customers:\n"
 		for i := 0; i < tenants; i++ {
 			tn := fmt.Sprintf("t%d", i)
+			if taxed[tn] = r.IntN(2) == 0; taxed[tn] {
+				src += fmt.Sprintf("  %s: {jurisdiction: XX}\n", tn)
+			} else {
+				src += fmt.Sprintf("  %s: {name: %s}\n", tn, tn)
+			}
 			assign[tn] = plans[r.IntN(len(plans))].name
 			qty[tn] = map[string]int64{}
 		}
@@ -232,11 +242,18 @@ func TestPropertyInvoiceTotal(t *testing.T) {
 			if coupon[inv.Tenant] && want > 0 {
 				want -= (2*pct*want + 100) / 200 // pct % of it, to the nearest cent, halves up
 			}
+			wantTax := int64(0)
+			if taxed[inv.Tenant] {
+				wantTax = (2*rate*want + 100) / 200 // rate % of the subtotal, halves up (want >= 0)
+			}
+			if int64(inv.Tax) != wantTax {
+				t.Fatalf("round %d tenant %s: tax %d on %d at %d%%, independent %d", round, inv.Tenant, inv.Tax, want, rate, wantTax)
+			}
 			if int64(inv.Subtotal) != want {
 				t.Fatalf("round %d tenant %s plan %s: subtotal %d, independent total %d\nusage %v\n%s\nlines %+v",
 					round, inv.Tenant, plan.name, inv.Subtotal, want, qty[inv.Tenant], src, inv.Lines)
 			}
-			checkDraw(t, f, inv, grants[inv.Tenant], credits[inv.Tenant])
+			checkDraw(t, f, inv, want+wantTax, grants[inv.Tenant], credits[inv.Tenant])
 		}
 	}
 }

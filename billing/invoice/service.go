@@ -26,6 +26,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/billing/pricing"
 	"github.com/usagemeter/usagemeter/billing/rating"
+	"github.com/usagemeter/usagemeter/billing/tax"
 )
 
 // Options configure a Service.
@@ -46,6 +47,9 @@ type Options struct {
 	Tenants func() []string
 	Now     func() time.Time // nil: time.Now
 	Logger  *slog.Logger     // nil: slog.Default()
+	// TaxEngine computes invoices' taxes; nil means the catalogue's built-in table
+	// (billing.taxes), read at each run so that a configuration reload applies.
+	TaxEngine tax.Engine
 }
 
 // collectionOf is how a tenant's invoices are collected under a catalogue.
@@ -69,6 +73,7 @@ type Service struct {
 	mu sync.Mutex // serializes every write
 
 	holds holdCache
+	taxes tax.Engine
 }
 
 // New builds a Service.
@@ -86,6 +91,10 @@ func New(o Options) (*Service, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.taxes = o.TaxEngine
+	if s.taxes == nil {
+		s.taxes = catalogueTaxes{s}
 	}
 	if s.defaultPlan == nil {
 		first := o.Catalogue.Plans[0].Name
@@ -308,10 +317,11 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 		inv.Number = fmt.Sprintf("INV-%08d", last)
 		inv.ID = inv.Number
 		credit := st.credit[inv.Tenant]
+		gross := inv.Gross() // taxes included: credit pays what the customer is asked
 		switch {
-		case inv.Subtotal > 0:
+		case gross > 0:
 			// Grants first (they may expire; prepaid credit does not), then prepaid credit.
-			uses, err := drawGrants(b, st.grants[inv.Tenant], inv.Number, inv.Subtotal, now)
+			uses, err := drawGrants(b, st.grants[inv.Tenant], inv.Number, gross, now)
 			if err != nil {
 				return err
 			}
@@ -319,12 +329,12 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 			for _, u := range uses {
 				inv.GrantsApplied += u.Amount
 			}
-			inv.CreditApplied = min(credit, inv.Subtotal-inv.GrantsApplied)
+			inv.CreditApplied = min(credit, gross-inv.GrantsApplied)
 			credit -= inv.CreditApplied
-		case inv.Subtotal < 0:
-			credit -= inv.Subtotal // a net refund of late corrections becomes credit
+		case gross < 0:
+			credit -= gross // a net refund of late corrections becomes credit
 		}
-		inv.AmountDue = max(0, inv.Subtotal-inv.GrantsApplied-inv.CreditApplied)
+		inv.AmountDue = max(0, gross-inv.GrantsApplied-inv.CreditApplied)
 		inv.AmountRemaining = inv.AmountDue
 		t := now
 		inv.FinalizedAt = &t
@@ -468,7 +478,13 @@ func (s *Service) build(ctx context.Context, cat *pricing.Catalogue, tenant stri
 	if !used && !adjusted && inv.Subtotal == 0 && !anyAmount(lines) {
 		return nil, nil
 	}
-	inv.AmountDue = max(0, inv.Subtotal)
+	taxes, err := s.taxes.Taxes(ctx, tax.Request{Tenant: tenant, Customer: cat.TaxCustomers[tenant], Currency: cat.Currency, Net: inv.Subtotal})
+	if err != nil {
+		return nil, fmt.Errorf("taxes of %s: %w", inv.ID, err)
+	}
+	inv.Taxes, inv.Tax = taxes, tax.Added(taxes)
+	inv.Total = inv.Gross()
+	inv.AmountDue = max(0, inv.Total)
 	inv.AmountRemaining = inv.AmountDue
 	return inv, nil
 }
@@ -697,3 +713,11 @@ func (s *Service) List(ctx context.Context, f Filter) ([]*Invoice, error) {
 
 // Now is the service's clock.
 func (s *Service) Now() time.Time { return s.now() }
+
+// catalogueTaxes is the built-in tax table of the catalogue in force.
+type catalogueTaxes struct{ s *Service }
+
+func (c catalogueTaxes) Taxes(ctx context.Context, r tax.Request) ([]tax.Line, error) {
+	t := c.s.Catalogue().Taxes
+	return t.Taxes(ctx, r)
+}

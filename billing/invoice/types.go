@@ -7,6 +7,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/billing/pricing"
 	"github.com/usagemeter/usagemeter/billing/rating"
+	"github.com/usagemeter/usagemeter/billing/tax"
 )
 
 // Status is an invoice's place in its life cycle: draft → finalized → paid, or → void.
@@ -58,6 +59,11 @@ type Invoice struct {
 	Lines  []rating.Line  `json:"lines"`
 
 	Subtotal money.Amount `json:"subtotal"` // sum of lines
+	// Taxes are computed on the subtotal (package tax); Tax is what they add (the exclusive
+	// ones; inclusive taxes are part of the subtotal); Total = Subtotal + Tax.
+	Taxes []tax.Line   `json:"taxes,omitempty"`
+	Tax   money.Amount `json:"tax"`
+	Total money.Amount `json:"total"`
 	// CreditApplied is prepaid credit drawn down at finalization, before anything is charged.
 	CreditApplied money.Amount `json:"credit_applied"`
 	// GrantsApplied is credit grants drawn down at finalization (before prepaid credit), with
@@ -169,3 +175,7 @@ type RunResult struct {
 	Total     money.Amount  `json:"total"`     // sum of the subtotals produced
 	Invoices  []string      `json:"invoices"`  // ids produced, in tenant order
 }
+
+// Gross is what the invoice asks before credit: the subtotal and the taxes it adds. (Invoices
+// stored before taxes existed have Tax 0, so Gross is their subtotal.)
+func (inv *Invoice) Gross() money.Amount { return inv.Subtotal + inv.Tax }

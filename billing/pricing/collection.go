@@ -176,20 +176,22 @@ func parseDunning(n *yaml.Node, f string) (*Dunning, error) {
 	return d, err
 }
 
-// splitCustomer takes the collection field out of a customer's mapping, so that the rest
-// parses as a Party.
-func splitCustomer(n *yaml.Node) (party *yaml.Node, collection *yaml.Node) {
+// splitCustomer takes the billing fields (collection, tax position) out of a customer's
+// mapping, so that the rest parses as a Party.
+func splitCustomer(n *yaml.Node) (party *yaml.Node, extra map[string]*yaml.Node) {
+	extra = map[string]*yaml.Node{}
 	if n.Kind != yaml.MappingNode {
-		return n, nil
+		return n, extra
 	}
 	cp := *n
 	cp.Content = nil
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "collection" {
-			collection = n.Content[i+1]
+		switch k := n.Content[i].Value; k {
+		case "collection", "jurisdiction", "tax_exempt", "reverse_charge":
+			extra[k] = n.Content[i+1]
 			continue
 		}
 		cp.Content = append(cp.Content, n.Content[i], n.Content[i+1])
 	}
-	return &cp, collection
+	return &cp, extra
 }

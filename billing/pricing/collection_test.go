@@ -96,3 +96,35 @@ coupons:
 		}
 	}
 }
+
+func TestTaxesParse(t *testing.T) {
+	c, err := parse(t, `
+taxes: {inclusive: true, rates: [{jurisdiction: GB, name: VAT, rate: "20"}, {jurisdiction: US-NY, rate: "8.875"}]}
+customers:
+  acme: {name: Acme, jurisdiction: GB, collection: stripe}
+  beta: {name: Beta, jurisdiction: GB, reverse_charge: true}
+  gov: {name: Gov, tax_exempt: true}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Taxes.Inclusive || len(c.Taxes.Rates) != 2 || c.Taxes.Rates[1].Name != "Tax" {
+		t.Errorf("table: %+v", c.Taxes)
+	}
+	if c.TaxCustomers["acme"].Jurisdiction != "GB" || !c.TaxCustomers["beta"].ReverseCharge || !c.TaxCustomers["gov"].Exempt ||
+		c.Customers["acme"].Name != "Acme" || c.CollectionOf("acme") != CollectStripe {
+		t.Errorf("customers: %+v %+v", c.TaxCustomers, c.Customers)
+	}
+	for src, want := range map[string]string{
+		"customers: {acme: {jurisdiction: FR}}":                                           "billing.customers.acme.jurisdiction: jurisdiction \"FR\" has no rate",
+		`taxes: {rates: [{jurisdiction: GB, rate: "120"}]}`:                               "billing.taxes.rates[0].rate",
+		`taxes: {rates: [{jurisdiction: GB, rate: "20"}, {jurisdiction: GB, rate: "5"}]}`: "has two rates",
+		"customers: {acme: {tax_exempt: yes}}":                                            "billing.customers.acme.tax_exempt",
+		"customers: {acme: {tax_exempt: true, reverse_charge: true}}":                     "not both",
+		"taxes: {engine: avalara}":                                                        "billing.taxes.engine: unknown field",
+	} {
+		if _, err := parse(t, src); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", src, err, want)
+		}
+	}
+}

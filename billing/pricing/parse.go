@@ -76,6 +76,10 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 		case "coupons":
 			couponsNode = v
 			return nil
+		case "taxes":
+			var err error
+			c.Taxes, err = parseTaxes(v, f)
+			return err
 		}
 		return fieldErr(k, f, "unknown field")
 	})
@@ -88,8 +92,11 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 	if customersNode != nil {
 		c.Customers = map[string]Party{}
 		err := eachKey(customersNode, "billing.customers", func(key string, _, v *yaml.Node) error {
-			pn, cn := splitCustomer(v)
-			if cn != nil {
+			pn, extra := splitCustomer(v)
+			if err := parseTaxCustomer(&c, key, extra); err != nil {
+				return err
+			}
+			if cn := extra["collection"]; cn != nil {
 				m, err := parseCollection(cn, "billing.customers."+key+".collection")
 				if err != nil {
 					return err
@@ -106,6 +113,9 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 		if err != nil {
 			return Catalogue{}, err
 		}
+	}
+	if err := c.checkTaxes(); err != nil {
+		return Catalogue{}, err
 	}
 	if couponsNode != nil {
 		if c.Coupons, err = parseCoupons(couponsNode, c.Currency); err != nil {

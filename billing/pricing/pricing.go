@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/usagemeter/usagemeter/billing/money"
+	"github.com/usagemeter/usagemeter/billing/tax"
 )
 
 // Model is a charge model (the names follow Lago's).
@@ -96,6 +97,10 @@ type Catalogue struct {
 	// Collections the tenants' own `billing.customers.<tenant>.collection`.
 	DefaultCollection string            `json:"collection,omitempty"`
 	Collections       map[string]string `json:"collections,omitempty"`
+	// Taxes is the built-in tax table (`billing.taxes:`), TaxCustomers the customers' tax
+	// positions (jurisdiction, exempt, reverse charge) by tenant.
+	Taxes        tax.Table               `json:"taxes"`
+	TaxCustomers map[string]tax.Customer `json:"tax_customers,omitempty"`
 	// Coupons are the discounts tenants may redeem (`billing.coupons:`).
 	Coupons []Coupon `json:"coupons,omitempty"`
 	Plans   []Plan   `json:"plans"`

@@ -409,6 +409,12 @@ func (c *Collector) addLines(ctx context.Context, inv *invoice.Invoice, id strin
 		lines = append(lines, &stripe.InvoiceAddLinesLineParams{Amount: stripe.Int64(int64(l.Amount)),
 			Description: stripe.String(l.Description), Metadata: meta(l.Key)})
 	}
+	for _, t := range inv.Taxes {
+		if !t.Inclusive && t.Amount != 0 {
+			lines = append(lines, &stripe.InvoiceAddLinesLineParams{Amount: stripe.Int64(int64(t.Amount)),
+				Description: stripe.String(fmt.Sprintf("%s %s%% (%s)", t.Name, t.Rate, t.Jurisdiction)), Metadata: meta("tax:" + t.Jurisdiction)})
+		}
+	}
 	if inv.GrantsApplied > 0 {
 		lines = append(lines, &stripe.InvoiceAddLinesLineParams{Amount: stripe.Int64(-int64(inv.GrantsApplied)),
 			Description: stripe.String("Credit grants applied"), Metadata: meta("grants_applied")})
