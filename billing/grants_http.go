@@ -26,7 +26,8 @@ func (s *Service) createGrant(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "%v", err)
 		return
 	}
-	amt, err := money.ParseAmount(body.Amount, s.Catalogue().Currency)
+	cat := s.Catalogue()
+	amt, err := money.ParseAmount(body.Amount, cat.CurrencyOf(r.PathValue("tenant")))
 	if err != nil {
 		badRequest(w, "amount: %v", err)
 		return

@@ -341,7 +341,13 @@ func (s *Service) recordPayment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cat := s.Catalogue()
-	amt, err := money.ParseAmount(body.Amount, cat.Currency)
+	cur := cat.CurrencyOf(body.Tenant)
+	if body.Invoice != "" {
+		if inv, err := s.Get(r.Context(), body.Invoice); err == nil {
+			cur = inv.Currency // the amount is read with the minor units of what it pays
+		}
+	}
+	amt, err := money.ParseAmount(body.Amount, cur)
 	if err != nil {
 		badRequest(w, "amount: %v", err)
 		return

@@ -64,12 +64,7 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 	if in.Amount <= 0 {
 		return nil, nil, fmt.Errorf("record payment: %w: amount must be positive", ErrInvalid)
 	}
-	if in.Currency == "" {
-		in.Currency = cat.Currency.Code
-	}
-	if in.Currency != cat.Currency.Code {
-		return nil, nil, fmt.Errorf("record payment: %w: currency %s, the catalogue bills in %s", ErrInvalid, in.Currency, cat.Currency.Code)
-	}
+
 	now := s.now()
 	if in.ReceivedAt.IsZero() {
 		in.ReceivedAt = now
@@ -93,6 +88,17 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 	}
 	if in.Tenant == "" {
 		return nil, nil, fmt.Errorf("record payment: %w: a tenant or an invoice is required", ErrInvalid)
+	}
+	// The currency is the invoice's, or the tenant's for a prepayment: nothing converts.
+	billed := cat.CurrencyOf(in.Tenant).Code
+	if inv != nil {
+		billed = inv.Currency.Code
+	}
+	if in.Currency == "" {
+		in.Currency = billed
+	}
+	if in.Currency != billed {
+		return nil, nil, fmt.Errorf("record payment: %w: currency %s, the tenant is billed in %s", ErrInvalid, in.Currency, billed)
 	}
 	last, err := seq{"payment"}.last(s.db)
 	if err != nil {
@@ -320,7 +326,7 @@ func (s *Service) Payments(_ context.Context, tenant string) ([]*Payment, error)
 // Balance is what the tenant owes now.
 func (s *Service) Balance(ctx context.Context, tenant string) (Balance, error) {
 	cat := s.Catalogue()
-	b := Balance{Tenant: tenant, Currency: cat.Currency.Code}
+	b := Balance{Tenant: tenant, Currency: cat.CurrencyOf(tenant).Code}
 	invs, err := s.List(ctx, Filter{Tenant: tenant})
 	if err != nil {
 		return b, err

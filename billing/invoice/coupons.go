@@ -54,6 +54,9 @@ func (s *Service) RedeemCoupon(_ context.Context, tenant, code string) (*Redempt
 	case !ok:
 		return nil, fmt.Errorf("redeem %q: %w: no such coupon", code, ErrNotFound)
 	}
+	if cur := cat.CurrencyOf(tenant); c.AmountOff > 0 && cur.Code != cat.Currency.Code {
+		return nil, fmt.Errorf("redeem %q: %w: its amount is in %s, %s is billed in %s; nothing is converted", code, ErrConflict, cat.Currency.Code, tenant, cur.Code)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := key(pRedeem, tenant, code)

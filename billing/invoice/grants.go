@@ -87,8 +87,8 @@ func (s *Service) CreateGrant(_ context.Context, in GrantInput) (*Grant, error) 
 		return nil, fmt.Errorf("credit grant: %w: amount must be positive", ErrInvalid)
 	case in.Kind != GrantPromotional && in.Kind != GrantPurchased:
 		return nil, fmt.Errorf("credit grant: %w: kind must be promotional or purchased, got %q", ErrInvalid, in.Kind)
-	case in.Currency != "" && in.Currency != cat.Currency.Code:
-		return nil, fmt.Errorf("credit grant: %w: currency %s, the catalogue bills in %s", ErrInvalid, in.Currency, cat.Currency.Code)
+	case in.Currency != "" && in.Currency != cat.CurrencyOf(in.Tenant).Code:
+		return nil, fmt.Errorf("credit grant: %w: currency %s, the tenant is billed in %s", ErrInvalid, in.Currency, cat.CurrencyOf(in.Tenant).Code)
 	}
 	now := s.now().UTC()
 	if in.Effective.IsZero() {
@@ -104,7 +104,7 @@ func (s *Service) CreateGrant(_ context.Context, in GrantInput) (*Grant, error) 
 		return nil, err
 	}
 	g := &Grant{ID: fmt.Sprintf("GR-%08d", last+1), Tenant: in.Tenant, Kind: in.Kind, Reason: in.Reason, Amount: in.Amount,
-		Currency: cat.Currency.Code, Priority: in.Priority, Effective: in.Effective.UTC(), CreatedAt: now}
+		Currency: cat.CurrencyOf(in.Tenant).Code, Priority: in.Priority, Effective: in.Effective.UTC(), CreatedAt: now}
 	if in.Expires != nil {
 		e := in.Expires.UTC()
 		g.Expires = &e
@@ -149,7 +149,8 @@ func (s *Service) Grants(_ context.Context, tenant string) (GrantBalance, error)
 		return GrantBalance{}, err
 	}
 	now := s.now()
-	bal := GrantBalance{Tenant: tenant, Currency: s.Catalogue().Currency.Code, Grants: all[tenant]}
+	cat := s.Catalogue()
+	bal := GrantBalance{Tenant: tenant, Currency: cat.CurrencyOf(tenant).Code, Grants: all[tenant]}
 	if bal.Grants == nil {
 		bal.Grants = []*Grant{}
 	}

@@ -439,6 +439,8 @@ func (s *Service) build(ctx context.Context, cat *pricing.Catalogue, tenant stri
 			return nil, errSkip
 		}
 	}
+	tcat := cat.ForTenant(tenant) // the tenant's currency and the plans' prices in it
+	cat = &tcat
 	segs := s.segmentsOf(tenant, st.subs[tenant], p)
 	r := &rating.Rater{Catalogue: cat, Usage: s.usage, Stock: s.stock, Limits: s.limits}
 	rated, sugg, err := r.RateAndSuggest(ctx, tenant, p, segs)

@@ -187,7 +187,7 @@ func splitCustomer(n *yaml.Node) (party *yaml.Node, extra map[string]*yaml.Node)
 	cp.Content = nil
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		switch k := n.Content[i].Value; k {
-		case "collection", "jurisdiction", "tax_exempt", "reverse_charge":
+		case "collection", "jurisdiction", "tax_exempt", "reverse_charge", "currency":
 			extra[k] = n.Content[i+1]
 			continue
 		}

@@ -128,3 +128,44 @@ customers:
 		}
 	}
 }
+
+func TestCurrenciesPerCustomer(t *testing.T) {
+	src := `
+currency: USD
+currencies: [JPY, KWD]
+customers:
+  tokyo: {name: Tokyo KK, currency: JPY}
+  kuwait: {name: Kuwait Co, currency: KWD}
+plans:
+  - name: pro
+    base_fee: {USD: "10.00", JPY: "1500", KWD: "3.050"}
+    charges:
+      - {meter: calls, model: per_unit, unit_price: {USD: "0.01", JPY: "1.5", KWD: "0.0031"}}
+`
+	c, err := parse(t, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jp := c.ForTenant("tokyo")
+	if jp.Currency.Code != "JPY" || jp.Currency.Exponent != 0 || jp.Plans[0].BaseFee != 1500 {
+		t.Errorf("tokyo: %+v %+v", jp.Currency, jp.Plans)
+	}
+	kw := c.ForTenant("kuwait")
+	if kw.Currency.Exponent != 3 || kw.Plans[0].BaseFee != 3050 {
+		t.Errorf("kuwait: %+v %+v", kw.Currency, kw.Plans)
+	}
+	if us := c.ForTenant("acme"); us.Currency.Code != "USD" || us.Plans[0].BaseFee != 1000 {
+		t.Errorf("acme: %+v", us.Plans)
+	}
+	for bad, want := range map[string]string{
+		strings.Replace(src, `unit_price: {USD: "0.01", JPY: "1.5", KWD: "0.0031"}`, `unit_price: {USD: "0.01", JPY: "1.5"}`, 1): "billing.plans[0].charges[0].unit_price: no price in KWD",
+		strings.Replace(src, `base_fee: {USD: "10.00", JPY: "1500", KWD: "3.050"}`, `base_fee: "10.00"`, 1):                      "billing.plans[0].base_fee: no price in JPY",
+		strings.Replace(src, `JPY: "1500"`, `JPY: "1500.5"`, 1):                                                                  "billing.plans[0].base_fee.JPY",
+		strings.Replace(src, "currency: KWD}", "currency: EUR}", 1):                                                              "billing.customers.kuwait.currency: EUR is neither",
+		strings.Replace(src, "[JPY, KWD]", "[JPY, USD]", 1):                                                                      "billing.currencies[1]",
+	} {
+		if _, err := parse(t, bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want %q", err, want)
+		}
+	}
+}

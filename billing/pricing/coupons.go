@@ -42,7 +42,7 @@ func (c *Catalogue) Coupon(code string) (Coupon, bool) {
 	return Coupon{}, false
 }
 
-func parseCoupons(n *yaml.Node, cur money.Currency) ([]Coupon, error) {
+func parseCoupons(n *yaml.Node, cur priceCurrency) ([]Coupon, error) {
 	if n.Kind != yaml.SequenceNode {
 		return nil, fieldErr(n, "billing.coupons", "want a list of coupons")
 	}

@@ -101,6 +101,11 @@ type Catalogue struct {
 	// positions (jurisdiction, exempt, reverse charge) by tenant.
 	Taxes        tax.Table               `json:"taxes"`
 	TaxCustomers map[string]tax.Customer `json:"tax_customers,omitempty"`
+	// Currencies are the other currencies plans are priced in (`billing.currencies`), PlansIn
+	// the plans priced in each, and CustomerCurrency the customers billed in one of them.
+	Currencies       []money.Currency  `json:"currencies,omitempty"`
+	PlansIn          map[string][]Plan `json:"plans_in,omitempty"`
+	CustomerCurrency map[string]string `json:"customer_currency,omitempty"`
 	// Coupons are the discounts tenants may redeem (`billing.coupons:`).
 	Coupons []Coupon `json:"coupons,omitempty"`
 	Plans   []Plan   `json:"plans"`
