@@ -237,6 +237,14 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.creditNoteLocked(number, amount, reason, 0, nil)
+}
+
+// creditNoteLocked issues a credit note; extra, when set, adds its writes to the same batch.
+// The caller holds mu.
+// refunded is the part of the credit the provider paid back to the customer: it does not become
+// prepaid credit.
+func (s *Service) creditNoteLocked(number string, amount money.Amount, reason string, refunded money.Amount, extra func(b *pebble.Batch, cn *CreditNote) error) (*CreditNote, error) {
 	inv, err := s.getStored(number)
 	if err != nil {
 		return nil, fmt.Errorf("credit note: %w", err)
@@ -261,8 +269,12 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	s.settle(inv, now)
 	b := s.db.NewBatch()
 	defer b.Close()
-	if cn.ToCredit > 0 {
-		if err := s.addCredit(b, inv.Tenant, cn.ToCredit); err != nil {
+	if refunded > cn.ToCredit {
+		return nil, fmt.Errorf("credit note on %s: %w: %d refunded, but only %d of it had been paid", number, ErrConflict, int64(refunded), int64(cn.ToCredit))
+	}
+	cn.Refunded = refunded
+	if left := cn.ToCredit - refunded; left > 0 {
+		if err := s.addCredit(b, inv.Tenant, left); err != nil {
 			return nil, err
 		}
 	}
@@ -281,6 +293,11 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	}
 	if err := (seq{"credit_note"}).set(b, last+1); err != nil {
 		return nil, err
+	}
+	if extra != nil {
+		if err := extra(b, cn); err != nil {
+			return nil, err
+		}
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, fmt.Errorf("credit note on %s: %w", number, err)
@@ -393,6 +410,10 @@ func (s *Service) Statement(ctx context.Context, tenant string) (Statement, erro
 	for _, cn := range cns {
 		st.Entries = append(st.Entries, Entry{Time: cn.CreatedAt, Kind: "credit_note", Reference: cn.Number,
 			Description: "Credit note " + cn.Number + " on " + cn.Invoice + ": " + cn.Reason, Credit: cn.Amount})
+		if cn.Refunded > 0 {
+			st.Entries = append(st.Entries, Entry{Time: cn.CreatedAt, Kind: "refund", Reference: cn.Number,
+				Description: "Refunded with credit note " + cn.Number, Debit: cn.Refunded})
+		}
 	}
 	sort.SliceStable(st.Entries, func(i, j int) bool { return st.Entries[i].Time.Before(st.Entries[j].Time) })
 	// Documents archived by retention leave their net as an opening balance (archive.go).

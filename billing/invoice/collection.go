@@ -61,6 +61,11 @@ func (s *Service) PutCollection(_ context.Context, number string, c *Collection,
 	if err := putJSON(b, []byte(pColl+number), c); err != nil {
 		return err
 	}
+	if c.Invoice != "" { // webhooks about the provider's invoice find ours through this
+		if err := b.Set(key(pPRef, c.Provider, c.Invoice), []byte(number), nil); err != nil {
+			return err
+		}
+	}
 	if done {
 		if err := b.Delete([]byte(pCollQ+number), nil); err != nil {
 			return err

@@ -106,3 +106,37 @@ func (s *Service) RecordProviderRefund(_ context.Context, provider, eventID, ref
 	s.log.Info("refund recorded", "payment", pay.ID, "tenant", pay.Tenant, "invoice", pay.Invoice, "amount", int64(delta))
 	return &r, false, nil
 }
+
+// RecordProviderCreditNote records a credit note the provider issued on the invoice it collects
+// (providerInvoice is its id, as recorded on our invoice's collection), idempotently on the
+// event id: our credit note of the same amount, and, for the part the provider refunded (or
+// settled out of band), that money leaving the prepaid credit the credit note created.
+func (s *Service) RecordProviderCreditNote(_ context.Context, provider, eventID, providerInvoice string, amount, refunded money.Amount, reason string) (*CreditNote, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	marker := key(pHook, provider, eventID)
+	_, seen, err := get(s.db, marker)
+	if err != nil || seen {
+		return nil, seen, err
+	}
+	number, found, err := get(s.db, key(pPRef, provider, providerInvoice))
+	if err != nil {
+		return nil, false, err
+	}
+	if !found {
+		return nil, false, fmt.Errorf("credit note on %s: %w: no invoice of ours was sent as it", providerInvoice, ErrNotFound)
+	}
+	cn, err := s.creditNoteLocked(string(number), amount, reason, refunded, func(b *pebble.Batch, cn *CreditNote) error {
+		return b.Set(marker, []byte(cn.Number), nil)
+	})
+	return cn, false, err
+}
+
+// refunded is what the provider gave back on the payment.
+func (p *Payment) refunded() money.Amount {
+	var s money.Amount
+	for _, r := range p.Refunds {
+		s += r.Amount
+	}
+	return s
+}

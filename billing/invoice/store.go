@@ -31,6 +31,7 @@ import (
 //	b/hold/<tenant>\x00<number>             dunning hold: quota admission denies the tenant (value: reason)
 //	b/grant/<tenant>\x00<id>               credit grant (JSON)
 //	b/redeem/<tenant>\x00<code>             a redeemed coupon (JSON); b/couponn/<code> redemptions (int64 BE)
+//	b/pref/<provider>\x00<provider invoice id> our invoice number (index of collections)
 //	b/meta/<name>                          one-off markers (open_index: the open index was built)
 const (
 	pInv     = "b/inv/"
@@ -56,6 +57,7 @@ const (
 	pGrant   = "b/grant/"
 	pRedeem  = "b/redeem/"
 	pCouponN = "b/couponn/"
+	pPRef    = "b/pref/"
 )
 
 func key(parts ...string) []byte {

@@ -98,7 +98,8 @@ type CreditNote struct {
 	Amount    money.Amount `json:"amount"`
 	Currency  string       `json:"currency"`
 	Reason    string       `json:"reason"`
-	ToCredit  money.Amount `json:"to_credit"` // part that became prepaid credit
+	ToCredit  money.Amount `json:"to_credit"`          // part that became (or, when refunded, was paid back as) credit
+	Refunded  money.Amount `json:"refunded,omitempty"` // part the provider paid back to the customer
 	CreatedAt time.Time    `json:"created_at"`
 }
 

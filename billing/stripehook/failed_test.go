@@ -116,3 +116,45 @@ func TestRefundReopensTheInvoiceOnce(t *testing.T) {
 		t.Errorf("a reordered event changed the invoice: %d", rem)
 	}
 }
+
+// TestStripeCreditNoteRefundsACollectedInvoice: a Stripe credit note with a refund on the
+// Stripe invoice we sent becomes our credit note, once; the refunded money leaves the credit it
+// creates, so the balance stays right.
+func TestStripeCreditNoteRefundsACollectedInvoice(t *testing.T) {
+	svc, h := setup(t)
+	ctx := context.Background()
+	inv, _ := svc.Get(ctx, "INV-00000001")
+	if err := svc.PutCollection(ctx, inv.Number, &invoice.Collection{Provider: Provider, Status: invoice.CollectSent, Invoice: "in_sent"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RecordPayment(ctx, invoice.PaymentInput{Invoice: inv.Number, Amount: inv.AmountDue, Method: "stripe"}); err != nil {
+		t.Fatal(err)
+	}
+	body := event("evt_cn", "credit_note.created", map[string]any{"id": "cn_1", "object": "credit_note", "number": "ABC-CN-01",
+		"invoice": "in_sent", "amount": 300, "currency": "usd", "reason": "duplicate", "refunds": []map[string]any{{"amount_refunded": 300, "refund": "re_1"}}})
+	for i := 0; i < 2; i++ {
+		rec := post(h, body, secret)
+		var resp Response
+		if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &resp) != nil || resp.Duplicate != (i == 1) {
+			t.Fatalf("attempt %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	cns, _ := svc.CreditNotes(ctx, "acme")
+	if len(cns) != 1 || cns[0].Amount != 300 || cns[0].Invoice != inv.Number {
+		t.Fatalf("credit notes: %+v", cns)
+	}
+	b, _ := svc.Balance(ctx, "acme")
+	if b.Credit != 0 || b.Outstanding != 0 {
+		t.Fatalf("the refunded money stayed as credit: %+v", b)
+	}
+	st, err := svc.Statement(ctx, "acme")
+	if err != nil || st.Entries[len(st.Entries)-1].Balance != st.Balance.Balance || st.Entries[len(st.Entries)-1].Kind != "refund" {
+		t.Fatalf("statement: %+v %v", st, err)
+	}
+	// A credit note on a Stripe invoice we did not send is acknowledged and ignored.
+	other := event("evt_cn2", "credit_note.created", map[string]any{"id": "cn_2", "object": "credit_note", "invoice": "in_other", "amount": 100, "currency": "usd"})
+	var resp Response
+	if rec := post(h, other, secret); rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &resp) != nil || resp.Ignored == "" {
+		t.Fatalf("foreign credit note: %d %s", rec.Code, rec.Body)
+	}
+}

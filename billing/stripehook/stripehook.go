@@ -41,6 +41,7 @@ type Recorder interface {
 	MarkProviderEvent(ctx context.Context, provider, eventID string) (bool, error)
 	RecordProviderFailure(ctx context.Context, provider, eventID, number, reason string) (bool, error)
 	RecordProviderRefund(ctx context.Context, provider, eventID, reference string, refunded money.Amount) (*invoice.Refund, bool, error)
+	RecordProviderCreditNote(ctx context.Context, provider, eventID, providerInvoice string, amount, refunded money.Amount, reason string) (*invoice.CreditNote, bool, error)
 }
 
 // Handler serves POST /v1/webhooks/stripe.
@@ -105,6 +106,8 @@ func (h *Handler) handle(ctx context.Context, ev stripe.Event) (Response, int, e
 		return h.failed(ctx, ev)
 	case "charge.refunded":
 		return h.refunded(ctx, ev)
+	case "credit_note.created":
+		return h.creditNote(ctx, ev)
 	}
 	in, ignored, err := paymentOf(ev)
 	if err != nil {
@@ -228,4 +231,39 @@ func (h *Handler) refunded(ctx context.Context, ev stripe.Event) (Response, int,
 		resp.Ignored = "nothing refunded beyond what is recorded"
 	}
 	return resp, 0, nil
+}
+
+// creditNote records a credit note Stripe issued on an invoice it collects for us (how a Stripe
+// invoice is refunded): our credit note of the same amount, and the refunded or out-of-band
+// part leaving the prepaid credit it creates.
+func (h *Handler) creditNote(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	var cn stripe.CreditNote
+	if ev.Data == nil || json.Unmarshal(ev.Data.Raw, &cn) != nil {
+		return Response{}, http.StatusBadRequest, fmt.Errorf("event %s: decode credit note", ev.ID)
+	}
+	ignore := func(why string) (Response, int, error) {
+		dup, err := h.Recorder.MarkProviderEvent(ctx, Provider, ev.ID)
+		if err != nil {
+			return Response{}, http.StatusInternalServerError, err
+		}
+		return Response{Received: true, Duplicate: dup, Ignored: why}, 0, nil
+	}
+	if cn.Invoice == nil || cn.Invoice.ID == "" || cn.Amount <= 0 {
+		return ignore("no invoice or no amount")
+	}
+	refunded := cn.OutOfBandAmount
+	for _, r := range cn.Refunds {
+		refunded += r.AmountRefunded
+	}
+	reason := fmt.Sprintf("Stripe credit note %s (%s)", cn.Number, cn.Reason)
+	_, dup, err := h.Recorder.RecordProviderCreditNote(ctx, Provider, ev.ID, cn.Invoice.ID, money.Amount(cn.Amount), money.Amount(refunded), reason)
+	switch {
+	case errors.Is(err, invoice.ErrNotFound):
+		return ignore(cn.Invoice.ID + " is not an invoice we sent")
+	case errors.Is(err, invoice.ErrInvalid), errors.Is(err, invoice.ErrConflict):
+		return Response{}, http.StatusUnprocessableEntity, err
+	case err != nil:
+		return Response{}, http.StatusInternalServerError, err
+	}
+	return Response{Received: true, Duplicate: dup}, 0, nil
 }
