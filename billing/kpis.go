@@ -95,10 +95,6 @@ func (s *Service) KPIs(ctx context.Context, tenant string, p rating.Period, grou
 		return KPIs{}, fmt.Errorf("billing KPIs of %s: %w", p, err)
 	}
 	now := s.Now()
-	grants, err := s.GrantTotals(ctx, tenant, p)
-	if err != nil {
-		return KPIs{}, fmt.Errorf("billing KPIs of %s: %w", p, err)
-	}
 	type acc struct {
 		KPIGroup
 		tenants map[string]bool
@@ -139,8 +135,11 @@ func (s *Service) KPIs(ctx context.Context, tenant string, p rating.Period, grou
 			}
 		}
 	}
-	out := KPIs{Period: p, Tenant: tenant, Currency: s.Catalogue().Currency.Code, GroupBy: groupBy,
-		Grants: GrantKPIs{Granted: grants.Granted, Used: grants.Used, Expired: grants.Expired}}
+	cat := s.Catalogue()
+	out := KPIs{Period: p, Tenant: tenant, Currency: cat.Currency.Code, GroupBy: groupBy}
+	if tenant != "" {
+		out.Currency = cat.CurrencyOf(tenant).Code
+	}
 	switch len(currencies) {
 	case 0:
 	case 1:
@@ -156,6 +155,11 @@ func (s *Service) KPIs(ctx context.Context, tenant string, p rating.Period, grou
 		sort.Strings(codes)
 		return KPIs{}, fmt.Errorf("billing KPIs of %s: the invoices are in %s: %w", p, strings.Join(codes, " and "), invoice.ErrConflict)
 	}
+	grants, err := s.GrantTotals(ctx, tenant, p, out.Currency)
+	if err != nil {
+		return KPIs{}, fmt.Errorf("billing KPIs of %s: %w", p, err)
+	}
+	out.Grants = GrantKPIs{Granted: grants.Granted, Used: grants.Used, Expired: grants.Expired}
 	if len(groups) == 0 {
 		groups[KPIGroupAll] = &acc{KPIGroup: KPIGroup{Group: KPIGroupAll}}
 	}

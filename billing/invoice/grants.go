@@ -281,7 +281,9 @@ func (s *Service) ExpireGrants(_ context.Context) (money.Amount, error) {
 // GrantTotals sums the grants of a tenant ("" for all) for a billing period: granted is the
 // amount of grants effective in it, used what the period's invoices drew, expired what was left
 // in grants expiring in it (as recorded by ExpireGrants).
-func (s *Service) GrantTotals(_ context.Context, tenant string, p rating.Period) (GrantBalance, error) {
+//
+// Only grants in currency count: sums across currencies mean nothing.
+func (s *Service) GrantTotals(_ context.Context, tenant string, p rating.Period, currency string) (GrantBalance, error) {
 	from, to := p.Start(), p.End()
 	all, err := s.grantsOf(tenant)
 	if err != nil {
@@ -292,6 +294,9 @@ func (s *Service) GrantTotals(_ context.Context, tenant string, p rating.Period)
 	var out GrantBalance
 	for _, gs := range all {
 		for _, g := range gs {
+			if g.Currency != currency {
+				continue
+			}
 			if in(g.Effective) {
 				out.Granted += g.Amount
 			}
