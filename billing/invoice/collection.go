@@ -14,7 +14,6 @@ const (
 	CollectStarted = "started" // an attempt began; the provider may hold objects we have not recorded
 	CollectCreated = "created" // the provider's invoice exists and its id is recorded
 	CollectSent    = "sent"    // finalized and sent (or charged) at the provider
-	CollectFailed  = "failed"  // the provider reported a failed payment; dunning retries it
 	CollectSkipped = "skipped" // settled or voided here before it was sent
 	CollectClosed  = "closed"  // settled or voided here after it was sent: closed at the provider too
 )
