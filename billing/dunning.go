@@ -97,7 +97,17 @@ func (s *Service) RunDunning(ctx context.Context) (DunningResult, error) {
 			d = &invoice.Dunning{Invoice: inv.Number, Tenant: inv.Tenant, Plan: plan}
 		}
 		d.Steps = len(sched.RetryDays)
+		last := step == len(sched.RetryDays) && sched.Consequence == pricing.ConsequenceHardDeny
 		if step == 0 || step <= d.Step {
+			// Held once, the hold lifted by a payment, and the invoice reopened since (a
+			// refund): the consequence applies again.
+			if _, held, err := s.Hold(ctx, inv.Tenant); err == nil && last && d.Held && !held {
+				e := invoice.DunningEntry{Step: step, At: now.UTC(), Action: "hold", Result: "ok"}
+				if err := s.RecordDunningStep(ctx, d, e, true); err == nil {
+					res.Holds++
+					s.audit(ctx, inv.Tenant, inv.Number, fmt.Sprintf("dunning hold again on %s: reopened after its last step", inv.Number), true)
+				}
+			}
 			continue
 		}
 		e := invoice.DunningEntry{Step: step, At: now.UTC(), Action: "reminder", Result: "ok"}
@@ -116,7 +126,7 @@ func (s *Service) RunDunning(ctx context.Context) (DunningResult, error) {
 				e.Result = "reminder only: " + colErr.Error()
 			}
 		}
-		hold := step == len(sched.RetryDays) && sched.Consequence == pricing.ConsequenceHardDeny
+		hold := last
 		if err := s.RecordDunningStep(ctx, d, e, hold); err != nil {
 			if errors.Is(err, invoice.ErrConflict) {
 				continue // settled meanwhile

@@ -122,7 +122,8 @@ func TestDunningScheduleHoldAndRelease(t *testing.T) {
 	}
 
 	// Paying lifts the hold at once; later runs take no step on a settled invoice.
-	if _, err := svc.RecordPayment(context.Background(), invoice.PaymentInput{Invoice: inv.Number, Amount: inv.AmountRemaining}); err != nil {
+	if _, _, err := svc.RecordProviderPayment(context.Background(), "stripe", "evt_pay",
+		invoice.PaymentInput{Invoice: inv.Number, Amount: inv.AmountRemaining, Method: "stripe", Reference: "pi_1"}); err != nil {
 		t.Fatal(err)
 	}
 	if d := admit(t, engine, svc); d.Result != authz.ResultAllow {
@@ -131,6 +132,14 @@ func TestDunningScheduleHoldAndRelease(t *testing.T) {
 	res = steps(time.Date(2026, 12, 20, 0, 0, 0, 0, time.UTC), 0)
 	if res.Overdue != 0 {
 		t.Errorf("a paid invoice is still overdue: %+v", res)
+	}
+	// The payment is refunded: the invoice reopens, and the next run holds the tenant again.
+	if _, _, err := svc.RecordProviderRefund(context.Background(), "stripe", "evt_refund", "pi_1", inv.AmountRemaining); err != nil {
+		t.Fatal(err)
+	}
+	res = steps(time.Date(2026, 12, 21, 0, 0, 0, 0, time.UTC), 0)
+	if res.Holds != 1 || admit(t, engine, svc).Result != authz.ResultDeny {
+		t.Fatalf("a refunded invoice past its last step is not held again: %+v", res)
 	}
 }
 
