@@ -11,6 +11,8 @@
 package billing
 
 import (
+	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/usagemeter/usagemeter/billing/invoice"
@@ -37,7 +39,13 @@ type Options = invoice.Options
 type Service struct {
 	*invoice.Service
 	hook *stripehook.Handler
-	cfg  *atomic.Pointer[config.Config] // set by NewFromConfig
+	coll collector
+	log  *slog.Logger
+	// Audit receives every dunning step (the exporter sets its audit log). May be nil.
+	Audit Auditor
+	dun   *dunningMetrics
+	dunMu sync.Mutex
+	cfg   *atomic.Pointer[config.Config] // set by NewFromConfig
 	// seen reports whether the ledger saw a tenant (ledger.Store.Seen), set by NewFromConfig on
 	// a ledger; nil: every tenant is known (see knownTenant).
 	seen func(string) bool
@@ -49,7 +57,11 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{Service: inv}
+	s := &Service{Service: inv, log: o.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.dun = newDunningMetrics(s)
 	s.hook = &stripehook.Handler{
 		Secret: func() string {
 			c := inv.Catalogue()

@@ -14,6 +14,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/billing/rating"
 	"github.com/usagemeter/usagemeter/billing/render"
+	"github.com/usagemeter/usagemeter/billing/stripecollect"
 	"github.com/usagemeter/usagemeter/exporter/api/problem"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
 	"github.com/usagemeter/usagemeter/exporter/api/timeparse"
@@ -31,6 +32,13 @@ func (s *Service) Routes() []route.Route {
 		// otherwise compute by fetching every invoice. Same action as reading the invoices.
 		{Method: "GET", Pattern: "/v1/billing/kpis", Action: route.ActionBillingRead, Audit: true, Handler: s.kpis},
 		{Method: "POST", Pattern: "/v1/invoices/run", Action: route.ActionBillingWrite, Audit: true, Handler: s.run},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/credit-grants", Action: route.ActionBillingRead, Audit: true, Handler: s.listGrants},
+		{Method: "POST", Pattern: "/v1/tenants/{tenant}/credit-grants", Action: route.ActionBillingWrite, Audit: true, Handler: s.createGrant},
+		{Method: "GET", Pattern: "/v1/tenants/{tenant}/coupons", Action: route.ActionBillingRead, Audit: true, Handler: s.listCoupons},
+		{Method: "POST", Pattern: "/v1/tenants/{tenant}/coupons", Action: route.ActionBillingWrite, Audit: true, Handler: s.redeemCoupon},
+		{Method: "POST", Pattern: "/v1/billing/dunning/run", Action: route.ActionBillingWrite, Audit: true, Handler: s.dunning},
+		{Method: "GET", Pattern: "/v1/invoices/{id}/dunning", Action: route.ActionBillingRead, Audit: true, Handler: s.invoiceDunning},
+		{Method: "POST", Pattern: "/v1/invoices/collect", Action: route.ActionBillingWrite, Audit: true, Handler: s.collect},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/finalize", Action: route.ActionBillingWrite, Audit: true, Handler: s.finalize},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/void", Action: route.ActionBillingWrite, Audit: true, Handler: s.void},
 		{Method: "POST", Pattern: "/v1/invoices/{id}/credit-notes", Action: route.ActionBillingWrite, Audit: true, Handler: s.creditNote},
@@ -101,9 +109,13 @@ func (s *Service) listInvoices(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]map[string]any, 0, len(invs))
 	for _, inv := range invs {
-		out = append(out, map[string]any{"id": inv.ID, "number": inv.Number, "tenant": inv.Tenant,
+		row := map[string]any{"id": inv.ID, "number": inv.Number, "tenant": inv.Tenant,
 			"period": inv.Period, "status": inv.Status, "currency": inv.Currency.Code, "subtotal": inv.Subtotal,
-			"amount_due": inv.AmountDue, "amount_remaining": inv.AmountRemaining})
+			"amount_due": inv.AmountDue, "amount_remaining": inv.AmountRemaining}
+		if c := inv.Collection; c != nil {
+			row["collection"] = map[string]any{"provider": c.Provider, "status": c.Status, "invoice": c.Invoice}
+		}
+		out = append(out, row)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"invoices": out})
 }
@@ -185,6 +197,35 @@ func (s *Service) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.Run(r.Context(), p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := runResponse{RunResult: res}
+	if res.Finalized > 0 && collectsThroughStripe(s.Catalogue()) {
+		// The invoices just finalized go to Stripe now; a failure leaves them queued for
+		// POST /v1/invoices/collect and does not undo the run.
+		c, err := s.Collect(r.Context())
+		out.Collection = &c
+		if err != nil {
+			out.CollectionError = err.Error()
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type runResponse struct {
+	invoice.RunResult
+	Collection      *stripecollect.Result `json:"collection,omitempty"`
+	CollectionError string                `json:"collection_error,omitempty"`
+}
+
+func (s *Service) collect(w http.ResponseWriter, r *http.Request) {
+	res, err := s.Collect(r.Context())
+	if errors.Is(err, ErrNoCollector) {
+		problem.Error(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -309,7 +350,13 @@ func (s *Service) recordPayment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cat := s.Catalogue()
-	amt, err := money.ParseAmount(body.Amount, cat.Currency)
+	cur := cat.CurrencyOf(body.Tenant)
+	if body.Invoice != "" {
+		if inv, err := s.Get(r.Context(), body.Invoice); err == nil {
+			cur = inv.Currency // the amount is read with the minor units of what it pays
+		}
+	}
+	amt, err := money.ParseAmount(body.Amount, cur)
 	if err != nil {
 		badRequest(w, "amount: %v", err)
 		return

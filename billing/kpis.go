@@ -25,6 +25,17 @@ type KPIs struct {
 	Currency string        `json:"currency"`
 	GroupBy  string        `json:"group_by,omitempty"`
 	Groups   []KPIGroup    `json:"groups"`
+	// Grants are the credit grants of the period (of every tenant, or of the tenant), not split
+	// by plan: grants are the tenant's, not a plan's.
+	Grants GrantKPIs `json:"credit_grants"`
+}
+
+// GrantKPIs are the credit grants of a period: granted (effective in it), used (drawn by its
+// non-void invoices) and expired (expiring in it, what was left).
+type GrantKPIs struct {
+	Granted money.Amount `json:"granted"`
+	Used    money.Amount `json:"used"`
+	Expired money.Amount `json:"expired"`
 }
 
 // KPIGroup is the key figures of one group: every invoice ("all"), or the invoices of one plan.
@@ -44,6 +55,14 @@ type KPIGroup struct {
 	OverageRevenue money.Amount `json:"overage_revenue"`
 	// Outstanding is what finalized invoices still owe (amount_remaining; drafts owe nothing yet).
 	Outstanding money.Amount `json:"outstanding"`
+	// MRR is the recurring revenue: the base-fee lines (prorated on plan changes).
+	MRR money.Amount `json:"mrr"`
+	// Collected is what was paid against the invoices (amount_paid).
+	Collected money.Amount `json:"collected"`
+	// Overdue is the part of Outstanding whose due date has passed.
+	Overdue money.Amount `json:"overdue"`
+	// CreditsUsed is credit drawn down at finalization: credit grants and prepaid credit.
+	CreditsUsed money.Amount `json:"credits_used"`
 }
 
 // InvoicePlan is the plan an invoice is reported under: the plan in force at the end of its
@@ -75,6 +94,7 @@ func (s *Service) KPIs(ctx context.Context, tenant string, p rating.Period, grou
 	if err != nil {
 		return KPIs{}, fmt.Errorf("billing KPIs of %s: %w", p, err)
 	}
+	now := s.Now()
 	type acc struct {
 		KPIGroup
 		tenants map[string]bool
@@ -99,15 +119,27 @@ func (s *Service) KPIs(ctx context.Context, tenant string, p rating.Period, grou
 		g.tenants[inv.Tenant] = true
 		g.Revenue += inv.Subtotal
 		for _, l := range inv.Lines {
-			if l.Kind == rating.KindUsage {
+			switch l.Kind {
+			case rating.KindUsage:
 				g.OverageRevenue += l.Amount
+			case rating.KindBase:
+				g.MRR += l.Amount
 			}
 		}
 		if inv.Status != invoice.Draft {
 			g.Outstanding += inv.AmountRemaining
+			g.Collected += inv.AmountPaid
+			g.CreditsUsed += inv.GrantsApplied + inv.CreditApplied
+			if inv.DueAt != nil && inv.DueAt.Before(now) {
+				g.Overdue += inv.AmountRemaining
+			}
 		}
 	}
-	out := KPIs{Period: p, Tenant: tenant, Currency: s.Catalogue().Currency.Code, GroupBy: groupBy}
+	cat := s.Catalogue()
+	out := KPIs{Period: p, Tenant: tenant, Currency: cat.Currency.Code, GroupBy: groupBy}
+	if tenant != "" {
+		out.Currency = cat.CurrencyOf(tenant).Code
+	}
 	switch len(currencies) {
 	case 0:
 	case 1:
@@ -123,6 +155,11 @@ func (s *Service) KPIs(ctx context.Context, tenant string, p rating.Period, grou
 		sort.Strings(codes)
 		return KPIs{}, fmt.Errorf("billing KPIs of %s: the invoices are in %s: %w", p, strings.Join(codes, " and "), invoice.ErrConflict)
 	}
+	grants, err := s.GrantTotals(ctx, tenant, p, out.Currency)
+	if err != nil {
+		return KPIs{}, fmt.Errorf("billing KPIs of %s: %w", p, err)
+	}
+	out.Grants = GrantKPIs{Granted: grants.Granted, Used: grants.Used, Expired: grants.Expired}
 	if len(groups) == 0 {
 		groups[KPIGroupAll] = &acc{KPIGroup: KPIGroup{Group: KPIGroupAll}}
 	}

@@ -13,6 +13,8 @@
 #   scopes:        optional further limits that apply, each {scope: "user"|"feature", name,
 #                  used, limit}: the user's usage against the user's limit, the feature's usage
 #                  against the feature's limit (docs/quotas.md)
+#   billing_hold:  optional {reason}: the tenant is on a dunning hold (an invoice overdue past
+#                  the last step of a hard_deny schedule); every request is denied until it pays
 # Output: data.usagemeter.quota.decision =
 #   {result: allow|warn|deny, remaining?, unlimited?, limit_scope?, reason}
 # Every limit that applies is judged alike; the decision is the tightest one's: the most severe
@@ -72,7 +74,12 @@ ranked := sort([[0 - severity[j[0]], j[1], scope_order[l.scope], j, l.scope] |
 	j := judge(l)
 ])
 
-verdict := ["deny", sprintf("feature %q is not in plan %q", [input.feature, input.plan])] if {
+# A dunning hold comes before everything else: nothing is admitted until the tenant pays.
+billing_held if is_object(input.billing_hold)
+
+verdict := ["deny", sprintf("billing hold: %s", [input.billing_hold.reason])] if {
+	billing_held
+} else := ["deny", sprintf("feature %q is not in plan %q", [input.feature, input.plan])] if {
 	feature_denied
 } else := ["deny", "amount must be a non-negative integer"] if {
 	not valid_amount

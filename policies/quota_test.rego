@@ -179,3 +179,20 @@ test_denied_before_judging_reports_tightest_standing if {
 	e := decide({"feature": "x", "plan_features": [], "scopes": [feature(3, 4)]})
 	[e.result, e.remaining, e.limit_scope] == ["deny", 1, "feature"]
 }
+
+test_billing_hold_denies_within_limit if {
+	d := decide({"billing_hold": {"reason": "invoice INV-00000042 is overdue since 2026-11-14 (dunning step 3 of 3)"}})
+	d.result == "deny"
+	d.reason == "billing hold: invoice INV-00000042 is overdue since 2026-11-14 (dunning step 3 of 3)"
+	d.remaining == 50
+}
+
+test_billing_hold_denies_unlimited if {
+	d := decide({"limit": null, "billing_hold": {"reason": "overdue"}})
+	d.result == "deny"
+	d.unlimited == true
+}
+
+test_no_billing_hold_when_absent_or_null if {
+	decide({"billing_hold": null}).result == "allow"
+}

@@ -38,6 +38,20 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 		})
 	})
 
+	inv.Command("collect", "Send the finalized invoices queued for Stripe (those of tenants with collection: stripe).").
+		Action(func(*kingpin.ParseContext) error {
+			return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+				return api.PostV1InvoicesCollect(ctx)
+			})
+		})
+
+	inv.Command("dun", "Take the dunning steps that are due on overdue invoices (reminders, Stripe retries, holds).").
+		Action(func(*kingpin.ParseContext) error {
+			return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+				return api.PostV1BillingDunningRun(ctx)
+			})
+		})
+
 	var lTenant, lPeriod, lStatus string
 	list := inv.Command("list", "List invoices.")
 	list.Flag("tenant", "only this tenant").StringVar(&lTenant)
@@ -185,6 +199,50 @@ func RegisterTo(app *kingpin.Application, out io.Writer) {
 				return api.GetV1TenantsTenantStatement(ctx, bTenant)
 			})
 		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	ten.Command("grants", "A tenant's credit grants and what they hold (available, pending, used, expired).").
+		Action(func(*kingpin.ParseContext) error {
+			return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+				return api.GetV1TenantsTenantCreditGrants(ctx, bTenant)
+			})
+		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	var code string
+	redeem := ten.Command("redeem", "Redeem a coupon of billing.coupons for a tenant, from the current month on.")
+	redeem.Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	redeem.Arg("code", "coupon code").Required().StringVar(&code)
+	redeem.Action(func(*kingpin.ParseContext) error {
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1TenantsTenantCoupons(ctx, bTenant, usageapi.CouponRequest{Code: code})
+		})
+	})
+	ten.Command("coupons", "A tenant's redeemed coupons.").
+		Action(func(*kingpin.ParseContext) error {
+			return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+				return api.GetV1TenantsTenantCoupons(ctx, bTenant)
+			})
+		}).Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	var g usageapi.BillingGrantRequest
+	var gKind, gReason, gExpires string
+	var gPriority int
+	grant := ten.Command("grant", "Give a tenant a credit grant, drawn down by its invoices at finalization.")
+	grant.Arg("tenant", "tenant id").Required().StringVar(&bTenant)
+	grant.Flag("amount", "amount in major units, e.g. 50.00").Required().StringVar(&g.Amount)
+	grant.Flag("kind", "promotional or purchased").Default("promotional").StringVar(&gKind)
+	grant.Flag("priority", "drawn in increasing priority, then by expiry").Default("0").IntVar(&gPriority)
+	grant.Flag("expires", "expiry, RFC 3339 (default: never)").StringVar(&gExpires)
+	grant.Flag("reason", "why").StringVar(&gReason)
+	grant.Action(func(*kingpin.ParseContext) error {
+		g.Kind, g.Reason, g.Priority = opt(gKind), opt(gReason), &gPriority
+		if gExpires != "" {
+			t, err := timeparse.RFC3339("--expires", gExpires)
+			if err != nil {
+				return err
+			}
+			g.Expires = &t
+		}
+		return c.Call("", func(ctx context.Context, api *usageapi.Client) (*http.Response, error) {
+			return api.PostV1TenantsTenantCreditGrants(ctx, bTenant, g)
+		})
+	})
 }
 
 // client calls the exporter through the shared API client (the generated usageapi).

@@ -64,12 +64,7 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 	if in.Amount <= 0 {
 		return nil, nil, fmt.Errorf("record payment: %w: amount must be positive", ErrInvalid)
 	}
-	if in.Currency == "" {
-		in.Currency = cat.Currency.Code
-	}
-	if in.Currency != cat.Currency.Code {
-		return nil, nil, fmt.Errorf("record payment: %w: currency %s, the catalogue bills in %s", ErrInvalid, in.Currency, cat.Currency.Code)
-	}
+
 	now := s.now()
 	if in.ReceivedAt.IsZero() {
 		in.ReceivedAt = now
@@ -80,7 +75,7 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 	var inv *Invoice
 	if in.Invoice != "" {
 		var err error
-		if inv, err = s.Get(context.Background(), in.Invoice); err != nil {
+		if inv, err = s.getStored(in.Invoice); err != nil {
 			return nil, nil, fmt.Errorf("record payment: %w", err)
 		}
 		if inv.Number == "" || inv.Status == Void {
@@ -94,6 +89,17 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 	if in.Tenant == "" {
 		return nil, nil, fmt.Errorf("record payment: %w: a tenant or an invoice is required", ErrInvalid)
 	}
+	// The currency is the invoice's, or the tenant's for a prepayment: nothing converts.
+	billed := cat.CurrencyOf(in.Tenant).Code
+	if inv != nil {
+		billed = inv.Currency.Code
+	}
+	if in.Currency == "" {
+		in.Currency = billed
+	}
+	if in.Currency != billed {
+		return nil, nil, fmt.Errorf("record payment: %w: currency %s, the tenant is billed in %s", ErrInvalid, in.Currency, billed)
+	}
 	last, err := seq{"payment"}.last(s.db)
 	if err != nil {
 		return nil, nil, err
@@ -102,6 +108,7 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 		Currency: in.Currency, Method: in.Method, Reference: in.Reference, ReceivedAt: in.ReceivedAt.UTC(), CreatedAt: now}
 	b := s.db.NewBatch()
 	defer b.Close()
+	lifted := false
 	pay.ToCredit = pay.Amount
 	if inv != nil {
 		pay.Applied = min(pay.Amount, inv.AmountRemaining)
@@ -110,6 +117,9 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 		inv.AmountRemaining -= pay.Applied
 		s.settle(inv, now)
 		if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
+			return nil, nil, err
+		}
+		if lifted, err = s.unmarkOpen(b, inv, marker != nil && in.Method == "stripe"); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -134,6 +144,10 @@ func (s *Service) recordPaymentLocked(_ context.Context, in PaymentInput, marker
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, nil, fmt.Errorf("record payment: %w", err)
+	}
+	if lifted {
+		s.invalidateHolds()
+		s.log.Info("dunning hold lifted", "tenant", pay.Tenant, "invoice", pay.Invoice, "payment", pay.ID)
 	}
 	s.log.Info("payment recorded", "id", pay.ID, "tenant", pay.Tenant, "invoice", pay.Invoice, "amount", int64(pay.Amount))
 	return pay, inv, nil
@@ -161,7 +175,7 @@ func (s *Service) addCredit(b *pebble.Batch, tenant string, delta money.Amount) 
 func (s *Service) Void(_ context.Context, number, reason string) (*Invoice, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	inv, err := s.Get(context.Background(), number)
+	inv, err := s.getStored(number)
 	if err != nil {
 		return nil, fmt.Errorf("void: %w", err)
 	}
@@ -178,13 +192,16 @@ func (s *Service) Void(_ context.Context, number, reason string) (*Invoice, erro
 	defer b.Close()
 	// Undo what finalization did to the credit balance.
 	delta := inv.CreditApplied
-	if inv.Subtotal < 0 {
-		delta = inv.Subtotal
+	if inv.Gross() < 0 {
+		delta = inv.Gross()
 	}
 	if delta != 0 {
 		if err := s.addCredit(b, inv.Tenant, delta); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.returnGrants(b, inv); err != nil {
+		return nil, err
 	}
 	inv.Status = Void
 	inv.VoidedAt = &now
@@ -193,8 +210,15 @@ func (s *Service) Void(_ context.Context, number, reason string) (*Invoice, erro
 	if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
 		return nil, err
 	}
+	lifted, err := s.unmarkOpen(b, inv, false)
+	if err != nil {
+		return nil, err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, fmt.Errorf("void %s: %w", number, err)
+	}
+	if lifted {
+		s.invalidateHolds()
 	}
 	s.log.Info("invoice voided", "number", number, "reason", reason)
 	return inv, nil
@@ -213,14 +237,22 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	inv, err := s.Get(context.Background(), number)
+	return s.creditNoteLocked(number, amount, reason, 0, nil)
+}
+
+// creditNoteLocked issues a credit note; extra, when set, adds its writes to the same batch.
+// The caller holds mu.
+// refunded is the part of the credit the provider paid back to the customer: it does not become
+// prepaid credit.
+func (s *Service) creditNoteLocked(number string, amount money.Amount, reason string, refunded money.Amount, extra func(b *pebble.Batch, cn *CreditNote) error) (*CreditNote, error) {
+	inv, err := s.getStored(number)
 	if err != nil {
 		return nil, fmt.Errorf("credit note: %w", err)
 	}
 	if inv.Number == "" || inv.Status == Void {
 		return nil, fmt.Errorf("credit note on %s: %w: invoice is %s", number, ErrConflict, inv.Status)
 	}
-	if room := inv.Subtotal - inv.AmountCredited; amount > room {
+	if room := inv.Gross() - inv.AmountCredited; amount > room {
 		return nil, fmt.Errorf("credit note on %s: %w: at most %d can still be credited", number, ErrInvalid, int64(room))
 	}
 	last, err := seq{"credit_note"}.last(s.db)
@@ -237,12 +269,20 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	s.settle(inv, now)
 	b := s.db.NewBatch()
 	defer b.Close()
-	if cn.ToCredit > 0 {
-		if err := s.addCredit(b, inv.Tenant, cn.ToCredit); err != nil {
+	if refunded > cn.ToCredit {
+		return nil, fmt.Errorf("credit note on %s: %w: %d refunded, but only %d of it had been paid", number, ErrConflict, int64(refunded), int64(cn.ToCredit))
+	}
+	cn.Refunded = refunded
+	if left := cn.ToCredit - refunded; left > 0 {
+		if err := s.addCredit(b, inv.Tenant, left); err != nil {
 			return nil, err
 		}
 	}
 	if err := putJSON(b, []byte(pInv+inv.Number), inv); err != nil {
+		return nil, err
+	}
+	lifted, err := s.unmarkOpen(b, inv, false)
+	if err != nil {
 		return nil, err
 	}
 	if err := putJSON(b, []byte(pCN+cn.Number), cn); err != nil {
@@ -254,8 +294,16 @@ func (s *Service) IssueCreditNote(_ context.Context, number string, amount money
 	if err := (seq{"credit_note"}).set(b, last+1); err != nil {
 		return nil, err
 	}
+	if extra != nil {
+		if err := extra(b, cn); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, fmt.Errorf("credit note on %s: %w", number, err)
+	}
+	if lifted {
+		s.invalidateHolds()
 	}
 	return cn, nil
 }
@@ -295,7 +343,7 @@ func (s *Service) Payments(_ context.Context, tenant string) ([]*Payment, error)
 // Balance is what the tenant owes now.
 func (s *Service) Balance(ctx context.Context, tenant string) (Balance, error) {
 	cat := s.Catalogue()
-	b := Balance{Tenant: tenant, Currency: cat.Currency.Code}
+	b := Balance{Tenant: tenant, Currency: cat.CurrencyOf(tenant).Code}
 	invs, err := s.List(ctx, Filter{Tenant: tenant})
 	if err != nil {
 		return b, err
@@ -330,10 +378,10 @@ func (s *Service) Statement(ctx context.Context, tenant string) (Statement, erro
 		}
 		e := Entry{Time: *inv.FinalizedAt, Kind: "invoice", Reference: inv.Number,
 			Description: "Invoice " + inv.Number + " for " + inv.Period.String()}
-		if inv.Subtotal >= 0 {
-			e.Debit = inv.Subtotal
+		if inv.Gross() >= 0 {
+			e.Debit = inv.Gross()
 		} else {
-			e.Credit = -inv.Subtotal
+			e.Credit = -inv.Gross()
 		}
 		st.Entries = append(st.Entries, e)
 		if inv.Status == Void {
@@ -351,6 +399,9 @@ func (s *Service) Statement(ctx context.Context, tenant string) (Statement, erro
 			d += " for " + p.Invoice
 		}
 		st.Entries = append(st.Entries, Entry{Time: p.CreatedAt, Kind: "payment", Reference: p.ID, Description: d, Credit: p.Amount})
+		for _, r := range p.Refunds {
+			st.Entries = append(st.Entries, Entry{Time: r.At, Kind: "refund", Reference: p.ID, Description: "Refund of payment " + p.ID, Debit: r.Amount})
+		}
 	}
 	cns, err := s.CreditNotes(ctx, tenant)
 	if err != nil {
@@ -359,6 +410,10 @@ func (s *Service) Statement(ctx context.Context, tenant string) (Statement, erro
 	for _, cn := range cns {
 		st.Entries = append(st.Entries, Entry{Time: cn.CreatedAt, Kind: "credit_note", Reference: cn.Number,
 			Description: "Credit note " + cn.Number + " on " + cn.Invoice + ": " + cn.Reason, Credit: cn.Amount})
+		if cn.Refunded > 0 {
+			st.Entries = append(st.Entries, Entry{Time: cn.CreatedAt, Kind: "refund", Reference: cn.Number,
+				Description: "Refunded with credit note " + cn.Number, Debit: cn.Refunded})
+		}
 	}
 	sort.SliceStable(st.Entries, func(i, j int) bool { return st.Entries[i].Time.Before(st.Entries[j].Time) })
 	// Documents archived by retention leave their net as an opening balance (archive.go).

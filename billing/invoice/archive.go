@@ -86,7 +86,7 @@ func (s *Service) periodDocs(p rating.Period) ([]archiveDoc, map[string]money.Am
 		numbers[number] = true
 		// What the statement shows for the invoice (and its void): see Statement.
 		if inv.Status != Void {
-			net[tenant] += inv.Subtotal
+			net[tenant] += inv.Gross()
 		}
 		docs = append(docs, archiveDoc{bytes.Clone(k), nil})
 		if err := add(key(pInv, number)); err != nil {
@@ -104,7 +104,7 @@ func (s *Service) periodDocs(p rating.Period) ([]archiveDoc, map[string]money.Am
 			return fmt.Errorf("credit note %q: %w", k, err)
 		}
 		if numbers[cn.Invoice] {
-			net[cn.Tenant] -= cn.Amount
+			net[cn.Tenant] -= cn.Amount - cn.Refunded // as the statement shows it (credit, then refund)
 			docs = append(docs, archiveDoc{bytes.Clone(k), bytes.Clone(v)}, archiveDoc{key(pTCN, cn.Tenant, cn.Number), nil})
 		}
 		return nil
@@ -118,7 +118,7 @@ func (s *Service) periodDocs(p rating.Period) ([]archiveDoc, map[string]money.Am
 			return fmt.Errorf("payment %q: %w", k, err)
 		}
 		if pay.Invoice != "" && numbers[pay.Invoice] {
-			net[pay.Tenant] -= pay.Amount
+			net[pay.Tenant] -= pay.Amount - pay.refunded() // as the statement shows it (payment, then refunds)
 			docs = append(docs, archiveDoc{bytes.Clone(k), bytes.Clone(v)}, archiveDoc{key(pTPay, pay.Tenant, pay.ID), nil})
 		}
 		return nil
@@ -200,20 +200,20 @@ func (s *Service) RestorePeriod(_ context.Context, p rating.Period, next func() 
 				return 0, fmt.Errorf("archived invoice %q: %w", k, err)
 			}
 			if inv.Status != Void {
-				net[inv.Tenant] += inv.Subtotal
+				net[inv.Tenant] += inv.Gross()
 			}
 		case bytes.HasPrefix(k, []byte(pCN)):
 			var cn CreditNote
 			if err := json.Unmarshal(v, &cn); err != nil {
 				return 0, fmt.Errorf("archived credit note %q: %w", k, err)
 			}
-			net[cn.Tenant] -= cn.Amount
+			net[cn.Tenant] -= cn.Amount - cn.Refunded
 		case bytes.HasPrefix(k, []byte(pPay)):
 			var pay Payment
 			if err := json.Unmarshal(v, &pay); err != nil {
 				return 0, fmt.Errorf("archived payment %q: %w", k, err)
 			}
-			net[pay.Tenant] -= pay.Amount
+			net[pay.Tenant] -= pay.Amount - pay.refunded()
 		}
 		if err := b.Set(k, v, nil); err != nil {
 			return 0, err

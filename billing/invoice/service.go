@@ -26,6 +26,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/billing/pricing"
 	"github.com/usagemeter/usagemeter/billing/rating"
+	"github.com/usagemeter/usagemeter/billing/tax"
 )
 
 // Options configure a Service.
@@ -52,7 +53,13 @@ type Options struct {
 	Began  func(ctx context.Context) (time.Time, error)
 	Now    func() time.Time // nil: time.Now
 	Logger *slog.Logger     // nil: slog.Default()
+	// TaxEngine computes invoices' taxes; nil means the catalogue's built-in table
+	// (billing.taxes), read at each run so that a configuration reload applies.
+	TaxEngine tax.Engine
 }
+
+// collectionOf is how a tenant's invoices are collected under a catalogue.
+func collectionOf(cat *pricing.Catalogue, tenant string) string { return cat.CollectionOf(tenant) }
 
 // Service is the billing back office. Writes are serialized by one mutex, which is also what
 // makes invoice, credit-note and payment numbers sequential and gap-free.
@@ -72,6 +79,9 @@ type Service struct {
 	cat   pricing.Catalogue
 
 	mu sync.Mutex // serializes every write
+
+	holds holdCache
+	taxes tax.Engine
 }
 
 // New builds a Service.
@@ -89,6 +99,10 @@ func New(o Options) (*Service, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.taxes = o.TaxEngine
+	if s.taxes == nil {
+		s.taxes = catalogueTaxes{s}
 	}
 	if s.defaultPlan == nil {
 		first := o.Catalogue.Plans[0].Name
@@ -310,19 +324,30 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 	if err != nil {
 		return err
 	}
+	queued := map[*Invoice]*Collection{} // set on the invoices once stored, not stored inside them
 	for _, inv := range invs {
 		last++
 		inv.Number = fmt.Sprintf("INV-%08d", last)
 		inv.ID = inv.Number
 		credit := st.credit[inv.Tenant]
+		gross := inv.Gross() // taxes included: credit pays what the customer is asked
 		switch {
-		case inv.Subtotal > 0:
-			inv.CreditApplied = min(credit, inv.Subtotal)
+		case gross > 0:
+			// Grants first (they may expire; prepaid credit does not), then prepaid credit.
+			uses, err := drawGrants(b, st.grants[inv.Tenant], inv.Number, gross, now)
+			if err != nil {
+				return err
+			}
+			inv.Grants = uses
+			for _, u := range uses {
+				inv.GrantsApplied += u.Amount
+			}
+			inv.CreditApplied = min(credit, gross-inv.GrantsApplied)
 			credit -= inv.CreditApplied
-		case inv.Subtotal < 0:
-			credit -= inv.Subtotal // a net refund of late corrections becomes credit
+		case gross < 0:
+			credit -= gross // a net refund of late corrections becomes credit
 		}
-		inv.AmountDue = max(0, inv.Subtotal-inv.CreditApplied)
+		inv.AmountDue = max(0, gross-inv.GrantsApplied-inv.CreditApplied)
 		inv.AmountRemaining = inv.AmountDue
 		t := now
 		inv.FinalizedAt = &t
@@ -332,6 +357,12 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 		if inv.AmountDue == 0 {
 			inv.Status = Paid
 			inv.PaidAt = &t
+		} else if m := collectionOf(&cat, inv.Tenant); m != pricing.CollectManual {
+			c, err := queueCollection(b, inv, m, now)
+			if err != nil {
+				return err
+			}
+			queued[inv] = c
 		}
 		if credit != st.credit[inv.Tenant] {
 			if err := putInt(b, key(pCredit, inv.Tenant), int64(credit)); err != nil {
@@ -346,6 +377,9 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 	}
 	for i, inv := range invs {
 		if err := s.putInvoiceEncoded(b, inv, data[i]); err != nil {
+			return err
+		}
+		if err := markOpen(b, inv); err != nil {
 			return err
 		}
 		if err := b.Delete(key(pDraft, inv.Period.String(), inv.Tenant), nil); err != nil {
@@ -366,6 +400,9 @@ func (s *Service) finalizeLocked(invs []*Invoice, now time.Time, cat pricing.Cat
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store %d invoices: %w", len(invs), err)
+	}
+	for inv, c := range queued {
+		inv.Collection = c
 	}
 	return nil
 }
@@ -415,12 +452,15 @@ func (s *Service) build(ctx context.Context, cat *pricing.Catalogue, tenant stri
 			return nil, errSkip
 		}
 	}
+	tcat := cat.ForTenant(tenant) // the tenant's currency and the plans' prices in it
+	cat = &tcat
 	segs := s.segmentsOf(tenant, st.subs[tenant], p)
 	r := &rating.Rater{Catalogue: cat, Usage: s.usage, Stock: s.stock, Limits: s.limits}
 	rated, sugg, err := r.RateAndSuggest(ctx, tenant, p, segs)
 	if err != nil {
 		return nil, err
 	}
+	rated = append(rated, discounts(st.redeemed[tenant], rated, p)...)
 	lines := diff(rated, billed(all, p), p, true)
 	adjusted := false
 	for _, q := range []rating.Period{p.Prev().Prev(), p.Prev()} {
@@ -434,6 +474,7 @@ func (s *Service) build(ctx context.Context, cat *pricing.Catalogue, tenant stri
 		if err != nil {
 			return nil, err
 		}
+		qlines = append(qlines, discounts(st.redeemed[tenant], qlines, q)...) // as when q was billed
 		adj := diff(qlines, billed(all, q), q, false)
 		adjusted = adjusted || len(adj) > 0
 		lines = append(lines, adj...)
@@ -452,7 +493,13 @@ func (s *Service) build(ctx context.Context, cat *pricing.Catalogue, tenant stri
 	if !used && !adjusted && inv.Subtotal == 0 && !anyAmount(lines) {
 		return nil, nil
 	}
-	inv.AmountDue = max(0, inv.Subtotal)
+	taxes, err := s.taxes.Taxes(ctx, tax.Request{Tenant: tenant, Customer: cat.TaxCustomers[tenant], Currency: cat.Currency, Net: inv.Subtotal})
+	if err != nil {
+		return nil, fmt.Errorf("taxes of %s: %w", inv.ID, err)
+	}
+	inv.Taxes, inv.Tax = taxes, tax.Added(taxes)
+	inv.Total = inv.Gross()
+	inv.AmountDue = max(0, inv.Total)
 	inv.AmountRemaining = inv.AmountDue
 	return inv, nil
 }
@@ -562,7 +609,19 @@ func (s *Service) periodClosed(q rating.Period) (bool, error) {
 }
 
 // Get returns an invoice by number or draft id.
-func (s *Service) Get(_ context.Context, id string) (*Invoice, error) {
+func (s *Service) Get(ctx context.Context, id string) (*Invoice, error) {
+	inv, err := s.getStored(id)
+	if err != nil || inv.Number == "" {
+		return inv, err
+	}
+	if inv.Collection, err = s.Collection(ctx, inv.Number); err != nil {
+		return nil, fmt.Errorf("invoice %s: %w", id, err)
+	}
+	return inv, nil
+}
+
+// getStored reads an invoice as stored, without its collection record.
+func (s *Service) getStored(id string) (*Invoice, error) {
 	var inv Invoice
 	k := []byte(pInv + id)
 	if p, tenant, ok := parseDraftID(id); ok {
@@ -598,6 +657,12 @@ func (s *Service) List(ctx context.Context, f Filter) ([]*Invoice, error) {
 			return err
 		}
 		if keep(&inv) {
+			if inv.Number != "" {
+				var err error
+				if inv.Collection, err = s.Collection(ctx, inv.Number); err != nil {
+					return err
+				}
+			}
 			out = append(out, &inv)
 		}
 		return nil
@@ -663,3 +728,11 @@ func (s *Service) List(ctx context.Context, f Filter) ([]*Invoice, error) {
 
 // Now is the service's clock.
 func (s *Service) Now() time.Time { return s.now() }
+
+// catalogueTaxes is the built-in tax table of the catalogue in force.
+type catalogueTaxes struct{ s *Service }
+
+func (c catalogueTaxes) Taxes(ctx context.Context, r tax.Request) ([]tax.Line, error) {
+	t := c.s.Catalogue().Taxes
+	return t.Taxes(ctx, r)
+}

@@ -20,6 +20,8 @@ type state struct {
 	subs     map[string][]Subscription
 	closed   map[rating.Period]bool
 	credit   map[string]money.Amount
+	grants   map[string][]*Grant
+	redeemed map[string][]Redemption
 	// usedIn holds, for the closed periods before p, the tenants with usage in them.
 	usedIn map[rating.Period]map[string]bool
 }
@@ -58,7 +60,7 @@ func (s *Service) loadState(ctx context.Context, p rating.Period, tenant string)
 			return nil, err
 		}
 		for _, n := range nums {
-			inv, err := s.Get(context.Background(), n)
+			inv, err := s.getStored(n)
 			if err != nil {
 				return nil, err
 			}
@@ -75,6 +77,14 @@ func (s *Service) loadState(ctx context.Context, p rating.Period, tenant string)
 		st.subs[t] = append(st.subs[t], Subscription{Tenant: t, Plan: string(v), Effective: time.Unix(0, ns).UTC()})
 		return nil
 	}); err != nil {
+		return nil, err
+	}
+	grants, err := s.grantsOf(tenant)
+	if err != nil {
+		return nil, err
+	}
+	st.grants = grants
+	if st.redeemed, err = s.redemptionsOf(tenant); err != nil {
 		return nil, err
 	}
 	if tenant != "" {

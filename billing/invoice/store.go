@@ -23,20 +23,41 @@ import (
 //	b/closed/<period>                      the period's invoice run was finalized
 //	b/wh/<provider>\x00<event id>          a processed payment-provider webhook event
 //	b/seq/<name>                           last number issued (uint64 BE)
+//	b/coll/<number>                        collection through a payment provider (JSON)
+//	b/collq/<number>                       collection queue: finalized, not yet sent
+//	b/cust/<provider>\x00<tenant>           the provider's customer id (JSON)
+//	b/open/<number>                        index: finalized invoices owing something, due time (int64 BE ns)
+//	b/dun/<number>                         dunning record (JSON)
+//	b/hold/<tenant>\x00<number>             dunning hold: quota admission denies the tenant (value: reason)
+//	b/grant/<tenant>\x00<id>               credit grant (JSON)
+//	b/redeem/<tenant>\x00<code>             a redeemed coupon (JSON); b/couponn/<code> redemptions (int64 BE)
+//	b/pref/<provider>\x00<provider invoice id> our invoice number (index of collections)
+//	b/meta/<name>                          one-off markers (open_index: the open index was built)
 const (
-	pInv    = "b/inv/"
-	pDraft  = "b/draft/"
-	pPInv   = "b/pinv/"
-	pTInv   = "b/tinv/"
-	pCN     = "b/cn/"
-	pTCN    = "b/tcn/"
-	pPay    = "b/pay/"
-	pTPay   = "b/tpay/"
-	pCredit = "b/credit/"
-	pSub    = "b/sub/"
-	pClosed = "b/closed/"
-	pHook   = "b/wh/"
-	pSeq    = "b/seq/"
+	pInv     = "b/inv/"
+	pDraft   = "b/draft/"
+	pPInv    = "b/pinv/"
+	pTInv    = "b/tinv/"
+	pCN      = "b/cn/"
+	pTCN     = "b/tcn/"
+	pPay     = "b/pay/"
+	pTPay    = "b/tpay/"
+	pCredit  = "b/credit/"
+	pSub     = "b/sub/"
+	pClosed  = "b/closed/"
+	pHook    = "b/wh/"
+	pSeq     = "b/seq/"
+	pColl    = "b/coll/"
+	pCollQ   = "b/collq/"
+	pCust    = "b/cust/"
+	pOpen    = "b/open/"
+	pDun     = "b/dun/"
+	pHold    = "b/hold/"
+	pMeta    = "b/meta/"
+	pGrant   = "b/grant/"
+	pRedeem  = "b/redeem/"
+	pCouponN = "b/couponn/"
+	pPRef    = "b/pref/"
 )
 
 func key(parts ...string) []byte {

@@ -103,7 +103,7 @@ func (s *Service) Suggest(ctx context.Context, tenant string, p rating.Period) (
 	if err != nil {
 		return nil, err
 	}
-	cat := s.Catalogue()
+	cat := s.Catalogue().ForTenant(tenant)
 	r := &rating.Rater{Catalogue: &cat, Usage: s.usage, Stock: s.stock, Limits: s.limits}
 	return r.Suggest(ctx, tenant, p, plan)
 }

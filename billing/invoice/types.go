@@ -7,6 +7,7 @@ import (
 	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/billing/pricing"
 	"github.com/usagemeter/usagemeter/billing/rating"
+	"github.com/usagemeter/usagemeter/billing/tax"
 )
 
 // Status is an invoice's place in its life cycle: draft → finalized → paid, or → void.
@@ -58,9 +59,18 @@ type Invoice struct {
 	Lines  []rating.Line  `json:"lines"`
 
 	Subtotal money.Amount `json:"subtotal"` // sum of lines
+	// Taxes are computed on the subtotal (package tax); Tax is what they add (the exclusive
+	// ones; inclusive taxes are part of the subtotal); Total = Subtotal + Tax.
+	Taxes []tax.Line   `json:"taxes,omitempty"`
+	Tax   money.Amount `json:"tax"`
+	Total money.Amount `json:"total"`
 	// CreditApplied is prepaid credit drawn down at finalization, before anything is charged.
-	CreditApplied   money.Amount `json:"credit_applied"`
-	AmountDue       money.Amount `json:"amount_due"` // subtotal - credit applied, never below 0
+	CreditApplied money.Amount `json:"credit_applied"`
+	// GrantsApplied is credit grants drawn down at finalization (before prepaid credit), with
+	// the grants and amounts in Grants.
+	GrantsApplied   money.Amount `json:"grants_applied"`
+	Grants          []GrantUse   `json:"credit_grants,omitempty"`
+	AmountDue       money.Amount `json:"amount_due"` // subtotal - grants - credit applied, never below 0
 	AmountPaid      money.Amount `json:"amount_paid"`
 	AmountCredited  money.Amount `json:"amount_credited"`  // credit notes
 	AmountRemaining money.Amount `json:"amount_remaining"` // due - paid - credited, never below 0
@@ -74,6 +84,10 @@ type Invoice struct {
 	PaidAt        *time.Time `json:"paid_at,omitempty"`
 	VoidedAt      *time.Time `json:"voided_at,omitempty"`
 	VoidReason    string     `json:"void_reason,omitempty"`
+
+	// Collection is the invoice's collection through a payment provider (nil: manual). It is
+	// stored beside the invoice (see Service.Collection) and filled in when the invoice is read.
+	Collection *Collection `json:"collection,omitempty"`
 }
 
 // CreditNote reduces what a finalized invoice owes; any excess becomes prepaid credit.
@@ -84,7 +98,8 @@ type CreditNote struct {
 	Amount    money.Amount `json:"amount"`
 	Currency  string       `json:"currency"`
 	Reason    string       `json:"reason"`
-	ToCredit  money.Amount `json:"to_credit"` // part that became prepaid credit
+	ToCredit  money.Amount `json:"to_credit"`          // part that became (or, when refunded, was paid back as) credit
+	Refunded  money.Amount `json:"refunded,omitempty"` // part the provider paid back to the customer
 	CreatedAt time.Time    `json:"created_at"`
 }
 
@@ -99,6 +114,7 @@ type Payment struct {
 	Reference  string       `json:"reference,omitempty"` // the provider's id
 	Applied    money.Amount `json:"applied"`             // part applied to the invoice
 	ToCredit   money.Amount `json:"to_credit"`           // part that became prepaid credit
+	Refunds    []Refund     `json:"refunds,omitempty"`   // given back by the provider
 	ReceivedAt time.Time    `json:"received_at"`
 	CreatedAt  time.Time    `json:"created_at"`
 }
@@ -160,3 +176,7 @@ type RunResult struct {
 	Total     money.Amount  `json:"total"`     // sum of the subtotals produced
 	Invoices  []string      `json:"invoices"`  // ids produced, in tenant order
 }
+
+// Gross is what the invoice asks before credit: the subtotal and the taxes it adds. (Invoices
+// stored before taxes existed have Tax 0, so Gross is their subtotal.)
+func (inv *Invoice) Gross() money.Amount { return inv.Subtotal + inv.Tax }

@@ -36,7 +36,8 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 	c := Catalogue{GracePeriod: DefaultGracePeriod, PaymentTerms: DefaultPaymentTerms}
 	cur := "USD"
 	curNode := n
-	var plansNode, customersNode *yaml.Node
+	var plansNode, customersNode, couponsNode, currenciesNode *yaml.Node
+	currencyNodes := map[string]*yaml.Node{}
 	err := eachKey(n, "billing", func(key string, k, v *yaml.Node) error {
 		f := "billing." + key
 		switch key {
@@ -62,16 +63,27 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 			customersNode = v
 			return nil
 		case "stripe":
-			return eachKey(v, f, func(key string, _, v *yaml.Node) error {
-				if key != "webhook_secret_env" {
-					return fieldErr(v, f+"."+key, "unknown field (want webhook_secret_env)")
-				}
-				c.StripeWebhookSecretEnv = v.Value
-				return nil
-			})
+			var err error
+			c.Stripe, err = parseStripe(v, f)
+			c.StripeWebhookSecretEnv = c.Stripe.WebhookSecretEnv
+			return err
+		case "collection":
+			var err error
+			c.DefaultCollection, err = parseCollection(v, f)
+			return err
 		case "plans":
 			plansNode = v
 			return nil
+		case "coupons":
+			couponsNode = v
+			return nil
+		case "currencies":
+			currenciesNode = v
+			return nil
+		case "taxes":
+			var err error
+			c.Taxes, err = parseTaxes(v, f)
+			return err
 		}
 		return fieldErr(k, f, "unknown field")
 	})
@@ -84,11 +96,39 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 	if customersNode != nil {
 		c.Customers = map[string]Party{}
 		err := eachKey(customersNode, "billing.customers", func(key string, _, v *yaml.Node) error {
-			p, err := parseParty(v, "billing.customers."+key)
+			pn, extra := splitCustomer(v)
+			if err := parseTaxCustomer(&c, key, extra); err != nil {
+				return err
+			}
+			if cn := extra["currency"]; cn != nil {
+				if c.CustomerCurrency == nil {
+					c.CustomerCurrency = map[string]string{}
+				}
+				c.CustomerCurrency[key], currencyNodes[key] = cn.Value, cn
+			}
+			if cn := extra["collection"]; cn != nil {
+				m, err := parseCollection(cn, "billing.customers."+key+".collection")
+				if err != nil {
+					return err
+				}
+				if c.Collections == nil {
+					c.Collections = map[string]string{}
+				}
+				c.Collections[key] = m
+			}
+			p, err := parseParty(pn, "billing.customers."+key)
 			c.Customers[key] = p
 			return err
 		})
 		if err != nil {
+			return Catalogue{}, err
+		}
+	}
+	if err := c.checkTaxes(); err != nil {
+		return Catalogue{}, err
+	}
+	if couponsNode != nil {
+		if c.Coupons, err = parseCoupons(couponsNode, priceCurrency{c.Currency, true}); err != nil {
 			return Catalogue{}, err
 		}
 	}
@@ -97,7 +137,7 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 			return Catalogue{}, fieldErr(plansNode, "billing.plans", "want a list of plans")
 		}
 		for i, pn := range plansNode.Content {
-			p, err := parsePlan(pn, fmt.Sprintf("billing.plans[%d]", i), c.Currency)
+			p, err := parsePlan(pn, fmt.Sprintf("billing.plans[%d]", i), priceCurrency{c.Currency, true})
 			if err != nil {
 				return Catalogue{}, err
 			}
@@ -106,6 +146,14 @@ func ParseConfig(n *yaml.Node) (Catalogue, error) {
 			}
 			c.Plans = append(c.Plans, p)
 		}
+	}
+	if currenciesNode != nil {
+		if err := c.parseCurrencies(currenciesNode, plansNode); err != nil {
+			return Catalogue{}, err
+		}
+	}
+	if err := c.checkCustomerCurrencies(currencyNodes); err != nil {
+		return Catalogue{}, err
 	}
 	if c.Seller.Name == "" {
 		c.Seller.Name = "usagemeter"
@@ -142,7 +190,7 @@ func (c *Catalogue) WebhookSecret() string {
 	return os.Getenv(name)
 }
 
-func parsePlan(n *yaml.Node, f string, cur money.Currency) (Plan, error) {
+func parsePlan(n *yaml.Node, f string, cur priceCurrency) (Plan, error) {
 	var p Plan
 	var err error
 	err = eachKey(n, f, func(key string, k, v *yaml.Node) error {
@@ -156,6 +204,9 @@ func parsePlan(n *yaml.Node, f string, cur money.Currency) (Plan, error) {
 			return err
 		case "minimum_commitment":
 			p.Minimum, err = amount(v, f+".minimum_commitment", cur)
+			return err
+		case "dunning":
+			p.Dunning, err = parseDunning(v, f+".dunning")
 			return err
 		case "charges":
 			if v.Kind != yaml.SequenceNode {
@@ -188,7 +239,7 @@ func parsePlan(n *yaml.Node, f string, cur money.Currency) (Plan, error) {
 	return p, nil
 }
 
-func parseCharge(n *yaml.Node, f string, cur money.Currency) (Charge, error) {
+func parseCharge(n *yaml.Node, f string, cur priceCurrency) (Charge, error) {
 	var ch Charge
 	var err error
 	err = eachKey(n, f, func(key string, k, v *yaml.Node) error {
@@ -241,7 +292,7 @@ func parseCharge(n *yaml.Node, f string, cur money.Currency) (Charge, error) {
 	return ch, nil
 }
 
-func parseTier(n *yaml.Node, f string, cur money.Currency) (Tier, error) {
+func parseTier(n *yaml.Node, f string, cur priceCurrency) (Tier, error) {
 	t := Tier{UpTo: Unbounded}
 	var err error
 	err = eachKey(n, f, func(key string, k, v *yaml.Node) error {
@@ -308,16 +359,24 @@ func eachKey(n *yaml.Node, f string, fn func(key string, k, v *yaml.Node) error)
 	return nil
 }
 
-func amount(v *yaml.Node, f string, cur money.Currency) (money.Amount, error) {
-	a, err := money.ParseAmount(v.Value, cur)
+func amount(v *yaml.Node, f string, cur priceCurrency) (money.Amount, error) {
+	v, f, err := cur.pick(v, f)
+	if err != nil {
+		return 0, err
+	}
+	a, err := money.ParseAmount(v.Value, cur.Currency)
 	if err != nil {
 		return 0, fieldErr(v, f, "%v", err)
 	}
 	return a, nil
 }
 
-func price(v *yaml.Node, f string, cur money.Currency) (money.Price, error) {
-	p, err := money.ParsePrice(v.Value, cur)
+func price(v *yaml.Node, f string, cur priceCurrency) (money.Price, error) {
+	v, f, err := cur.pick(v, f)
+	if err != nil {
+		return money.Price{}, err
+	}
+	p, err := money.ParsePrice(v.Value, cur.Currency)
 	if err != nil {
 		return money.Price{}, fieldErr(v, f, "%v", err)
 	}

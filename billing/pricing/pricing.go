@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/usagemeter/usagemeter/billing/money"
+	"github.com/usagemeter/usagemeter/billing/tax"
 )
 
 // Model is a charge model (the names follow Lago's).
@@ -64,6 +65,8 @@ type Plan struct {
 	// less, a top-up line brings the invoice to this amount.
 	Minimum money.Amount `json:"minimum_commitment"`
 	Charges []Charge     `json:"charges"`
+	// Dunning is the plan's schedule for unpaid collected invoices; nil means DefaultDunning.
+	Dunning *Dunning `json:"dunning,omitempty"`
 }
 
 // Party is a seller or a buyer as printed on an invoice.
@@ -88,7 +91,24 @@ type Catalogue struct {
 	// StripeWebhookSecretEnv names the environment variable holding the Stripe endpoint secret
 	// (whsec_...); secrets are never written in the configuration file.
 	StripeWebhookSecretEnv string `json:"stripe_webhook_secret_env,omitempty"`
-	Plans                  []Plan `json:"plans"`
+	// Stripe is the `billing.stripe:` section (collection through Stripe).
+	Stripe StripeSettings `json:"stripe"`
+	// DefaultCollection is `billing.collection` (manual or stripe; empty means manual), and
+	// Collections the tenants' own `billing.customers.<tenant>.collection`.
+	DefaultCollection string            `json:"collection,omitempty"`
+	Collections       map[string]string `json:"collections,omitempty"`
+	// Taxes is the built-in tax table (`billing.taxes:`), TaxCustomers the customers' tax
+	// positions (jurisdiction, exempt, reverse charge) by tenant.
+	Taxes        tax.Table               `json:"taxes"`
+	TaxCustomers map[string]tax.Customer `json:"tax_customers,omitempty"`
+	// Currencies are the other currencies plans are priced in (`billing.currencies`), PlansIn
+	// the plans priced in each, and CustomerCurrency the customers billed in one of them.
+	Currencies       []money.Currency  `json:"currencies,omitempty"`
+	PlansIn          map[string][]Plan `json:"plans_in,omitempty"`
+	CustomerCurrency map[string]string `json:"customer_currency,omitempty"`
+	// Coupons are the discounts tenants may redeem (`billing.coupons:`).
+	Coupons []Coupon `json:"coupons,omitempty"`
+	Plans   []Plan   `json:"plans"`
 }
 
 // DefaultGracePeriod is the grace period when the catalogue names none.

@@ -75,14 +75,30 @@ type total struct {
 }
 
 func totals(inv *invoice.Invoice) []total {
-	return []total{
-		{"subtotal", "Subtotal", inv.Subtotal},
+	out := []total{{"subtotal", "Subtotal", inv.Subtotal}}
+	for _, t := range inv.Taxes { // one row per tax, with its legend (exempt, reverse charge)
+		label := fmt.Sprintf("%s %s%% (%s)", t.Name, t.Rate, t.Jurisdiction)
+		switch {
+		case t.Legend != "":
+			label += ": " + t.Legend
+		case t.Inclusive:
+			label += ", included"
+		}
+		out = append(out, total{"tax", label, t.Amount})
+	}
+	if len(inv.Taxes) > 0 {
+		out = append(out, total{"total", "Total", inv.Gross()})
+	}
+	if inv.GrantsApplied != 0 { // a row only for invoices that drew on credit grants
+		out = append(out, total{"grants_applied", "Credit grants applied", -inv.GrantsApplied})
+	}
+	return append(out, []total{
 		{"credit_applied", "Prepaid credit applied", -inv.CreditApplied},
 		{"amount_due", "Amount due", inv.AmountDue},
 		{"amount_paid", "Paid", -inv.AmountPaid},
 		{"amount_credited", "Credit notes", -inv.AmountCredited},
 		{"amount_remaining", "Remaining to pay", inv.AmountRemaining},
-	}
+	}...)
 }
 
 func tierText(l rating.Line, cur money.Currency) string {

@@ -40,6 +40,9 @@ const maxBody = 1 << 20
 type Recorder interface {
 	RecordProviderPayment(ctx context.Context, provider, eventID string, in invoice.PaymentInput) (*invoice.Payment, bool, error)
 	MarkProviderEvent(ctx context.Context, provider, eventID string) (bool, error)
+	RecordProviderFailure(ctx context.Context, provider, eventID, number, reason string) (bool, error)
+	RecordProviderRefund(ctx context.Context, provider, eventID, reference string, refunded money.Amount) (*invoice.Refund, bool, error)
+	RecordProviderCreditNote(ctx context.Context, provider, eventID, providerInvoice string, amount, refunded money.Amount, reason string) (*invoice.CreditNote, bool, error)
 }
 
 // Handler serves POST /v1/webhooks/stripe.
@@ -113,6 +116,14 @@ func refuse(w http.ResponseWriter, r *http.Request, status int, detail string) {
 }
 
 func (h *Handler) handle(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	switch ev.Type {
+	case "invoice.payment_failed":
+		return h.failed(ctx, ev)
+	case "charge.refunded":
+		return h.refunded(ctx, ev)
+	case "credit_note.created":
+		return h.creditNote(ctx, ev)
+	}
 	in, ignored, err := paymentOf(ev)
 	if err != nil {
 		return Response{}, http.StatusBadRequest, err
@@ -176,4 +187,98 @@ func paymentOf(ev stripe.Event) (in invoice.PaymentInput, ignored string, err er
 		in.ReceivedAt = time.Unix(ev.Created, 0).UTC()
 	}
 	return in, "", nil
+}
+
+// failed records a failed payment on an invoice we collect through Stripe (dunning shows it);
+// the schedule itself runs from the due date, so nothing else changes.
+func (h *Handler) failed(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	var si stripe.Invoice
+	if ev.Data == nil || json.Unmarshal(ev.Data.Raw, &si) != nil {
+		return Response{}, http.StatusBadRequest, fmt.Errorf("event %s: decode invoice", ev.ID)
+	}
+	number := si.Metadata[MetadataInvoice]
+	ignore := func(why string) (Response, int, error) {
+		dup, err := h.Recorder.MarkProviderEvent(ctx, Provider, ev.ID)
+		if err != nil {
+			return Response{}, http.StatusInternalServerError, err
+		}
+		return Response{Received: true, Duplicate: dup, Ignored: why}, 0, nil
+	}
+	if number == "" {
+		return ignore("no " + MetadataInvoice + " in the metadata")
+	}
+	dup, err := h.Recorder.RecordProviderFailure(ctx, Provider, ev.ID, number,
+		fmt.Sprintf("Stripe reports a failed payment on %s (attempt %d)", si.ID, si.AttemptCount))
+	if errors.Is(err, invoice.ErrNotFound) {
+		return ignore(number + " is not collected through Stripe")
+	}
+	if err != nil {
+		return Response{}, http.StatusInternalServerError, err
+	}
+	return Response{Received: true, Duplicate: dup}, 0, nil
+}
+
+// refunded records a refund of a charge whose payment we recorded (matched on the payment
+// intent, the reference payment_intent.succeeded stores). Stripe reports the cumulative amount
+// refunded, so partial refunds and replays record only what is new.
+func (h *Handler) refunded(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	var ch stripe.Charge
+	if ev.Data == nil || json.Unmarshal(ev.Data.Raw, &ch) != nil {
+		return Response{}, http.StatusBadRequest, fmt.Errorf("event %s: decode charge", ev.ID)
+	}
+	ref := ch.ID
+	if ch.PaymentIntent != nil && ch.PaymentIntent.ID != "" {
+		ref = ch.PaymentIntent.ID
+	}
+	r, dup, err := h.Recorder.RecordProviderRefund(ctx, Provider, ev.ID, ref, money.Amount(ch.AmountRefunded))
+	if errors.Is(err, invoice.ErrNotFound) {
+		dup, err := h.Recorder.MarkProviderEvent(ctx, Provider, ev.ID)
+		if err != nil {
+			return Response{}, http.StatusInternalServerError, err
+		}
+		return Response{Received: true, Duplicate: dup, Ignored: "no payment recorded for " + ref}, 0, nil
+	}
+	if err != nil {
+		return Response{}, http.StatusInternalServerError, err
+	}
+	resp := Response{Received: true, Duplicate: dup}
+	if r == nil && !dup {
+		resp.Ignored = "nothing refunded beyond what is recorded"
+	}
+	return resp, 0, nil
+}
+
+// creditNote records a credit note Stripe issued on an invoice it collects for us (how a Stripe
+// invoice is refunded): our credit note of the same amount, and the refunded or out-of-band
+// part leaving the prepaid credit it creates.
+func (h *Handler) creditNote(ctx context.Context, ev stripe.Event) (Response, int, error) {
+	var cn stripe.CreditNote
+	if ev.Data == nil || json.Unmarshal(ev.Data.Raw, &cn) != nil {
+		return Response{}, http.StatusBadRequest, fmt.Errorf("event %s: decode credit note", ev.ID)
+	}
+	ignore := func(why string) (Response, int, error) {
+		dup, err := h.Recorder.MarkProviderEvent(ctx, Provider, ev.ID)
+		if err != nil {
+			return Response{}, http.StatusInternalServerError, err
+		}
+		return Response{Received: true, Duplicate: dup, Ignored: why}, 0, nil
+	}
+	if cn.Invoice == nil || cn.Invoice.ID == "" || cn.Amount <= 0 {
+		return ignore("no invoice or no amount")
+	}
+	refunded := cn.OutOfBandAmount
+	for _, r := range cn.Refunds {
+		refunded += r.AmountRefunded
+	}
+	reason := fmt.Sprintf("Stripe credit note %s (%s)", cn.Number, cn.Reason)
+	_, dup, err := h.Recorder.RecordProviderCreditNote(ctx, Provider, ev.ID, cn.Invoice.ID, money.Amount(cn.Amount), money.Amount(refunded), reason)
+	switch {
+	case errors.Is(err, invoice.ErrNotFound):
+		return ignore(cn.Invoice.ID + " is not an invoice we sent")
+	case errors.Is(err, invoice.ErrInvalid), errors.Is(err, invoice.ErrConflict):
+		return Response{}, http.StatusUnprocessableEntity, err
+	case err != nil:
+		return Response{}, http.StatusInternalServerError, err
+	}
+	return Response{Received: true, Duplicate: dup}, 0, nil
 }

@@ -46,6 +46,9 @@ type API struct {
 	Ready func() bool
 	// Admit decides quota admission (the quota policy).
 	Admit func(context.Context, authz.QuotaInput) (authz.QuotaDecision, error)
+	// BillingHold reports why a tenant is on a dunning hold ("" when it is not); quota
+	// admission then denies it (billing: dunning). May be nil.
+	BillingHold func(ctx context.Context, tenant string) string
 	// Audit is the audit trail served by GET /v1/audit.
 	Audit *audit.Log
 	// Committer, when set, is how ingested events reach the ledger (cluster mode: through the
@@ -550,6 +553,11 @@ func (a *API) quotaCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, l := range scoped {
 		in.Scopes = append(in.Scopes, authz.QuotaScope{Scope: l.Scope, Name: l.Name, Used: l.Used, Limit: l.Limit})
+	}
+	if a.BillingHold != nil {
+		if reason := a.BillingHold(r.Context(), req.Tenant); reason != "" {
+			in.BillingHold = &authz.BillingHold{Reason: reason}
+		}
 	}
 	d, err := a.Admit(r.Context(), in)
 	if err != nil {

@@ -92,6 +92,7 @@ func TestAdmitEmbedded(t *testing.T) {
 		{"nil plan features allow all", with(func(q *QuotaInput) { q.Feature = "search" }), QuotaDecision{Result: ResultAllow, Remaining: 40, LimitScope: ScopeTenant, Reason: "ai_tokens: 50 + 10 within the limit of 100"}},
 		{"negative amount", with(func(q *QuotaInput) { q.Amount = -1 }), QuotaDecision{Result: ResultDeny, Remaining: 50, LimitScope: ScopeTenant, Reason: "amount must be a non-negative integer"}},
 		{"large numbers stay exact", with(func(q *QuotaInput) { q.Used, q.Amount, q.Limit = 1<<53+1, 1, ptr(1<<53+10) }), QuotaDecision{Result: ResultWarn, Remaining: 8, LimitScope: ScopeTenant, Reason: "ai_tokens: 9007199254740993 + 1 reaches 99% of the limit of 9007199254741002"}},
+		{"billing hold denies", with(func(q *QuotaInput) { q.BillingHold = &BillingHold{Reason: "invoice INV-00000042 is overdue"} }), QuotaDecision{Result: ResultDeny, Remaining: 50, LimitScope: ScopeTenant, Reason: "billing hold: invoice INV-00000042 is overdue"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

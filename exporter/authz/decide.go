@@ -139,6 +139,14 @@ type QuotaInput struct {
 	// Scopes are the further limits that apply: the user's and the feature's, each with its
 	// own exact usage. The decision is the tightest of these and the tenant's.
 	Scopes []QuotaScope `json:"scopes,omitempty"`
+	// BillingHold, when set, puts the tenant on a dunning hold: the policy denies every
+	// request (see billing: dunning).
+	BillingHold *BillingHold `json:"billing_hold,omitempty"`
+}
+
+// BillingHold says why a tenant's quota admission is denied by dunning.
+type BillingHold struct {
+	Reason string `json:"reason"`
 }
 
 // Limit scopes: which limit a quota decision came from.
@@ -255,6 +263,10 @@ func (in QuotaInput) value() ast.Value {
 		))
 	}
 	scopes := ast.ArrayTerm(terms...)
+	hold := ast.NullTerm()
+	if in.BillingHold != nil {
+		hold = ast.ObjectTerm(ast.Item(ast.StringTerm("reason"), ast.StringTerm(in.BillingHold.Reason)))
+	}
 	return ast.NewObject(
 		ast.Item(ast.StringTerm("tenant"), ast.StringTerm(in.Tenant)),
 		ast.Item(ast.StringTerm("meter"), ast.StringTerm(in.Meter)),
@@ -268,6 +280,7 @@ func (in QuotaInput) value() ast.Value {
 		ast.Item(ast.StringTerm("plan_features"), features),
 		ast.Item(ast.StringTerm("user"), ast.StringTerm(in.User)),
 		ast.Item(ast.StringTerm("scopes"), scopes),
+		ast.Item(ast.StringTerm("billing_hold"), hold),
 	)
 }
 

@@ -111,6 +111,7 @@ type Server struct {
 	engine    *authz.Engine
 	retention *retention.Job
 	insights  *insights.Index
+	billing   *billing.Service
 }
 
 // Close releases what Build opened, the store last.
@@ -265,6 +266,9 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	reg.MustRegister(bill.Collectors()...)
+	bill.Audit = auditLog
+	srv.billing = bill
 
 	var reloadMu sync.Mutex
 	srv.Reload = func(ctx context.Context) error {
@@ -305,7 +309,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	srv.insights = &insights.Index{Store: store, Changes: changes, Log: logger.With("component", "insights")}
 	a := &api.API{Store: store, Quotas: quotas, Metrics: self, Log: logger, Config: current.Load, Reload: srv.Reload, Ready: ready.Load,
 		Authorize: func(r *http.Request, action, tenant string) error { return g.Check(r, action, tenant, guard.User(r)) },
-		Admit:     engine.Admit, Audit: auditLog,
+		Admit:     engine.Admit, Audit: auditLog, BillingHold: bill.BillingHold,
 		// Single node: ingest commits to this store; cluster mode swaps in the log (below).
 		Committer: commit.Local{Store: store}}
 	an := &analytics.Service{
@@ -390,6 +394,7 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		}
 	}()
 	go srv.engine.Watch(ctx)
+	go srv.billing.DunningLoop(ctx, time.Hour) // dunning steps are days apart: hourly is on time
 	if srv.retention != nil {
 		go srv.retention.Run(ctx)
 	}

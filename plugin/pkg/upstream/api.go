@@ -184,6 +184,17 @@ type KPIGroup struct {
 	ARPU           int64  `json:"arpu"`
 	OverageRevenue int64  `json:"overage_revenue"`
 	Outstanding    int64  `json:"outstanding"`
+	MRR            int64  `json:"mrr"`
+	Collected      int64  `json:"collected"`
+	Overdue        int64  `json:"overdue"`
+	CreditsUsed    int64  `json:"credits_used"` // credit grants and prepaid credit drawn down
+}
+
+// GrantKPIs are a period's credit grants: granted, used and expired.
+type GrantKPIs struct {
+	Granted int64 `json:"granted"`
+	Used    int64 `json:"used"`
+	Expired int64 `json:"expired"`
 }
 
 // BillingKPIs is the answer of GET /v1/billing/kpis.
@@ -192,6 +203,7 @@ type BillingKPIs struct {
 	Currency string     `json:"currency"`
 	GroupBy  string     `json:"group_by"`
 	Groups   []KPIGroup `json:"groups"`
+	Grants   GrantKPIs  `json:"credit_grants"`
 }
 
 // BillingKPIs reads a billing period's key figures, aggregated by the billing service, for a

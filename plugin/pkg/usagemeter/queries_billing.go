@@ -97,8 +97,9 @@ func invoices(ctx context.Context, d *Datasource, q *Query) (data.Frames, error)
 	return frames, nil
 }
 
-// billingKPIs: revenue (invoiced subtotal), ARPU, overage revenue (usage-charge lines) and the
-// outstanding balance for the billing period, overall or per plan (groupBy "plan"). The billing
+// billingKPIs: revenue (invoiced subtotal), ARPU, overage revenue (usage-charge lines), the
+// outstanding balance, MRR, collected, overdue, credits used and the period's credit grants
+// (granted, used, expired) for the billing period, overall or per plan (groupBy "plan"). The billing
 // service aggregates them from the period's invoices in exact minor units (GET /v1/billing/kpis):
 // one request, whatever the number of invoices.
 func billingKPIs(ctx context.Context, d *Datasource, q *Query) (data.Frames, error) {
@@ -115,11 +116,17 @@ func billingKPIs(ctx context.Context, d *Datasource, q *Query) (data.Frames, err
 	n := len(k.Groups)
 	names := make([]string, n)
 	rev, arpu, over, outst := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	mrr, coll, overdue, used := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	granted, grUsed, expired := make([]float64, n), make([]float64, n), make([]float64, n)
 	cnt := make([]int64, n)
 	for i, g := range k.Groups {
 		names[i], cnt[i] = g.Group, int64(g.Tenants)
 		rev[i], arpu[i] = major(g.Revenue, k.Currency), major(g.ARPU, k.Currency)
 		over[i], outst[i] = major(g.OverageRevenue, k.Currency), major(g.Outstanding, k.Currency)
+		mrr[i], coll[i] = major(g.MRR, k.Currency), major(g.Collected, k.Currency)
+		overdue[i], used[i] = major(g.Overdue, k.Currency), major(g.CreditsUsed, k.Currency)
+		// Grants are the tenants', not a plan's: the period's figures repeat on every row.
+		granted[i], grUsed[i], expired[i] = major(k.Grants.Granted, k.Currency), major(k.Grants.Used, k.Currency), major(k.Grants.Expired, k.Currency)
 	}
 	money := currencyUnit(k.Currency)
 	return data.Frames{frame("billing_kpis", data.VisTypeTable,
@@ -128,7 +135,14 @@ func billingKPIs(ctx context.Context, d *Datasource, q *Query) (data.Frames, err
 		field("tenants", "Invoiced tenants", "short", cnt),
 		field("arpu", "ARPU", money, arpu),
 		field("overage_revenue", "Overage revenue", money, over),
-		field("outstanding", "Outstanding balance", money, outst))}, nil
+		field("outstanding", "Outstanding balance", money, outst),
+		field("mrr", "MRR", money, mrr),
+		field("collected", "Collected", money, coll),
+		field("overdue", "Overdue", money, overdue),
+		field("credits_used", "Credits used", money, used),
+		field("credit_grants_granted", "Credit grants: granted", money, granted),
+		field("credit_grants_used", "Credit grants: used", money, grUsed),
+		field("credit_grants_expired", "Credit grants: expired", money, expired))}, nil
 }
 
 // forecastQuery: the analytics forecast of a meter (additive Holt-Winters) to the end of the

@@ -8,6 +8,7 @@ package spec
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/usagemeter/usagemeter/billing/stripecollect"
 	"github.com/usagemeter/usagemeter/exporter/backup"
 	"net/http"
 	"reflect"
@@ -172,6 +173,13 @@ type (
 	voidRequest struct {
 		Reason string `json:"reason"`
 	}
+	couponRequest struct {
+		Code string `json:"code"`
+	}
+	couponsResponse struct {
+		Tenant  string               `json:"tenant"`
+		Coupons []invoice.Redemption `json:"coupons"`
+	}
 	creditNoteRequest struct {
 		Amount string `json:"amount"`
 		Reason string `json:"reason"`
@@ -264,6 +272,18 @@ func operations(g *gen) []op {
 		{method: "POST", path: "/v1/invoices/{id}/credit-notes", tag: "billing", summary: "Issue a credit note against an invoice", params: []*openapi3.Parameter{idPath, tenantQuery},
 			body: g.body(jsonBody{value: creditNoteRequest{}, required: true, fields: []string{"amount"}, desc: "amount in major units, e.g. \"12.50\""}), status: http.StatusCreated, resp: invoice.CreditNote{}},
 		{method: "GET", path: "/v1/credit-notes", tag: "billing", summary: "Credit notes", params: []*openapi3.Parameter{tenantQuery}, status: 200, resp: creditNotesResponse{}},
+		{method: "POST", path: "/v1/invoices/collect", tag: "billing", summary: "Send the finalized invoices queued for Stripe collection", status: 200, resp: stripecollect.Result{}},
+		{method: "POST", path: "/v1/billing/dunning/run", tag: "billing", summary: "Take the dunning steps that are due", status: 200, resp: billing.DunningResult{}},
+		{method: "GET", path: "/v1/invoices/{id}/dunning", tag: "billing", summary: "An invoice's dunning record", params: []*openapi3.Parameter{idPath, tenantQuery},
+			status: 200, resp: invoice.Dunning{}},
+		{method: "GET", path: "/v1/tenants/{tenant}/credit-grants", tag: "billing", summary: "A tenant's credit grants and what they hold", params: []*openapi3.Parameter{tenantPath},
+			status: 200, resp: invoice.GrantBalance{}},
+		{method: "POST", path: "/v1/tenants/{tenant}/credit-grants", tag: "billing", summary: "Give a tenant a credit grant", params: []*openapi3.Parameter{tenantPath},
+			body: g.body(jsonBody{value: billing.GrantRequest{}, required: true, fields: []string{"amount"}, desc: "amount in major units, e.g. \"50.00\""}), status: http.StatusCreated, resp: invoice.Grant{}},
+		{method: "GET", path: "/v1/tenants/{tenant}/coupons", tag: "billing", summary: "A tenant's redeemed coupons", params: []*openapi3.Parameter{tenantPath},
+			status: 200, resp: couponsResponse{}},
+		{method: "POST", path: "/v1/tenants/{tenant}/coupons", tag: "billing", summary: "Redeem a coupon for a tenant", params: []*openapi3.Parameter{tenantPath},
+			body: g.body(jsonBody{value: couponRequest{}, required: true, fields: []string{"code"}}), status: http.StatusCreated, resp: invoice.Redemption{}},
 		{method: "GET", path: "/v1/tenants/{tenant}/balance", tag: "billing", summary: "A tenant's balance", params: []*openapi3.Parameter{tenantPath}, status: 200, resp: invoice.Balance{}},
 		{method: "GET", path: "/v1/tenants/{tenant}/statement", tag: "billing", summary: "A tenant's statement of account", params: []*openapi3.Parameter{tenantPath}, status: 200, resp: invoice.Statement{}},
 		{method: "GET", path: "/v1/payments", tag: "billing", summary: "Payments", params: []*openapi3.Parameter{tenantQuery}, status: 200, resp: paymentsResponse{}},

@@ -371,24 +371,55 @@ type AuditResponse struct {
 	Next    *string       `json:"next,omitempty"`
 }
 
+// BillingDunningResult defines model for BillingDunningResult.
+type BillingDunningResult struct {
+	Errors  *[]string `json:"errors,omitempty"`
+	Holds   int       `json:"holds"`
+	Overdue int       `json:"overdue"`
+	Steps   int       `json:"steps"`
+}
+
+// BillingGrantKPIs defines model for BillingGrantKPIs.
+type BillingGrantKPIs struct {
+	Expired int64 `json:"expired"`
+	Granted int64 `json:"granted"`
+	Used    int64 `json:"used"`
+}
+
+// BillingGrantRequest defines model for BillingGrantRequest.
+type BillingGrantRequest struct {
+	Amount    string     `json:"amount"`
+	Currency  *string    `json:"currency,omitempty"`
+	Effective *time.Time `json:"effective,omitempty"`
+	Expires   *time.Time `json:"expires,omitempty"`
+	Kind      *string    `json:"kind,omitempty"`
+	Priority  *int       `json:"priority,omitempty"`
+	Reason    *string    `json:"reason,omitempty"`
+}
+
 // BillingKPIGroup defines model for BillingKPIGroup.
 type BillingKPIGroup struct {
 	Arpu           int64  `json:"arpu"`
+	Collected      int64  `json:"collected"`
+	CreditsUsed    int64  `json:"credits_used"`
 	Group          string `json:"group"`
 	Invoices       int    `json:"invoices"`
+	Mrr            int64  `json:"mrr"`
 	Outstanding    int64  `json:"outstanding"`
 	OverageRevenue int64  `json:"overage_revenue"`
+	Overdue        int64  `json:"overdue"`
 	Revenue        int64  `json:"revenue"`
 	Tenants        int    `json:"tenants"`
 }
 
 // BillingKPIs defines model for BillingKPIs.
 type BillingKPIs struct {
-	Currency string             `json:"currency"`
-	GroupBy  *string            `json:"group_by,omitempty"`
-	Groups   *[]BillingKPIGroup `json:"groups"`
-	Period   RatingPeriod       `json:"period"`
-	Tenant   *string            `json:"tenant,omitempty"`
+	CreditGrants BillingGrantKPIs   `json:"credit_grants"`
+	Currency     string             `json:"currency"`
+	GroupBy      *string            `json:"group_by,omitempty"`
+	Groups       *[]BillingKPIGroup `json:"groups"`
+	Period       RatingPeriod       `json:"period"`
+	Tenant       *string            `json:"tenant,omitempty"`
 }
 
 // BillingPaymentRequest defines model for BillingPaymentRequest.
@@ -417,6 +448,17 @@ type CloudEvent struct {
 	Specversion     string                  `json:"specversion"`
 	Time            *time.Time              `json:"time,omitempty"`
 	Type            string                  `json:"type"`
+}
+
+// CouponRequest defines model for CouponRequest.
+type CouponRequest struct {
+	Code string `json:"code"`
+}
+
+// CouponsResponse defines model for CouponsResponse.
+type CouponsResponse struct {
+	Coupons *[]InvoiceRedemption `json:"coupons"`
+	Tenant  string               `json:"tenant"`
 }
 
 // CreditNoteRequest defines model for CreditNoteRequest.
@@ -518,33 +560,39 @@ type InsightsTracking struct {
 
 // Invoice defines model for Invoice.
 type Invoice struct {
-	AmountCredited    int64             `json:"amount_credited"`
-	AmountDue         int64             `json:"amount_due"`
-	AmountPaid        int64             `json:"amount_paid"`
-	AmountRemaining   int64             `json:"amount_remaining"`
-	Buyer             PricingParty      `json:"buyer"`
-	CreatedAt         time.Time         `json:"created_at"`
-	CreditApplied     int64             `json:"credit_applied"`
-	Currency          MoneyCurrency     `json:"currency"`
-	DueAt             *time.Time        `json:"due_at,omitempty"`
-	FinalizableAt     time.Time         `json:"finalizable_at"`
-	FinalizedAt       *time.Time        `json:"finalized_at,omitempty"`
-	Id                string            `json:"id"`
-	Lines             *[]RatingLine     `json:"lines"`
-	Number            *string           `json:"number,omitempty"`
-	PaidAt            *time.Time        `json:"paid_at,omitempty"`
-	Period            RatingPeriod      `json:"period"`
-	PeriodEnd         time.Time         `json:"period_end"`
-	PeriodStart       time.Time         `json:"period_start"`
-	Prices            *[]PricingPlan    `json:"prices"`
-	Segments          *[]InvoiceSegment `json:"segments"`
-	Seller            PricingParty      `json:"seller"`
-	Status            string            `json:"status"`
-	Subtotal          int64             `json:"subtotal"`
-	Tenant            string            `json:"tenant"`
-	UpgradeSuggestion *RatingSuggestion `json:"upgrade_suggestion,omitempty"`
-	VoidReason        *string           `json:"void_reason,omitempty"`
-	VoidedAt          *time.Time        `json:"voided_at,omitempty"`
+	AmountCredited    int64              `json:"amount_credited"`
+	AmountDue         int64              `json:"amount_due"`
+	AmountPaid        int64              `json:"amount_paid"`
+	AmountRemaining   int64              `json:"amount_remaining"`
+	Buyer             PricingParty       `json:"buyer"`
+	Collection        *InvoiceCollection `json:"collection,omitempty"`
+	CreatedAt         time.Time          `json:"created_at"`
+	CreditApplied     int64              `json:"credit_applied"`
+	CreditGrants      *[]InvoiceGrantUse `json:"credit_grants,omitempty"`
+	Currency          MoneyCurrency      `json:"currency"`
+	DueAt             *time.Time         `json:"due_at,omitempty"`
+	FinalizableAt     time.Time          `json:"finalizable_at"`
+	FinalizedAt       *time.Time         `json:"finalized_at,omitempty"`
+	GrantsApplied     int64              `json:"grants_applied"`
+	Id                string             `json:"id"`
+	Lines             *[]RatingLine      `json:"lines"`
+	Number            *string            `json:"number,omitempty"`
+	PaidAt            *time.Time         `json:"paid_at,omitempty"`
+	Period            RatingPeriod       `json:"period"`
+	PeriodEnd         time.Time          `json:"period_end"`
+	PeriodStart       time.Time          `json:"period_start"`
+	Prices            *[]PricingPlan     `json:"prices"`
+	Segments          *[]InvoiceSegment  `json:"segments"`
+	Seller            PricingParty       `json:"seller"`
+	Status            string             `json:"status"`
+	Subtotal          int64              `json:"subtotal"`
+	Tax               int64              `json:"tax"`
+	Taxes             *[]TaxLine         `json:"taxes,omitempty"`
+	Tenant            string             `json:"tenant"`
+	Total             int64              `json:"total"`
+	UpgradeSuggestion *RatingSuggestion  `json:"upgrade_suggestion,omitempty"`
+	VoidReason        *string            `json:"void_reason,omitempty"`
+	VoidedAt          *time.Time         `json:"voided_at,omitempty"`
 }
 
 // InvoiceBalance defines model for InvoiceBalance.
@@ -557,6 +605,23 @@ type InvoiceBalance struct {
 	Tenant       string `json:"tenant"`
 }
 
+// InvoiceCollection defines model for InvoiceCollection.
+type InvoiceCollection struct {
+	Attempts        int        `json:"attempts"`
+	Consequence     *string    `json:"consequence,omitempty"`
+	Customer        *string    `json:"customer,omitempty"`
+	DunningStep     *int       `json:"dunning_step,omitempty"`
+	HostedUrl       *string    `json:"hosted_url,omitempty"`
+	Invoice         *string    `json:"invoice,omitempty"`
+	LastError       *string    `json:"last_error,omitempty"`
+	PaymentFailures *int       `json:"payment_failures,omitempty"`
+	Provider        string     `json:"provider"`
+	ProviderNumber  *string    `json:"provider_number,omitempty"`
+	SentAt          *time.Time `json:"sent_at,omitempty"`
+	Status          string     `json:"status"`
+	UpdatedAt       time.Time  `json:"updated_at"`
+}
+
 // InvoiceCreditNote defines model for InvoiceCreditNote.
 type InvoiceCreditNote struct {
 	Amount    int64     `json:"amount"`
@@ -565,8 +630,28 @@ type InvoiceCreditNote struct {
 	Invoice   string    `json:"invoice"`
 	Number    string    `json:"number"`
 	Reason    string    `json:"reason"`
+	Refunded  *int64    `json:"refunded,omitempty"`
 	Tenant    string    `json:"tenant"`
 	ToCredit  int64     `json:"to_credit"`
+}
+
+// InvoiceDunning defines model for InvoiceDunning.
+type InvoiceDunning struct {
+	Held    bool                   `json:"held"`
+	History *[]InvoiceDunningEntry `json:"history"`
+	Invoice string                 `json:"invoice"`
+	Plan    string                 `json:"plan"`
+	Step    int                    `json:"step"`
+	Steps   int                    `json:"steps"`
+	Tenant  string                 `json:"tenant"`
+}
+
+// InvoiceDunningEntry defines model for InvoiceDunningEntry.
+type InvoiceDunningEntry struct {
+	Action string    `json:"action"`
+	At     time.Time `json:"at"`
+	Result string    `json:"result"`
+	Step   int       `json:"step"`
 }
 
 // InvoiceEntry defines model for InvoiceEntry.
@@ -580,19 +665,72 @@ type InvoiceEntry struct {
 	Time        time.Time `json:"time"`
 }
 
+// InvoiceGrant defines model for InvoiceGrant.
+type InvoiceGrant struct {
+	Amount    int64              `json:"amount"`
+	CreatedAt time.Time          `json:"created_at"`
+	Currency  string             `json:"currency"`
+	Effective time.Time          `json:"effective"`
+	Expired   int64              `json:"expired"`
+	Expires   *time.Time         `json:"expires,omitempty"`
+	Id        string             `json:"id"`
+	Kind      string             `json:"kind"`
+	Priority  int                `json:"priority"`
+	Reason    *string            `json:"reason,omitempty"`
+	Tenant    string             `json:"tenant"`
+	Used      int64              `json:"used"`
+	Uses      *[]InvoiceGrantUse `json:"uses,omitempty"`
+}
+
+// InvoiceGrantBalance defines model for InvoiceGrantBalance.
+type InvoiceGrantBalance struct {
+	Available int64            `json:"available"`
+	Currency  string           `json:"currency"`
+	Expired   int64            `json:"expired"`
+	Granted   int64            `json:"granted"`
+	Grants    *[]*InvoiceGrant `json:"grants"`
+	Pending   int64            `json:"pending"`
+	Tenant    string           `json:"tenant"`
+	Used      int64            `json:"used"`
+}
+
+// InvoiceGrantUse defines model for InvoiceGrantUse.
+type InvoiceGrantUse struct {
+	Amount  int64   `json:"amount"`
+	Grant   string  `json:"grant"`
+	Invoice *string `json:"invoice,omitempty"`
+}
+
 // InvoicePayment defines model for InvoicePayment.
 type InvoicePayment struct {
-	Amount     int64     `json:"amount"`
-	Applied    int64     `json:"applied"`
-	CreatedAt  time.Time `json:"created_at"`
-	Currency   string    `json:"currency"`
-	Id         string    `json:"id"`
-	Invoice    *string   `json:"invoice,omitempty"`
-	Method     string    `json:"method"`
-	ReceivedAt time.Time `json:"received_at"`
-	Reference  *string   `json:"reference,omitempty"`
-	Tenant     string    `json:"tenant"`
-	ToCredit   int64     `json:"to_credit"`
+	Amount     int64            `json:"amount"`
+	Applied    int64            `json:"applied"`
+	CreatedAt  time.Time        `json:"created_at"`
+	Currency   string           `json:"currency"`
+	Id         string           `json:"id"`
+	Invoice    *string          `json:"invoice,omitempty"`
+	Method     string           `json:"method"`
+	ReceivedAt time.Time        `json:"received_at"`
+	Reference  *string          `json:"reference,omitempty"`
+	Refunds    *[]InvoiceRefund `json:"refunds,omitempty"`
+	Tenant     string           `json:"tenant"`
+	ToCredit   int64            `json:"to_credit"`
+}
+
+// InvoiceRedemption defines model for InvoiceRedemption.
+type InvoiceRedemption struct {
+	Coupon      PricingCoupon `json:"coupon"`
+	FirstPeriod RatingPeriod  `json:"first_period"`
+	RedeemedAt  time.Time     `json:"redeemed_at"`
+	Tenant      string        `json:"tenant"`
+}
+
+// InvoiceRefund defines model for InvoiceRefund.
+type InvoiceRefund struct {
+	Amount      int64     `json:"amount"`
+	At          time.Time `json:"at"`
+	Event       string    `json:"event"`
+	FromInvoice int64     `json:"from_invoice"`
 }
 
 // InvoiceRunResult defines model for InvoiceRunResult.
@@ -721,6 +859,22 @@ type PricingCharge struct {
 	UnitPrice    *MoneyPrice    `json:"unit_price,omitempty"`
 }
 
+// PricingCoupon defines model for PricingCoupon.
+type PricingCoupon struct {
+	AmountOff      *int64    `json:"amount_off,omitempty"`
+	AppliesTo      *[]string `json:"applies_to,omitempty"`
+	Code           string    `json:"code"`
+	MaxRedemptions *int      `json:"max_redemptions,omitempty"`
+	PercentOff     *string   `json:"percent_off,omitempty"`
+	Periods        *int      `json:"periods,omitempty"`
+}
+
+// PricingDunning defines model for PricingDunning.
+type PricingDunning struct {
+	Consequence *string `json:"consequence,omitempty"`
+	RetryDays   *[]int  `json:"retry_days"`
+}
+
 // PricingParty defines model for PricingParty.
 type PricingParty struct {
 	Address *[]string `json:"address,omitempty"`
@@ -734,6 +888,7 @@ type PricingPlan struct {
 	BaseFee           int64            `json:"base_fee"`
 	Charges           *[]PricingCharge `json:"charges"`
 	Description       *string          `json:"description,omitempty"`
+	Dunning           *PricingDunning  `json:"dunning,omitempty"`
 	MinimumCommitment int64            `json:"minimum_commitment"`
 	Name              string           `json:"name"`
 }
@@ -1029,6 +1184,28 @@ type StatsSourceStats struct {
 	Source         string       `json:"source"`
 }
 
+// StripecollectResult defines model for StripecollectResult.
+type StripecollectResult struct {
+	Calls   int64     `json:"calls"`
+	Errors  *[]string `json:"errors,omitempty"`
+	Failed  int       `json:"failed"`
+	Queued  int       `json:"queued"`
+	Sent    int       `json:"sent"`
+	Skipped int       `json:"skipped"`
+}
+
+// TaxLine defines model for TaxLine.
+type TaxLine struct {
+	Amount       int64   `json:"amount"`
+	Base         int64   `json:"base"`
+	ExactAmount  string  `json:"exact_amount"`
+	Inclusive    bool    `json:"inclusive"`
+	Jurisdiction string  `json:"jurisdiction"`
+	Legend       *string `json:"legend,omitempty"`
+	Name         string  `json:"name"`
+	Rate         string  `json:"rate"`
+}
+
 // TenantPlanResponse defines model for TenantPlanResponse.
 type TenantPlanResponse struct {
 	Plan          string                 `json:"plan"`
@@ -1283,6 +1460,12 @@ type PostV1InvoicesIdCreditNotesParams struct {
 	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
+// GetV1InvoicesIdDunningParams defines parameters for GetV1InvoicesIdDunning.
+type GetV1InvoicesIdDunningParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
 // PostV1InvoicesIdFinalizeParams defines parameters for PostV1InvoicesIdFinalize.
 type PostV1InvoicesIdFinalizeParams struct {
 	// Tenant The tenant. Also what the policies authorize on.
@@ -1522,6 +1705,12 @@ type PostV1QuotaCheckJSONRequestBody = QuotaCheckRequest
 
 // PostV1ReportsJSONRequestBody defines body for PostV1Reports for application/json ContentType.
 type PostV1ReportsJSONRequestBody = ReportDefinition
+
+// PostV1TenantsTenantCouponsJSONRequestBody defines body for PostV1TenantsTenantCoupons for application/json ContentType.
+type PostV1TenantsTenantCouponsJSONRequestBody = CouponRequest
+
+// PostV1TenantsTenantCreditGrantsJSONRequestBody defines body for PostV1TenantsTenantCreditGrants for application/json ContentType.
+type PostV1TenantsTenantCreditGrantsJSONRequestBody = BillingGrantRequest
 
 // PostV1TenantsTenantPlanJSONRequestBody defines body for PostV1TenantsTenantPlan for application/json ContentType.
 type PostV1TenantsTenantPlanJSONRequestBody = ChangePlanRequest
@@ -1776,6 +1965,11 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/audit (the `GetV1Audit` operationId).
 	GetV1Audit(ctx context.Context, params *GetV1AuditParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// PostV1BillingDunningRun Take the dunning steps that are due
+	//
+	// Corresponds with POST /v1/billing/dunning/run (the `PostV1BillingDunningRun` operationId).
+	PostV1BillingDunningRun(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetV1BillingKpis Key figures of a billing period
 	//
 	// Corresponds with GET /v1/billing/kpis (the `GetV1BillingKpis` operationId).
@@ -1827,6 +2021,11 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/invoices (the `GetV1Invoices` operationId).
 	GetV1Invoices(ctx context.Context, params *GetV1InvoicesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// PostV1InvoicesCollect Send the finalized invoices queued for Stripe collection
+	//
+	// Corresponds with POST /v1/invoices/collect (the `PostV1InvoicesCollect` operationId).
+	PostV1InvoicesCollect(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// PostV1InvoicesRun Draft or refresh the invoices of a period
 	//
 	// Corresponds with POST /v1/invoices/run (the `PostV1InvoicesRun` operationId).
@@ -1850,6 +2049,11 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/invoices/{id}/credit-notes (the `PostV1InvoicesIdCreditNotes` operationId).
 	PostV1InvoicesIdCreditNotes(ctx context.Context, id string, params *PostV1InvoicesIdCreditNotesParams, body PostV1InvoicesIdCreditNotesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1InvoicesIdDunning An invoice's dunning record
+	//
+	// Corresponds with GET /v1/invoices/{id}/dunning (the `GetV1InvoicesIdDunning` operationId).
+	GetV1InvoicesIdDunning(ctx context.Context, id string, params *GetV1InvoicesIdDunningParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// PostV1InvoicesIdFinalize Finalize a draft invoice
 	//
@@ -1951,6 +2155,44 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/tenants/{tenant}/balance (the `GetV1TenantsTenantBalance` operationId).
 	GetV1TenantsTenantBalance(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1TenantsTenantCoupons A tenant's redeemed coupons
+	//
+	// Corresponds with GET /v1/tenants/{tenant}/coupons (the `GetV1TenantsTenantCoupons` operationId).
+	GetV1TenantsTenantCoupons(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1TenantsTenantCouponsWithBody Redeem a coupon for a tenant
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/tenants/{tenant}/coupons (the `PostV1TenantsTenantCoupons` operationId).
+	PostV1TenantsTenantCouponsWithBody(ctx context.Context, tenant string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1TenantsTenantCoupons Redeem a coupon for a tenant
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/tenants/{tenant}/coupons (the `PostV1TenantsTenantCoupons` operationId).
+	PostV1TenantsTenantCoupons(ctx context.Context, tenant string, body PostV1TenantsTenantCouponsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1TenantsTenantCreditGrants A tenant's credit grants and what they hold
+	//
+	// Corresponds with GET /v1/tenants/{tenant}/credit-grants (the `GetV1TenantsTenantCreditGrants` operationId).
+	GetV1TenantsTenantCreditGrants(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1TenantsTenantCreditGrantsWithBody Give a tenant a credit grant
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/tenants/{tenant}/credit-grants (the `PostV1TenantsTenantCreditGrants` operationId).
+	PostV1TenantsTenantCreditGrantsWithBody(ctx context.Context, tenant string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1TenantsTenantCreditGrants Give a tenant a credit grant
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/tenants/{tenant}/credit-grants (the `PostV1TenantsTenantCreditGrants` operationId).
+	PostV1TenantsTenantCreditGrants(ctx context.Context, tenant string, body PostV1TenantsTenantCreditGrantsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetV1TenantsTenantPlan A tenant's plan, plan history and a cheaper-plan suggestion
 	//
@@ -2322,6 +2564,21 @@ func (c *Client) GetV1Audit(ctx context.Context, params *GetV1AuditParams, reqEd
 	return c.Client.Do(req)
 }
 
+// PostV1BillingDunningRun Take the dunning steps that are due
+//
+// Corresponds with POST /v1/billing/dunning/run (the `PostV1BillingDunningRun` operationId).
+func (c *Client) PostV1BillingDunningRun(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1BillingDunningRunRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetV1BillingKpis Key figures of a billing period
 //
 // Corresponds with GET /v1/billing/kpis (the `GetV1BillingKpis` operationId).
@@ -2443,6 +2700,21 @@ func (c *Client) GetV1Invoices(ctx context.Context, params *GetV1InvoicesParams,
 	return c.Client.Do(req)
 }
 
+// PostV1InvoicesCollect Send the finalized invoices queued for Stripe collection
+//
+// Corresponds with POST /v1/invoices/collect (the `PostV1InvoicesCollect` operationId).
+func (c *Client) PostV1InvoicesCollect(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1InvoicesCollectRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // PostV1InvoicesRun Draft or refresh the invoices of a period
 //
 // Corresponds with POST /v1/invoices/run (the `PostV1InvoicesRun` operationId).
@@ -2497,6 +2769,21 @@ func (c *Client) PostV1InvoicesIdCreditNotesWithBody(ctx context.Context, id str
 // Corresponds with POST /v1/invoices/{id}/credit-notes (the `PostV1InvoicesIdCreditNotes` operationId).
 func (c *Client) PostV1InvoicesIdCreditNotes(ctx context.Context, id string, params *PostV1InvoicesIdCreditNotesParams, body PostV1InvoicesIdCreditNotesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPostV1InvoicesIdCreditNotesRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1InvoicesIdDunning An invoice's dunning record
+//
+// Corresponds with GET /v1/invoices/{id}/dunning (the `GetV1InvoicesIdDunning` operationId).
+func (c *Client) GetV1InvoicesIdDunning(ctx context.Context, id string, params *GetV1InvoicesIdDunningParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1InvoicesIdDunningRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2768,6 +3055,104 @@ func (c *Client) GetV1ReportsUsage(ctx context.Context, params *GetV1ReportsUsag
 // Corresponds with GET /v1/tenants/{tenant}/balance (the `GetV1TenantsTenantBalance` operationId).
 func (c *Client) GetV1TenantsTenantBalance(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetV1TenantsTenantBalanceRequest(c.Server, tenant)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1TenantsTenantCoupons A tenant's redeemed coupons
+//
+// Corresponds with GET /v1/tenants/{tenant}/coupons (the `GetV1TenantsTenantCoupons` operationId).
+func (c *Client) GetV1TenantsTenantCoupons(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1TenantsTenantCouponsRequest(c.Server, tenant)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1TenantsTenantCouponsWithBody Redeem a coupon for a tenant
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/tenants/{tenant}/coupons (the `PostV1TenantsTenantCoupons` operationId).
+func (c *Client) PostV1TenantsTenantCouponsWithBody(ctx context.Context, tenant string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1TenantsTenantCouponsRequestWithBody(c.Server, tenant, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1TenantsTenantCoupons Redeem a coupon for a tenant
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/tenants/{tenant}/coupons (the `PostV1TenantsTenantCoupons` operationId).
+func (c *Client) PostV1TenantsTenantCoupons(ctx context.Context, tenant string, body PostV1TenantsTenantCouponsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1TenantsTenantCouponsRequest(c.Server, tenant, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1TenantsTenantCreditGrants A tenant's credit grants and what they hold
+//
+// Corresponds with GET /v1/tenants/{tenant}/credit-grants (the `GetV1TenantsTenantCreditGrants` operationId).
+func (c *Client) GetV1TenantsTenantCreditGrants(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1TenantsTenantCreditGrantsRequest(c.Server, tenant)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1TenantsTenantCreditGrantsWithBody Give a tenant a credit grant
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/tenants/{tenant}/credit-grants (the `PostV1TenantsTenantCreditGrants` operationId).
+func (c *Client) PostV1TenantsTenantCreditGrantsWithBody(ctx context.Context, tenant string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1TenantsTenantCreditGrantsRequestWithBody(c.Server, tenant, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1TenantsTenantCreditGrants Give a tenant a credit grant
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/tenants/{tenant}/credit-grants (the `PostV1TenantsTenantCreditGrants` operationId).
+func (c *Client) PostV1TenantsTenantCreditGrants(ctx context.Context, tenant string, body PostV1TenantsTenantCreditGrantsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1TenantsTenantCreditGrantsRequest(c.Server, tenant, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4053,6 +4438,33 @@ func NewGetV1AuditRequest(server string, params *GetV1AuditParams) (*http.Reques
 	return req, nil
 }
 
+// NewPostV1BillingDunningRunRequest constructs an http.Request for the PostV1BillingDunningRun method
+func NewPostV1BillingDunningRunRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/billing/dunning/run")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetV1BillingKpisRequest constructs an http.Request for the GetV1BillingKpis method
 func NewGetV1BillingKpisRequest(server string, params *GetV1BillingKpisParams) (*http.Request, error) {
 	var err error
@@ -4321,6 +4733,33 @@ func NewGetV1InvoicesRequest(server string, params *GetV1InvoicesParams) (*http.
 	return req, nil
 }
 
+// NewPostV1InvoicesCollectRequest constructs an http.Request for the PostV1InvoicesCollect method
+func NewPostV1InvoicesCollectRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/collect")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewPostV1InvoicesRunRequest constructs an http.Request for the PostV1InvoicesRun method
 func NewPostV1InvoicesRunRequest(server string, params *PostV1InvoicesRunParams) (*http.Request, error) {
 	var err error
@@ -4514,6 +4953,67 @@ func NewPostV1InvoicesIdCreditNotesRequestWithBody(server string, id string, par
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetV1InvoicesIdDunningRequest constructs an http.Request for the GetV1InvoicesIdDunning method
+func NewGetV1InvoicesIdDunningRequest(server string, id string, params *GetV1InvoicesIdDunningParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/dunning", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	return req, nil
 }
@@ -5569,6 +6069,168 @@ func NewGetV1TenantsTenantBalanceRequest(server string, tenant string) (*http.Re
 	return req, nil
 }
 
+// NewGetV1TenantsTenantCouponsRequest constructs an http.Request for the GetV1TenantsTenantCoupons method
+func NewGetV1TenantsTenantCouponsRequest(server string, tenant string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/tenants/%s/coupons", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostV1TenantsTenantCouponsRequest calls the generic PostV1TenantsTenantCoupons builder with application/json body
+func NewPostV1TenantsTenantCouponsRequest(server string, tenant string, body PostV1TenantsTenantCouponsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostV1TenantsTenantCouponsRequestWithBody(server, tenant, "application/json", bodyReader)
+}
+
+// NewPostV1TenantsTenantCouponsRequestWithBody constructs an http.Request for the PostV1TenantsTenantCoupons method, with any body, and a specified content type
+func NewPostV1TenantsTenantCouponsRequestWithBody(server string, tenant string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/tenants/%s/coupons", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetV1TenantsTenantCreditGrantsRequest constructs an http.Request for the GetV1TenantsTenantCreditGrants method
+func NewGetV1TenantsTenantCreditGrantsRequest(server string, tenant string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/tenants/%s/credit-grants", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostV1TenantsTenantCreditGrantsRequest calls the generic PostV1TenantsTenantCreditGrants builder with application/json body
+func NewPostV1TenantsTenantCreditGrantsRequest(server string, tenant string, body PostV1TenantsTenantCreditGrantsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostV1TenantsTenantCreditGrantsRequestWithBody(server, tenant, "application/json", bodyReader)
+}
+
+// NewPostV1TenantsTenantCreditGrantsRequestWithBody constructs an http.Request for the PostV1TenantsTenantCreditGrants method, with any body, and a specified content type
+func NewPostV1TenantsTenantCreditGrantsRequestWithBody(server string, tenant string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/tenants/%s/credit-grants", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetV1TenantsTenantPlanRequest constructs an http.Request for the GetV1TenantsTenantPlan method
 func NewGetV1TenantsTenantPlanRequest(server string, tenant string) (*http.Request, error) {
 	var err error
@@ -6108,6 +6770,13 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/audit (the `GetV1Audit` operationId).
 	GetV1AuditWithResponse(ctx context.Context, params *GetV1AuditParams, reqEditors ...RequestEditorFn) (*GetV1AuditResponse, error)
 
+	// PostV1BillingDunningRunWithResponse Take the dunning steps that are due
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/billing/dunning/run (the `PostV1BillingDunningRun` operationId).
+	PostV1BillingDunningRunWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*PostV1BillingDunningRunResponse, error)
+
 	// GetV1BillingKpisWithResponse Key figures of a billing period
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -6165,6 +6834,13 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/invoices (the `GetV1Invoices` operationId).
 	GetV1InvoicesWithResponse(ctx context.Context, params *GetV1InvoicesParams, reqEditors ...RequestEditorFn) (*GetV1InvoicesResponse, error)
 
+	// PostV1InvoicesCollectWithResponse Send the finalized invoices queued for Stripe collection
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/collect (the `PostV1InvoicesCollect` operationId).
+	PostV1InvoicesCollectWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*PostV1InvoicesCollectResponse, error)
+
 	// PostV1InvoicesRunWithResponse Draft or refresh the invoices of a period
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -6192,6 +6868,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/invoices/{id}/credit-notes (the `PostV1InvoicesIdCreditNotes` operationId).
 	PostV1InvoicesIdCreditNotesWithResponse(ctx context.Context, id string, params *PostV1InvoicesIdCreditNotesParams, body PostV1InvoicesIdCreditNotesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1InvoicesIdCreditNotesResponse, error)
+
+	// GetV1InvoicesIdDunningWithResponse An invoice's dunning record
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/invoices/{id}/dunning (the `GetV1InvoicesIdDunning` operationId).
+	GetV1InvoicesIdDunningWithResponse(ctx context.Context, id string, params *GetV1InvoicesIdDunningParams, reqEditors ...RequestEditorFn) (*GetV1InvoicesIdDunningResponse, error)
 
 	// PostV1InvoicesIdFinalizeWithResponse Finalize a draft invoice
 	//
@@ -6311,6 +6994,48 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/tenants/{tenant}/balance (the `GetV1TenantsTenantBalance` operationId).
 	GetV1TenantsTenantBalanceWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantBalanceResponse, error)
+
+	// GetV1TenantsTenantCouponsWithResponse A tenant's redeemed coupons
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/tenants/{tenant}/coupons (the `GetV1TenantsTenantCoupons` operationId).
+	GetV1TenantsTenantCouponsWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantCouponsResponse, error)
+
+	// PostV1TenantsTenantCouponsWithBodyWithResponse Redeem a coupon for a tenant
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/tenants/{tenant}/coupons (the `PostV1TenantsTenantCoupons` operationId).
+	PostV1TenantsTenantCouponsWithBodyWithResponse(ctx context.Context, tenant string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostV1TenantsTenantCouponsResponse, error)
+
+	// PostV1TenantsTenantCouponsWithResponse Redeem a coupon for a tenant
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/tenants/{tenant}/coupons (the `PostV1TenantsTenantCoupons` operationId).
+	PostV1TenantsTenantCouponsWithResponse(ctx context.Context, tenant string, body PostV1TenantsTenantCouponsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1TenantsTenantCouponsResponse, error)
+
+	// GetV1TenantsTenantCreditGrantsWithResponse A tenant's credit grants and what they hold
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/tenants/{tenant}/credit-grants (the `GetV1TenantsTenantCreditGrants` operationId).
+	GetV1TenantsTenantCreditGrantsWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantCreditGrantsResponse, error)
+
+	// PostV1TenantsTenantCreditGrantsWithBodyWithResponse Give a tenant a credit grant
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/tenants/{tenant}/credit-grants (the `PostV1TenantsTenantCreditGrants` operationId).
+	PostV1TenantsTenantCreditGrantsWithBodyWithResponse(ctx context.Context, tenant string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostV1TenantsTenantCreditGrantsResponse, error)
+
+	// PostV1TenantsTenantCreditGrantsWithResponse Give a tenant a credit grant
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/tenants/{tenant}/credit-grants (the `PostV1TenantsTenantCreditGrants` operationId).
+	PostV1TenantsTenantCreditGrantsWithResponse(ctx context.Context, tenant string, body PostV1TenantsTenantCreditGrantsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1TenantsTenantCreditGrantsResponse, error)
 
 	// GetV1TenantsTenantPlanWithResponse A tenant's plan, plan history and a cheaper-plan suggestion
 	//
@@ -7273,6 +7998,54 @@ func (r GetV1AuditResponse) ContentType() string {
 	return ""
 }
 
+type PostV1BillingDunningRunResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BillingDunningResult
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PostV1BillingDunningRunResponse) GetJSON200() *BillingDunningResult {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PostV1BillingDunningRunResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1BillingDunningRunResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1BillingDunningRunResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1BillingDunningRunResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1BillingDunningRunResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetV1BillingKpisResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7465,6 +8238,54 @@ func (r GetV1InvoicesResponse) ContentType() string {
 	return ""
 }
 
+type PostV1InvoicesCollectResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *StripecollectResult
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PostV1InvoicesCollectResponse) GetJSON200() *StripecollectResult {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PostV1InvoicesCollectResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1InvoicesCollectResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1InvoicesCollectResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1InvoicesCollectResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1InvoicesCollectResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type PostV1InvoicesRunResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7603,6 +8424,54 @@ func (r PostV1InvoicesIdCreditNotesResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r PostV1InvoicesIdCreditNotesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetV1InvoicesIdDunningResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *InvoiceDunning
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1InvoicesIdDunningResponse) GetJSON200() *InvoiceDunning {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetV1InvoicesIdDunningResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1InvoicesIdDunningResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1InvoicesIdDunningResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1InvoicesIdDunningResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1InvoicesIdDunningResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8233,6 +9102,198 @@ func (r GetV1TenantsTenantBalanceResponse) ContentType() string {
 	return ""
 }
 
+type GetV1TenantsTenantCouponsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CouponsResponse
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1TenantsTenantCouponsResponse) GetJSON200() *CouponsResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetV1TenantsTenantCouponsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1TenantsTenantCouponsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1TenantsTenantCouponsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1TenantsTenantCouponsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1TenantsTenantCouponsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostV1TenantsTenantCouponsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *InvoiceRedemption
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PostV1TenantsTenantCouponsResponse) GetJSON201() *InvoiceRedemption {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PostV1TenantsTenantCouponsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1TenantsTenantCouponsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1TenantsTenantCouponsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1TenantsTenantCouponsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1TenantsTenantCouponsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetV1TenantsTenantCreditGrantsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *InvoiceGrantBalance
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1TenantsTenantCreditGrantsResponse) GetJSON200() *InvoiceGrantBalance {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetV1TenantsTenantCreditGrantsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1TenantsTenantCreditGrantsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1TenantsTenantCreditGrantsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1TenantsTenantCreditGrantsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1TenantsTenantCreditGrantsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostV1TenantsTenantCreditGrantsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *InvoiceGrant
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PostV1TenantsTenantCreditGrantsResponse) GetJSON201() *InvoiceGrant {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PostV1TenantsTenantCreditGrantsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1TenantsTenantCreditGrantsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1TenantsTenantCreditGrantsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1TenantsTenantCreditGrantsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1TenantsTenantCreditGrantsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetV1TenantsTenantPlanResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -8789,6 +9850,19 @@ func (c *ClientWithResponses) GetV1AuditWithResponse(ctx context.Context, params
 	return ParseGetV1AuditResponse(rsp)
 }
 
+// PostV1BillingDunningRunWithResponse Take the dunning steps that are due
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/billing/dunning/run (the `PostV1BillingDunningRun` operationId).
+func (c *ClientWithResponses) PostV1BillingDunningRunWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*PostV1BillingDunningRunResponse, error) {
+	rsp, err := c.PostV1BillingDunningRun(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1BillingDunningRunResponse(rsp)
+}
+
 // GetV1BillingKpisWithResponse Key figures of a billing period
 //
 // Returns a wrapper object for the known response body format(s).
@@ -8888,6 +9962,19 @@ func (c *ClientWithResponses) GetV1InvoicesWithResponse(ctx context.Context, par
 	return ParseGetV1InvoicesResponse(rsp)
 }
 
+// PostV1InvoicesCollectWithResponse Send the finalized invoices queued for Stripe collection
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/collect (the `PostV1InvoicesCollect` operationId).
+func (c *ClientWithResponses) PostV1InvoicesCollectWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*PostV1InvoicesCollectResponse, error) {
+	rsp, err := c.PostV1InvoicesCollect(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1InvoicesCollectResponse(rsp)
+}
+
 // PostV1InvoicesRunWithResponse Draft or refresh the invoices of a period
 //
 // Returns a wrapper object for the known response body format(s).
@@ -8938,6 +10025,19 @@ func (c *ClientWithResponses) PostV1InvoicesIdCreditNotesWithResponse(ctx contex
 		return nil, err
 	}
 	return ParsePostV1InvoicesIdCreditNotesResponse(rsp)
+}
+
+// GetV1InvoicesIdDunningWithResponse An invoice's dunning record
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/invoices/{id}/dunning (the `GetV1InvoicesIdDunning` operationId).
+func (c *ClientWithResponses) GetV1InvoicesIdDunningWithResponse(ctx context.Context, id string, params *GetV1InvoicesIdDunningParams, reqEditors ...RequestEditorFn) (*GetV1InvoicesIdDunningResponse, error) {
+	rsp, err := c.GetV1InvoicesIdDunning(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1InvoicesIdDunningResponse(rsp)
 }
 
 // PostV1InvoicesIdFinalizeWithResponse Finalize a draft invoice
@@ -9159,6 +10259,84 @@ func (c *ClientWithResponses) GetV1TenantsTenantBalanceWithResponse(ctx context.
 		return nil, err
 	}
 	return ParseGetV1TenantsTenantBalanceResponse(rsp)
+}
+
+// GetV1TenantsTenantCouponsWithResponse A tenant's redeemed coupons
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/tenants/{tenant}/coupons (the `GetV1TenantsTenantCoupons` operationId).
+func (c *ClientWithResponses) GetV1TenantsTenantCouponsWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantCouponsResponse, error) {
+	rsp, err := c.GetV1TenantsTenantCoupons(ctx, tenant, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1TenantsTenantCouponsResponse(rsp)
+}
+
+// PostV1TenantsTenantCouponsWithBodyWithResponse Redeem a coupon for a tenant
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/tenants/{tenant}/coupons (the `PostV1TenantsTenantCoupons` operationId).
+func (c *ClientWithResponses) PostV1TenantsTenantCouponsWithBodyWithResponse(ctx context.Context, tenant string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostV1TenantsTenantCouponsResponse, error) {
+	rsp, err := c.PostV1TenantsTenantCouponsWithBody(ctx, tenant, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1TenantsTenantCouponsResponse(rsp)
+}
+
+// PostV1TenantsTenantCouponsWithResponse Redeem a coupon for a tenant
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/tenants/{tenant}/coupons (the `PostV1TenantsTenantCoupons` operationId).
+func (c *ClientWithResponses) PostV1TenantsTenantCouponsWithResponse(ctx context.Context, tenant string, body PostV1TenantsTenantCouponsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1TenantsTenantCouponsResponse, error) {
+	rsp, err := c.PostV1TenantsTenantCoupons(ctx, tenant, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1TenantsTenantCouponsResponse(rsp)
+}
+
+// GetV1TenantsTenantCreditGrantsWithResponse A tenant's credit grants and what they hold
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/tenants/{tenant}/credit-grants (the `GetV1TenantsTenantCreditGrants` operationId).
+func (c *ClientWithResponses) GetV1TenantsTenantCreditGrantsWithResponse(ctx context.Context, tenant string, reqEditors ...RequestEditorFn) (*GetV1TenantsTenantCreditGrantsResponse, error) {
+	rsp, err := c.GetV1TenantsTenantCreditGrants(ctx, tenant, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1TenantsTenantCreditGrantsResponse(rsp)
+}
+
+// PostV1TenantsTenantCreditGrantsWithBodyWithResponse Give a tenant a credit grant
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/tenants/{tenant}/credit-grants (the `PostV1TenantsTenantCreditGrants` operationId).
+func (c *ClientWithResponses) PostV1TenantsTenantCreditGrantsWithBodyWithResponse(ctx context.Context, tenant string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostV1TenantsTenantCreditGrantsResponse, error) {
+	rsp, err := c.PostV1TenantsTenantCreditGrantsWithBody(ctx, tenant, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1TenantsTenantCreditGrantsResponse(rsp)
+}
+
+// PostV1TenantsTenantCreditGrantsWithResponse Give a tenant a credit grant
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/tenants/{tenant}/credit-grants (the `PostV1TenantsTenantCreditGrants` operationId).
+func (c *ClientWithResponses) PostV1TenantsTenantCreditGrantsWithResponse(ctx context.Context, tenant string, body PostV1TenantsTenantCreditGrantsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1TenantsTenantCreditGrantsResponse, error) {
+	rsp, err := c.PostV1TenantsTenantCreditGrants(ctx, tenant, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1TenantsTenantCreditGrantsResponse(rsp)
 }
 
 // GetV1TenantsTenantPlanWithResponse A tenant's plan, plan history and a cheaper-plan suggestion
@@ -9869,6 +11047,39 @@ func ParseGetV1AuditResponse(rsp *http.Response) (*GetV1AuditResponse, error) {
 	return response, nil
 }
 
+// ParsePostV1BillingDunningRunResponse parses an HTTP response from a PostV1BillingDunningRunWithResponse call
+func ParsePostV1BillingDunningRunResponse(rsp *http.Response) (*PostV1BillingDunningRunResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1BillingDunningRunResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BillingDunningResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetV1BillingKpisResponse parses an HTTP response from a GetV1BillingKpisWithResponse call
 func ParseGetV1BillingKpisResponse(rsp *http.Response) (*GetV1BillingKpisResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10001,6 +11212,39 @@ func ParseGetV1InvoicesResponse(rsp *http.Response) (*GetV1InvoicesResponse, err
 	return response, nil
 }
 
+// ParsePostV1InvoicesCollectResponse parses an HTTP response from a PostV1InvoicesCollectWithResponse call
+func ParsePostV1InvoicesCollectResponse(rsp *http.Response) (*PostV1InvoicesCollectResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1InvoicesCollectResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest StripecollectResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParsePostV1InvoicesRunResponse parses an HTTP response from a PostV1InvoicesRunWithResponse call
 func ParsePostV1InvoicesRunResponse(rsp *http.Response) (*PostV1InvoicesRunResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10090,6 +11334,39 @@ func ParsePostV1InvoicesIdCreditNotesResponse(rsp *http.Response) (*PostV1Invoic
 			return nil, err
 		}
 		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetV1InvoicesIdDunningResponse parses an HTTP response from a GetV1InvoicesIdDunningWithResponse call
+func ParseGetV1InvoicesIdDunningResponse(rsp *http.Response) (*GetV1InvoicesIdDunningResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1InvoicesIdDunningResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest InvoiceDunning
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
@@ -10531,6 +11808,138 @@ func ParseGetV1TenantsTenantBalanceResponse(rsp *http.Response) (*GetV1TenantsTe
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetV1TenantsTenantCouponsResponse parses an HTTP response from a GetV1TenantsTenantCouponsWithResponse call
+func ParseGetV1TenantsTenantCouponsResponse(rsp *http.Response) (*GetV1TenantsTenantCouponsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1TenantsTenantCouponsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CouponsResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostV1TenantsTenantCouponsResponse parses an HTTP response from a PostV1TenantsTenantCouponsWithResponse call
+func ParsePostV1TenantsTenantCouponsResponse(rsp *http.Response) (*PostV1TenantsTenantCouponsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1TenantsTenantCouponsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest InvoiceRedemption
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetV1TenantsTenantCreditGrantsResponse parses an HTTP response from a GetV1TenantsTenantCreditGrantsWithResponse call
+func ParseGetV1TenantsTenantCreditGrantsResponse(rsp *http.Response) (*GetV1TenantsTenantCreditGrantsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1TenantsTenantCreditGrantsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest InvoiceGrantBalance
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostV1TenantsTenantCreditGrantsResponse parses an HTTP response from a PostV1TenantsTenantCreditGrantsWithResponse call
+func ParsePostV1TenantsTenantCreditGrantsResponse(rsp *http.Response) (*PostV1TenantsTenantCreditGrantsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1TenantsTenantCreditGrantsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest InvoiceGrant
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
