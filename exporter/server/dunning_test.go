@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -61,7 +62,15 @@ billing:
 	if m := check(); m["result"] != "allow" {
 		t.Fatalf("before any invoice: %v", m)
 	}
-	last := time.Now().UTC().AddDate(0, -1, 0).Format("2006-01")
+	// The month billed must lie in the ledger's history (invoice runs refuse periods before it):
+	// one event on its last day, which the 35-day late window always admits.
+	now := time.Now().UTC()
+	lastDay := time.Date(now.Year(), now.Month(), 1, 12, 0, 0, 0, time.UTC).AddDate(0, 0, -1)
+	ev := fmt.Sprintf(`{"specversion":"1.0","id":"dun-1","source":"test","type":"feature.used","time":%q,"data":{"tenant":"acme","user":"u1","feature":"chat"}}`, lastDay.Format(time.RFC3339))
+	if code, body := do(t, ts, "POST", "/v1/events", "", "application/cloudevents+json", ev); code != 202 {
+		t.Fatalf("event: %d %s", code, body)
+	}
+	last := lastDay.Format("2006-01")
 	if code, body := do(t, ts, "POST", "/v1/invoices/run?period="+last, "", "", ""); code != 200 || !strings.Contains(body, "INV-00000001") {
 		t.Fatalf("run %s: %d %s", last, code, body)
 	}
