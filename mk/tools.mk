@@ -10,6 +10,8 @@ AM_VERSION     := v0.31.1
 OPA_VERSION    := v1.22.3
 STATSD_VERSION := v0.31.0
 STATICCHECK_VERSION := v0.8.2
+# mailpit: an SMTP server with an HTTP API, for the notification tests and the local stack.
+MAILPIT_VERSION := v1.33.1
 
 TOOL_STAMPS_DIR := $(TOOLS)/.stamps
 TOOL_STAMPS :=
@@ -36,6 +38,7 @@ $(eval $(call tool_template,alertmanager,github.com/prometheus/alertmanager,gith
 $(eval $(call tool_template,amtool,github.com/prometheus/alertmanager,github.com/prometheus/alertmanager/cmd/amtool,$(AM_VERSION)))
 $(eval $(call tool_template,opa,github.com/open-policy-agent/opa,github.com/open-policy-agent/opa,$(OPA_VERSION)))
 $(eval $(call tool_template,statsd_exporter,github.com/prometheus/statsd_exporter,github.com/prometheus/statsd_exporter,$(STATSD_VERSION)))
+$(eval $(call tool_template,mailpit,github.com/axllent/mailpit,github.com/axllent/mailpit,$(MAILPIT_VERSION)))
 $(eval $(call tool_template,staticcheck,honnef.co/go/tools,honnef.co/go/tools/cmd/staticcheck,$(STATICCHECK_VERSION)))
 
 .PHONY: tools tools-force

@@ -1,0 +1,260 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// Backoff says when a failed delivery is tried again, and when it is given up.
+type Backoff struct {
+	// First is the delay after the first failure; each failure doubles it, up to Max.
+	First, Max time.Duration
+	// GiveUp: a delivery still failing this long after its event is dead-lettered (at least a
+	// day by default: a receiver down over a weekend night still gets its events).
+	GiveUp time.Duration
+}
+
+// DefaultBackoff: 30 s, 1 min, 2 min, ... 4 h, 4 h, ... for 26 hours (about 15 attempts).
+var DefaultBackoff = Backoff{First: 30 * time.Second, Max: 4 * time.Hour, GiveUp: 26 * time.Hour}
+
+// delay after the n-th failed attempt (n >= 1).
+func (b Backoff) delay(n int) time.Duration {
+	d := b.First
+	for i := 1; i < n && d < b.Max; i++ {
+		d *= 2
+	}
+	return min(d, b.Max)
+}
+
+// Dispatcher delivers the outbox's pending deliveries. One goroutine claims due deliveries
+// from the queue and hands them to Workers senders; each outcome is recorded (attempt log,
+// new state) in one synced batch before the delivery can be claimed again.
+type Dispatcher struct {
+	Store   *Store
+	SMTP    *SMTP
+	Client  *http.Client
+	Backoff Backoff
+	Workers int
+	Log     *slog.Logger
+	Now     func() time.Time
+	Metrics *Metrics
+
+	wake chan struct{}
+}
+
+// NewDispatcher returns a dispatcher with the default backoff, 4 workers and a 10 s webhook
+// timeout.
+func NewDispatcher(s *Store, smtp *SMTP, log *slog.Logger) *Dispatcher {
+	return &Dispatcher{Store: s, SMTP: smtp, Client: &http.Client{Timeout: 10 * time.Second}, Backoff: DefaultBackoff,
+		Workers: 4, Log: log, Now: time.Now, wake: make(chan struct{}, 1)}
+}
+
+// Wake asks the dispatcher to look at the queue now (new events, a replay); never blocks.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx is done. Deliveries in flight when ctx ends finish their attempt (or
+// time out) and are recorded; one interrupted harder (kill -9) is still pending and is sent
+// again at start, with the same idempotency key.
+func (d *Dispatcher) Run(ctx context.Context, idle time.Duration) {
+	for {
+		next, err := d.Drain(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.Log.Error("dispatching notifications", "err", err)
+		}
+		wait := idle
+		if !next.IsZero() {
+			wait = min(max(time.Until(next), time.Millisecond), idle)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-d.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// Drain sends every delivery due now, in rounds, and returns when the next one is due (zero:
+// none pending).
+func (d *Dispatcher) Drain(ctx context.Context) (time.Time, error) {
+	workers := max(d.Workers, 1)
+	for {
+		ids, next, err := d.Store.Due(ctx, d.Now(), 256)
+		if err != nil {
+			return time.Time{}, err
+		}
+		d.observePending(ctx)
+		if len(ids) == 0 {
+			return next, nil
+		}
+		work := make(chan string)
+		var wg sync.WaitGroup
+		var errs []error
+		var mu sync.Mutex
+		for range min(workers, len(ids)) {
+			wg.Go(func() {
+				for id := range work {
+					if err := d.attempt(context.WithoutCancel(ctx), id); err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		for _, id := range ids {
+			work <- id
+		}
+		close(work)
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return time.Time{}, err
+		}
+		if ctx.Err() != nil {
+			return time.Time{}, ctx.Err()
+		}
+	}
+}
+
+func (d *Dispatcher) observePending(ctx context.Context) {
+	if d.Metrics == nil {
+		return
+	}
+	if n, err := d.Store.Pending(ctx); err == nil {
+		d.Metrics.pending.Set(float64(n))
+	}
+}
+
+// attempt sends one delivery once and records the outcome.
+func (d *Dispatcher) attempt(ctx context.Context, id string) error {
+	del, err := d.Store.Delivery(id)
+	if err != nil {
+		return fmt.Errorf("delivery %s: %w", id, err)
+	}
+	if del.State != StatePending {
+		return nil
+	}
+	ev, err := d.Store.Event(del.EventID)
+	if err != nil {
+		return fmt.Errorf("delivery %s: event: %w", id, err)
+	}
+	rule, err := d.Store.RuleVersion(ev.RuleID, ev.Version)
+	if err != nil {
+		return fmt.Errorf("delivery %s: rule %s version %d: %w", id, ev.RuleID, ev.Version, err)
+	}
+	now := d.Now().UTC()
+	a := Attempt{N: del.Attempts + 1, At: now}
+	if del.Channel >= len(rule.Channels) {
+		err = fmt.Errorf("rule %s version %d has no channel %d", rule.ID, rule.Version, del.Channel)
+	} else {
+		a.Status, err = d.send(ctx, rule.Channels[del.Channel], del, ev, now)
+	}
+	next := del
+	next.Attempts = a.N
+	switch {
+	case err == nil:
+		a.OK = true
+		next.State, next.Delivered, next.LastError = StateDelivered, now, ""
+	case now.Sub(del.Since) >= d.Backoff.GiveUp:
+		a.Error = err.Error()
+		next.State, next.LastError = StateDead, err.Error()
+	default:
+		a.Error = err.Error()
+		next.NextAt, next.LastError = now.Add(d.Backoff.delay(a.N)), err.Error()
+	}
+	if err := d.Store.Record(del, next, a); err != nil {
+		return err
+	}
+	if d.Metrics != nil {
+		d.Metrics.observe(del.Type, next.State, a.OK, now.Sub(ev.At))
+	}
+	if !a.OK {
+		d.Log.Warn("notification delivery failed", "delivery", id, "channel", del.Type, "attempt", a.N, "state", next.State, "next_at", next.NextAt, "err", a.Error)
+	}
+	return nil
+}
+
+func (d *Dispatcher) send(ctx context.Context, c Channel, del Delivery, ev Event, now time.Time) (int, error) {
+	switch c.Type {
+	case ChannelWebhook:
+		body, err := json.Marshal(map[string]any{"type": ev.Type, "timestamp": ev.At, "data": ev})
+		if err != nil {
+			return 0, fmt.Errorf("encoding the payload: %w", err)
+		}
+		return postWebhook(ctx, d.Client, c.URL, c.Secret, del.ID, now, body)
+	case ChannelEmail:
+		if d.SMTP == nil {
+			return 0, errors.New("e-mail channel: no SMTP server configured (notifications.smtp)")
+		}
+		m, err := mailOf(ev)
+		if err != nil {
+			return 0, err
+		}
+		m.To, m.MessageID = c.To, del.ID
+		return 0, d.SMTP.send(ctx, m)
+	default:
+		return 0, fmt.Errorf("channel type %q", c.Type)
+	}
+}
+
+var mailHTML = template.Must(template.New("mail").Parse(`<!doctype html>
+<html><body style="font-family:sans-serif">
+<h2>{{.Title}}</h2>
+<table cellpadding="4">
+{{range .Rows}}<tr><th align="left">{{index . 0}}</th><td>{{index . 1}}</td></tr>
+{{end}}</table>
+<p style="color:#666">Sent by usagemeter, rule {{.Rule}}. Delivery key {{.Event}}.</p>
+</body></html>
+`))
+
+// mailOf renders an event as an e-mail (subject, plain text, HTML).
+func mailOf(ev Event) (Mail, error) {
+	title := fmt.Sprintf("%s: %s reached %d in %s", ev.Tenant, ev.Meter, ev.Used, ev.Period)
+	if ev.Condition.Kind == CondQuotaPercent {
+		title = fmt.Sprintf("%s: %s reached %d%% of its quota in %s", ev.Tenant, ev.Meter, ev.Condition.Percent, ev.Period)
+	}
+	rows := [][2]string{
+		{"Tenant", ev.Tenant}, {"Meter", ev.Meter}, {"Period", ev.Period},
+		{"Used", fmt.Sprintf("%d %s", ev.Used, ev.Unit)},
+	}
+	if ev.Limit > 0 {
+		rows = append(rows, [2]string{"Quota limit", fmt.Sprintf("%d %s", ev.Limit, ev.Unit)})
+	}
+	switch ev.Condition.Kind {
+	case CondQuotaPercent:
+		rows = append(rows, [2]string{"Threshold", fmt.Sprintf("%d%% of the quota", ev.Condition.Percent)})
+	case CondUsageAmount:
+		rows = append(rows, [2]string{"Threshold", fmt.Sprintf("%d %s", ev.Condition.Amount, ev.Unit)})
+	}
+	rows = append(rows, [2]string{"Detected at", ev.At.Format(time.RFC3339)})
+	var text bytes.Buffer
+	text.WriteString(title + "\n\n")
+	tw := tabwriter.NewWriter(&text, 0, 4, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(&text, "\nSent by usagemeter, rule %s. Delivery key %s.\n", ev.RuleID, ev.ID)
+	var html bytes.Buffer
+	if err := mailHTML.Execute(&html, map[string]any{"Title": title, "Rows": rows, "Rule": ev.RuleID, "Event": ev.ID}); err != nil {
+		return Mail{}, fmt.Errorf("rendering the e-mail: %w", err)
+	}
+	return Mail{Subject: title, Text: text.String(), HTML: html.String()}, nil
+}

@@ -1,0 +1,151 @@
+package notify
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"time"
+
+	"github.com/usagemeter/usagemeter/exporter/meter"
+)
+
+// Usage is what the evaluator reads of the ledger: a meter's exact usage for a tenant in the
+// current period (the calendar month for flow meters, the level for stock meters), the meter's
+// definition, and the quota limit in force.
+type Usage interface {
+	Current(meterName, tenant string, now time.Time) (int64, bool)
+	Meter(name string) (*meter.Def, bool)
+}
+
+// Limits returns the quota limit of a tenant's plan in force for a meter (0, false: no limit).
+type Limits func(ctx context.Context, tenant, meterName string) (int64, bool)
+
+// Evaluator fires rules whose condition holds. Conditions are pure functions of durable state
+// (the ledger's period totals and the plan in force), and an event's key is (rule, period): so
+// evaluating after every group commit, at start and on a timer fires each rule once per
+// period, whatever crashes in between (docs/notifications.md).
+type Evaluator struct {
+	Store  *Store
+	Usage  Usage
+	Limits Limits
+	Log    *slog.Logger
+	Now    func() time.Time
+	// Fired is told of every event written (the dispatcher's wake-up).
+	Fired func()
+	// OnEvent, when set, counts the events written, by condition kind.
+	OnEvent func(kind string)
+
+	poke chan struct{}
+}
+
+// Poke asks for an evaluation soon; it never blocks (the ledger's writer calls it after each
+// commit), and pokes while one is pending fold into it.
+func (e *Evaluator) Poke() {
+	select {
+	case e.poke <- struct{}{}:
+	default:
+	}
+}
+
+// NewEvaluator returns an evaluator (its fields may still be set before Run).
+func NewEvaluator(s *Store, u Usage, l Limits, log *slog.Logger) *Evaluator {
+	return &Evaluator{Store: s, Usage: u, Limits: l, Log: log, Now: time.Now, poke: make(chan struct{}, 1)}
+}
+
+// Run evaluates at start, on every poke and every interval (plan changes and reloads are not
+// commits), until ctx is done.
+func (e *Evaluator) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := e.Evaluate(ctx); err != nil && ctx.Err() == nil {
+			e.Log.Error("evaluating notification rules", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.poke:
+		case <-t.C:
+		}
+	}
+}
+
+// Evaluate checks every enabled rule once and returns how many events it wrote.
+func (e *Evaluator) Evaluate(ctx context.Context) (int, error) {
+	rules, err := e.Store.Rules(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	now := e.Now().UTC()
+	fired := 0
+	for _, r := range rules {
+		if r.Disabled {
+			continue
+		}
+		ev, ok := e.check(ctx, r, now)
+		if !ok {
+			continue
+		}
+		wrote, err := e.Store.Fire(r, ev, now)
+		if err != nil {
+			return fired, fmt.Errorf("rule %s: %w", r.ID, err)
+		}
+		if wrote {
+			fired++
+			e.Log.Info("notification rule fired", "rule", r.ID, "tenant", r.Tenant, "meter", r.Meter, "period", ev.Period, "used", ev.Used)
+			if e.OnEvent != nil {
+				e.OnEvent(r.Condition.Kind)
+			}
+		}
+	}
+	if fired > 0 && e.Fired != nil {
+		e.Fired()
+	}
+	return fired, nil
+}
+
+// check evaluates one rule: the event to fire, if its condition holds now.
+func (e *Evaluator) check(ctx context.Context, r Rule, now time.Time) (Event, bool) {
+	def, ok := e.Usage.Meter(r.Meter)
+	if !ok {
+		return Event{}, false
+	}
+	used, ok := e.Usage.Current(r.Meter, r.Tenant, now)
+	if !ok {
+		return Event{}, false
+	}
+	ev := Event{RuleID: r.ID, Version: r.Version, Tenant: r.Tenant, Meter: r.Meter, Unit: def.Unit,
+		Period: now.Format("2006-01"), Condition: r.Condition, Used: used, At: now}
+	switch r.Condition.Kind {
+	case CondQuotaPercent:
+		limit, ok := e.Limits(ctx, r.Tenant, r.Meter)
+		// Exact, in integers: used/limit >= percent/100.
+		if !ok || !reached(used, limit, r.Condition.Percent) {
+			return Event{}, false
+		}
+		ev.Type, ev.Limit = "quota.percent_reached", limit
+	case CondUsageAmount:
+		if used < r.Condition.Amount {
+			return Event{}, false
+		}
+		ev.Type = "usage.amount_reached"
+		if limit, ok := e.Limits(ctx, r.Tenant, r.Meter); ok {
+			ev.Limit = limit
+		}
+	default:
+		return Event{}, false
+	}
+	return ev, true
+}
+
+// reached reports used*100 >= percent*limit, exactly (128-bit products: no overflow whatever
+// the limit).
+func reached(used, limit, percent int64) bool {
+	if limit <= 0 || used <= 0 || percent <= 0 {
+		return false
+	}
+	uh, ul := bits.Mul64(uint64(used), 100)
+	lh, ll := bits.Mul64(uint64(limit), uint64(percent))
+	return uh > lh || (uh == lh && ul >= ll)
+}

@@ -1,0 +1,197 @@
+// Package notify tells tenants' admins when a condition on their usage becomes true: rules
+// (scope, condition, channels) managed over the API, an outbox of events written durably in the
+// ledger's Pebble store once per rule and period, and a dispatcher that delivers each event to
+// each channel (Standard Webhooks, SMTP e-mail) with retries, backoff and a dead-letter state.
+//
+// See docs/notifications.md.
+package notify
+
+import (
+	"errors"
+	"fmt"
+	"net/mail"
+	"net/url"
+	"regexp"
+	"time"
+)
+
+// Condition kinds.
+const (
+	// CondQuotaPercent: usage in the period reached Percent % of the quota limit in force.
+	CondQuotaPercent = "quota_percent"
+	// CondUsageAmount: usage in the period reached Amount (the meter's unit).
+	CondUsageAmount = "usage_amount"
+)
+
+// Channel kinds.
+const (
+	ChannelWebhook = "webhook"
+	ChannelEmail   = "email"
+)
+
+// Delivery states.
+const (
+	StatePending   = "pending"
+	StateDelivered = "delivered"
+	StateDead      = "dead"
+)
+
+// ErrInvalid marks a rule the API refuses; ErrNotFound a rule or delivery that is not there.
+var (
+	ErrInvalid  = errors.New("invalid")
+	ErrNotFound = errors.New("not found")
+)
+
+// Condition is what must become true for a rule to fire.
+type Condition struct {
+	Kind    string `json:"kind"`
+	Percent int64  `json:"percent,omitempty"` // quota_percent: 1..1000
+	Amount  int64  `json:"amount,omitempty"`  // usage_amount: > 0
+}
+
+// Channel is where a rule's events go.
+type Channel struct {
+	Type string   `json:"type"`
+	URL  string   `json:"url,omitempty"` // webhook
+	To   []string `json:"to,omitempty"`  // email
+	// Secret signs the webhook; generated at creation and shown once (in the creation's answer).
+	Secret string `json:"secret,omitempty"`
+}
+
+// Rule is a notification rule. Rules are versioned: every change stores a new version, and the
+// audit trail records who made it.
+type Rule struct {
+	ID        string    `json:"id"`
+	Tenant    string    `json:"tenant"`
+	Meter     string    `json:"meter"`
+	Name      string    `json:"name,omitempty"`
+	Condition Condition `json:"condition"`
+	Channels  []Channel `json:"channels"`
+	Disabled  bool      `json:"disabled,omitempty"`
+	Version   int64     `json:"version"`
+	Deleted   bool      `json:"deleted,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+	UpdatedBy string    `json:"updated_by,omitempty"`
+}
+
+// Redacted is the rule as read back: webhook secrets are never shown again.
+func (r Rule) Redacted() Rule {
+	out := r
+	out.Channels = make([]Channel, len(r.Channels))
+	for i, c := range r.Channels {
+		c.Secret = ""
+		out.Channels[i] = c
+	}
+	return out
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// Validate checks a rule as the API receives it.
+func (r *Rule) Validate(meterExists func(string) bool) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	if !idPattern.MatchString(r.Tenant) {
+		return bad("tenant: want 1-128 of [A-Za-z0-9_.-]")
+	}
+	if r.Meter == "" || !meterExists(r.Meter) {
+		return bad("meter %q: not a configured meter", r.Meter)
+	}
+	switch r.Condition.Kind {
+	case CondQuotaPercent:
+		if r.Condition.Percent < 1 || r.Condition.Percent > 1000 {
+			return bad("condition.percent: want 1..1000")
+		}
+		if r.Condition.Amount != 0 {
+			return bad("condition.amount: not used by quota_percent")
+		}
+	case CondUsageAmount:
+		if r.Condition.Amount <= 0 {
+			return bad("condition.amount: want > 0")
+		}
+		if r.Condition.Percent != 0 {
+			return bad("condition.percent: not used by usage_amount")
+		}
+	default:
+		return bad("condition.kind %q: want %s or %s", r.Condition.Kind, CondQuotaPercent, CondUsageAmount)
+	}
+	if len(r.Channels) == 0 || len(r.Channels) > 10 {
+		return bad("channels: want 1..10")
+	}
+	for i, c := range r.Channels {
+		switch c.Type {
+		case ChannelWebhook:
+			u, err := url.Parse(c.URL)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return bad("channels[%d].url: want an http(s) URL", i)
+			}
+			if len(c.To) > 0 {
+				return bad("channels[%d].to: not used by a webhook", i)
+			}
+		case ChannelEmail:
+			if len(c.To) == 0 || len(c.To) > 20 {
+				return bad("channels[%d].to: want 1..20 addresses", i)
+			}
+			for _, a := range c.To {
+				if p, err := mail.ParseAddress(a); err != nil || p.Address != a {
+					return bad("channels[%d].to: %q is not a bare e-mail address", i, a)
+				}
+			}
+			if c.URL != "" {
+				return bad("channels[%d].url: not used by e-mail", i)
+			}
+		default:
+			return bad("channels[%d].type %q: want webhook or email", i, c.Type)
+		}
+	}
+	if len(r.Name) > 200 {
+		return bad("name: at most 200 characters")
+	}
+	return nil
+}
+
+// Event is one firing of a rule: written to the outbox once per rule and period.
+type Event struct {
+	ID        string    `json:"id"`
+	Type      string    `json:"type"` // e.g. quota.percent_reached
+	RuleID    string    `json:"rule_id"`
+	Version   int64     `json:"rule_version"`
+	Tenant    string    `json:"tenant"`
+	Meter     string    `json:"meter"`
+	Unit      string    `json:"unit,omitempty"`
+	Period    string    `json:"period"` // YYYY-MM
+	Condition Condition `json:"condition"`
+	Used      int64     `json:"used"`
+	Limit     int64     `json:"limit,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// Delivery is one event to one channel of its rule.
+type Delivery struct {
+	ID       string    `json:"id"` // the idempotency key: webhook-id, e-mail Message-ID
+	EventID  string    `json:"event_id"`
+	RuleID   string    `json:"rule_id"`
+	Tenant   string    `json:"tenant"`
+	Channel  int       `json:"channel"` // index into the rule version's channels
+	Type     string    `json:"type"`    // channel type
+	State    string    `json:"state"`
+	Attempts int       `json:"attempts"`
+	Created  time.Time `json:"created"`
+	// Since is when the current run of attempts began (creation, or the last replay): the
+	// dead-letter clock.
+	Since     time.Time `json:"since"`
+	NextAt    time.Time `json:"next_at,omitzero"`
+	Delivered time.Time `json:"delivered,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	Replays   int       `json:"replays,omitempty"`
+}
+
+// Attempt is one try of a delivery, kept in the delivery log.
+type Attempt struct {
+	N      int       `json:"n"`
+	At     time.Time `json:"at"`
+	OK     bool      `json:"ok"`
+	Status int       `json:"status,omitempty"` // HTTP status for webhooks
+	Error  string    `json:"error,omitempty"`
+}
