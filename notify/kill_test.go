@@ -46,7 +46,7 @@ func TestKill9LosesNothing(t *testing.T) {
 	)
 	// The first answered requests succeed; the next ones hang until the child is dead, so the
 	// kill lands with deliveries in flight.
-	rcv.setStatus(func(n int, id string) int {
+	rcv.SetStatus(func(n int, id string) int {
 		if n < answered {
 			return http.StatusOK
 		}
@@ -68,7 +68,7 @@ func TestKill9LosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcv.trust(r.Channels[0].Secret)
+	rcv.Trust(r.Channels[0].Secret)
 	for i := range events {
 		ev := Event{Type: "usage.amount_reached", RuleID: r.ID, Version: r.Version, Tenant: "acme", Meter: "ai_tokens",
 			Period: fmt.Sprintf("p%02d", i), Used: 1, At: now}
@@ -114,10 +114,10 @@ func TestKill9LosesNothing(t *testing.T) {
 			deliveredBefore[d.ID] = true
 		}
 	}
-	firstPhase := len(rcv.received())
+	firstPhase := len(rcv.Received())
 	// Recorded as delivered only what the receiver answered 2xx before the kill.
 	answeredIDs := map[string]bool{}
-	for _, g := range rcv.received()[:answered] {
+	for _, g := range rcv.Received()[:answered] {
 		answeredIDs[g.ID] = true
 	}
 	for id := range deliveredBefore {
@@ -126,7 +126,7 @@ func TestKill9LosesNothing(t *testing.T) {
 		}
 	}
 
-	rcv.setStatus(func(int, string) int { return http.StatusOK })
+	rcv.SetStatus(func(int, string) int { return http.StatusOK })
 	d := NewDispatcher(ns, nil, testLog(t))
 	if _, err := d.Drain(ctx); err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func TestKill9LosesNothing(t *testing.T) {
 		t.Fatalf("%d delivered after the restart (%v), want %d", len(after), err, events)
 	}
 	seen := map[string]int{}
-	for i, g := range rcv.received() {
+	for i, g := range rcv.Received() {
 		seen[g.ID]++
 		if i >= firstPhase && deliveredBefore[g.ID] {
 			t.Errorf("%s was recorded delivered before the kill and sent again", g.ID)
@@ -155,5 +155,5 @@ func TestKill9LosesNothing(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("at the kill: %d recorded delivered, %d in flight; %d requests after the restart", len(deliveredBefore), len(inFlight), len(rcv.received())-firstPhase)
+	t.Logf("at the kill: %d recorded delivered, %d in flight; %d requests after the restart", len(deliveredBefore), len(inFlight), len(rcv.Received())-firstPhase)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
+
+	"github.com/usagemeter/usagemeter/notify/notifytest"
 )
 
 // The example of the Standard Webhooks specification's reference libraries.
@@ -127,7 +129,7 @@ func commitTokens(t *testing.T, st *ledger.Store, id, tenant string, n int) {
 // evaluating again after a restart (a new evaluator over the same store) writes nothing more.
 func TestCrossingDeliveredOnceByWebhookAndEmail(t *testing.T) {
 	ctx := ctxT(t)
-	mp := startMailpit(t, "--smtp-auth-accept-any", "--smtp-auth-allow-insecure")
+	mp := notifytest.StartMailpit(t, "--smtp-auth-accept-any", "--smtp-auth-allow-insecure")
 	rcv := newReceiver(t)
 	st, err := ledger.Open(ctx, ledger.Options{Path: t.TempDir()})
 	if err != nil {
@@ -146,7 +148,7 @@ func TestCrossingDeliveredOnceByWebhookAndEmail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcv.trust(webhookRule.Channels[0].Secret)
+	rcv.Trust(webhookRule.Channels[0].Secret)
 	mailRule, err := ns.PutRule(Rule{Tenant: "acme", Meter: "ai_tokens", Condition: Condition{Kind: CondUsageAmount, Amount: 900},
 		Channels: []Channel{{Type: ChannelEmail, To: []string{"admin@acme.test", "finance@acme.test"}}}}, time.Now())
 	if err != nil {
@@ -187,16 +189,16 @@ func TestCrossingDeliveredOnceByWebhookAndEmail(t *testing.T) {
 		t.Fatalf("a fresh evaluator wrote %d events (%v), want 0", n, err)
 	}
 
-	got := rcv.received()
-	if len(got) != 1 || rcv.rejected != 0 {
-		t.Fatalf("webhook got %d verified and %d rejected requests, want 1 and 0", len(got), rcv.rejected)
+	got := rcv.Received()
+	if len(got) != 1 || rcv.Rejected() != 0 {
+		t.Fatalf("webhook got %d verified and %d rejected requests, want 1 and 0", len(got), rcv.Rejected())
 	}
 	data := got[0].Body["data"].(map[string]any)
 	if got[0].Body["type"] != "quota.percent_reached" || data["tenant"] != "acme" || data["used"] != 800.0 || data["limit"] != 1000.0 ||
 		data["rule_id"] != webhookRule.ID || data["period"] != time.Now().UTC().Format("2006-01") {
 		t.Fatalf("webhook payload %v", got[0].Body)
 	}
-	msgs := mp.messages(t)
+	msgs := mp.Messages(t)
 	if len(msgs) != 1 {
 		t.Fatalf("mailpit holds %d messages, want 1", len(msgs))
 	}
@@ -233,7 +235,7 @@ func TestRetryBackoffDeadLetterReplay(t *testing.T) {
 	ctx := ctxT(t)
 	ns := NewStore(openDB(t, t.TempDir()))
 	rcv := newReceiver(t)
-	rcv.setStatus(func(int, string) int { return http.StatusServiceUnavailable })
+	rcv.SetStatus(func(int, string) int { return http.StatusServiceUnavailable })
 	clock := time.Now().UTC().Truncate(time.Second)
 	rcv.tolerance = 2 * time.Hour // the dispatcher's clock runs ahead of the receiver's
 	r, err := ns.PutRule(Rule{Tenant: "acme", Meter: "ai_tokens", Condition: Condition{Kind: CondUsageAmount, Amount: 1},
@@ -241,7 +243,7 @@ func TestRetryBackoffDeadLetterReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcv.trust(r.Channels[0].Secret)
+	rcv.Trust(r.Channels[0].Secret)
 	if wrote, err := ns.Fire(r, Event{Type: "usage.amount_reached", RuleID: r.ID, Version: r.Version, Tenant: "acme", Meter: "ai_tokens", Period: clock.Format("2006-01"), Used: 5, At: clock}, clock); err != nil || !wrote {
 		t.Fatalf("fire: %v %v", wrote, err)
 	}
@@ -285,7 +287,7 @@ func TestRetryBackoffDeadLetterReplay(t *testing.T) {
 	}
 
 	// The receiver is fixed; the operator replays the dead delivery.
-	rcv.setStatus(func(int, string) int { return http.StatusNoContent })
+	rcv.SetStatus(func(int, string) int { return http.StatusNoContent })
 	if _, err := ns.Replay("globex", dead.ID, clock); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("another tenant's replay: %v, want not found", err)
 	}
@@ -299,7 +301,7 @@ func TestRetryBackoffDeadLetterReplay(t *testing.T) {
 	if err != nil || got.State != StateDelivered || got.Attempts != 12 {
 		t.Fatalf("after the replay: %+v %v", got, err)
 	}
-	all := rcv.received()
+	all := rcv.Received()
 	if len(all) != 12 {
 		t.Fatalf("receiver saw %d attempts, want 12", len(all))
 	}
@@ -315,7 +317,7 @@ func TestRetryBackoffDeadLetterReplay(t *testing.T) {
 func TestSMTPStartTLSAndAuth(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := writeCert(t, dir)
-	mp := startMailpit(t, "--smtp-tls-cert", certFile, "--smtp-tls-key", keyFile, "--smtp-require-starttls", "--smtp-auth-accept-any")
+	mp := notifytest.StartMailpit(t, "--smtp-tls-cert", certFile, "--smtp-tls-key", keyFile, "--smtp-require-starttls", "--smtp-auth-accept-any")
 	s := &SMTP{Addr: mp.SMTP, From: "usagemeter@platform.test", Username: "notifier", CAFile: certFile, RequireTLS: true}
 	pw := dir + "/pw"
 	if err := writeFile(pw, "secret\n"); err != nil {
@@ -337,17 +339,17 @@ func TestSMTPStartTLSAndAuth(t *testing.T) {
 	if err := s.send(ctxT(t), m); err != nil {
 		t.Fatal(err)
 	}
-	msgs := mp.messages(t)
+	msgs := mp.Messages(t)
 	if len(msgs) != 1 || !strings.Contains(msgs[0].HTML, "acme &lt;b&gt;") || !strings.Contains(msgs[0].Text, "acme <b>") {
 		t.Fatalf("messages %+v", msgs)
 	}
 
-	plain := startMailpit(t, "--smtp-auth-accept-any", "--smtp-auth-allow-insecure")
+	plain := notifytest.StartMailpit(t, "--smtp-auth-accept-any", "--smtp-auth-allow-insecure")
 	strict := &SMTP{Addr: plain.SMTP, From: "usagemeter@platform.test", RequireTLS: true}
 	if err := strict.send(ctxT(t), m); err == nil || !strings.Contains(err.Error(), "STARTTLS") {
 		t.Fatalf("require_tls against a plain server: %v", err)
 	}
-	if got := plain.messages(t); len(got) != 0 {
+	if got := plain.Messages(t); len(got) != 0 {
 		t.Fatalf("the plain server got %d messages", len(got))
 	}
 }

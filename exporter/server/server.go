@@ -46,6 +46,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/limit"
 	"github.com/usagemeter/usagemeter/exporter/quota"
 	"github.com/usagemeter/usagemeter/exporter/retention"
+	"github.com/usagemeter/usagemeter/notify"
 )
 
 // Options are the exporter's flags.
@@ -104,6 +105,14 @@ type Server struct {
 	engine    *authz.Engine
 	retention *retention.Job
 	insights  *insights.Index
+	notify    *notifier
+}
+
+// notifier is the notification pipeline Run starts: rule evaluation and delivery (notify/).
+type notifier struct {
+	eval     *notify.Evaluator
+	dispatch *notify.Dispatcher
+	interval time.Duration
 }
 
 // Close releases what Build opened, the store last.
@@ -174,10 +183,17 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	// The insight index follows every group commit (the writer hands it each accepted event)
 	// rather than scanning raw events per request.
 	changes := ledger.NewChanges(0, insights.RawTypes()...)
+	// Notification rules are evaluated after every group commit (a non-blocking poke).
+	var afterCommit atomic.Pointer[func()]
 	store, err = ledger.Open(ctx, ledger.Options{
 		Path: opts.StoragePath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels,
-		Logger:       logger.With("component", "ledger"),
-		OnCommit:     self.ObserveCommit,
+		Logger: logger.With("component", "ledger"),
+		OnCommit: func(d time.Duration, events int) {
+			self.ObserveCommit(d, events)
+			if f := afterCommit.Load(); f != nil {
+				(*f)()
+			}
+		},
 		MinFreeBytes: opts.StorageMinFreeBytes,
 	})
 	if err != nil {
@@ -244,6 +260,24 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	// Plan changes made through the billing API take precedence over the config's mapping.
 	quotas := quota.New(store, current.Load, bill)
 	usage := collector.NewUsage(store, pseudonymize)
+	ncfg, err := notify.ParseConfig(&cfg.Notifications)
+	if err != nil {
+		return nil, err
+	}
+	nstore := notify.NewStore(store.DB())
+	nmetrics := notify.NewMetrics(reg)
+	nlog := logger.With("component", "notify")
+	dispatch := notify.NewDispatcher(nstore, &ncfg.SMTP, nlog)
+	dispatch.Workers, dispatch.Backoff, dispatch.Client.Timeout, dispatch.Metrics = ncfg.Workers, ncfg.Backoff(), ncfg.WebhookTimeout, nmetrics
+	eval := notify.NewEvaluator(nstore, store, func(ctx context.Context, tenant, meterName string) (int64, bool) {
+		limit, ok := quotas.Plan(ctx, tenant).Limits[meterName]
+		return limit, ok
+	}, nlog)
+	eval.Fired, eval.OnEvent = dispatch.Wake, nmetrics.Event
+	poke := eval.Poke
+	afterCommit.Store(&poke)
+	srv.notify = &notifier{eval: eval, dispatch: dispatch, interval: ncfg.EvaluateInterval}
+	notifications := &notify.Service{Store: nstore, Usage: store, Dispatcher: dispatch, Evaluator: eval}
 	reg.MustRegister(
 		collector.Storage{Space: store.Space, Corruptions: store.CorruptionsFound},
 		quota.NewCappedCollector(quotas, usage.Admission()),
@@ -308,7 +342,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		May:       func(r *http.Request, action, tenant string) bool { return g.Allowed(r, action, tenant) },
 		Log:       logger.With("component", "analytics"),
 	}
-	srv.Routes = append(append(append(a.Routes(), bill.Routes()...), an.Routes()...),
+	srv.Routes = append(append(append(append(a.Routes(), bill.Routes()...), an.Routes()...), notifications.Routes()...),
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Profile},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Trace},
@@ -371,6 +405,16 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 	defer func() {
 		stopFollowing()
 		<-followed
+	}()
+	// Evaluation at start catches a crossing committed before a crash but not yet in the outbox;
+	// the dispatcher sends what was pending. Both stop before the store closes.
+	notifyCtx, stopNotify := context.WithCancel(ctx)
+	var notifying sync.WaitGroup
+	notifying.Go(func() { srv.notify.eval.Run(notifyCtx, srv.notify.interval) })
+	notifying.Go(func() { srv.notify.dispatch.Run(notifyCtx, srv.notify.interval) })
+	defer func() {
+		stopNotify()
+		notifying.Wait()
 	}()
 	go func() {
 		t := time.NewTicker(time.Hour)
