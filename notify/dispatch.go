@@ -54,7 +54,10 @@ type Dispatcher struct {
 // NewDispatcher returns a dispatcher with the default backoff, 4 workers and a 10 s webhook
 // timeout.
 func NewDispatcher(s *Store, smtp *SMTP, log *slog.Logger) *Dispatcher {
-	return &Dispatcher{Store: s, SMTP: smtp, Client: &http.Client{Timeout: 10 * time.Second}, Backoff: DefaultBackoff,
+	// Redirects are not followed: a 3xx is a failed attempt (the signed request goes where
+	// the rule says, nowhere else).
+	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return &Dispatcher{Store: s, SMTP: smtp, Client: client, Backoff: DefaultBackoff,
 		Workers: 4, Log: log, Now: time.Now, wake: make(chan struct{}, 1)}
 }
 
@@ -151,21 +154,22 @@ func (d *Dispatcher) attempt(ctx context.Context, id string) error {
 	if del.State != StatePending {
 		return nil
 	}
+	now := d.Now().UTC()
+	a := Attempt{N: del.Attempts + 1, At: now}
+	// A delivery whose event or rule version cannot be read is dead-lettered at once rather than
+	// retried (the outbox writes them in one batch: this is damage, for an operator to see).
 	ev, err := d.Store.Event(del.EventID)
 	if err != nil {
-		return fmt.Errorf("delivery %s: event: %w", id, err)
+		return d.deadLetter(del, a, fmt.Errorf("reading event %s: %w", del.EventID, err))
 	}
 	rule, err := d.Store.RuleVersion(ev.RuleID, ev.Version)
 	if err != nil {
-		return fmt.Errorf("delivery %s: rule %s version %d: %w", id, ev.RuleID, ev.Version, err)
+		return d.deadLetter(del, a, fmt.Errorf("reading rule %s version %d: %w", ev.RuleID, ev.Version, err))
 	}
-	now := d.Now().UTC()
-	a := Attempt{N: del.Attempts + 1, At: now}
 	if del.Channel >= len(rule.Channels) {
-		err = fmt.Errorf("rule %s version %d has no channel %d", rule.ID, rule.Version, del.Channel)
-	} else {
-		a.Status, err = d.send(ctx, rule.Channels[del.Channel], del, ev, now)
+		return d.deadLetter(del, a, fmt.Errorf("rule %s version %d has no channel %d", rule.ID, rule.Version, del.Channel))
 	}
+	a.Status, err = d.send(ctx, rule.Channels[del.Channel], del, ev, now)
 	next := del
 	next.Attempts = a.N
 	switch {
@@ -187,6 +191,20 @@ func (d *Dispatcher) attempt(ctx context.Context, id string) error {
 	}
 	if !a.OK {
 		d.Log.Warn("notification delivery failed", "delivery", id, "channel", del.Type, "attempt", a.N, "state", next.State, "next_at", next.NextAt, "err", a.Error)
+	}
+	return nil
+}
+
+func (d *Dispatcher) deadLetter(del Delivery, a Attempt, err error) error {
+	a.Error = err.Error()
+	next := del
+	next.Attempts, next.State, next.LastError = a.N, StateDead, a.Error
+	d.Log.Error("notification delivery dead-lettered", "delivery", del.ID, "err", err)
+	if rerr := d.Store.Record(del, next, a); rerr != nil {
+		return rerr
+	}
+	if d.Metrics != nil {
+		d.Metrics.observe(del.Type, StateDead, false, 0)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -374,5 +375,35 @@ func TestParseConfig(t *testing.T) {
 	}
 	if c, err := ParseConfig(n.node()); err != nil || c.Workers != 2 || c.SMTP.Addr != "127.0.0.1:25" {
 		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+// A webhook answering with a redirect is a failed attempt: the signed request is not re-sent
+// to another address.
+func TestWebhookRedirectIsNotFollowed(t *testing.T) {
+	ctx := ctxT(t)
+	rcv := newReceiver(t)
+	redirect := httptest.NewServer(http.RedirectHandler(rcv.URL, http.StatusTemporaryRedirect))
+	t.Cleanup(redirect.Close)
+	ns := NewStore(openDB(t, t.TempDir()))
+	now := time.Now()
+	r, err := ns.PutRule(Rule{Tenant: "acme", Meter: "ai_tokens", Condition: Condition{Kind: CondUsageAmount, Amount: 1},
+		Channels: []Channel{{Type: ChannelWebhook, URL: redirect.URL}}}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.Trust(r.Channels[0].Secret)
+	if _, err := ns.Fire(r, Event{RuleID: r.ID, Version: r.Version, Tenant: "acme", Period: "2026-12", At: now}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewDispatcher(ns, nil, testLog(t)).Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := ns.Deliveries(ctx, "acme", StatePending, 0)
+	if err != nil || len(ds) != 1 || !strings.Contains(ds[0].LastError, "307") {
+		t.Fatalf("after a redirect: %+v %v", ds, err)
+	}
+	if n := len(rcv.Received()); n != 0 {
+		t.Fatalf("the redirect was followed: the receiver got %d requests", n)
 	}
 }
