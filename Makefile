@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines lint go-test
+.PHONY: build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines bench-notify lint go-test
 
 build: build-go ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
 
@@ -38,6 +38,10 @@ bench-ledger:
 	@mkdir -p bench-results
 	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 100x ./exporter/ledger/ && \
 		$(GO) test -run '^$$' -bench . -benchtime 2s ./exporter/event/; } | tee bench-results/ledger.txt
+
+bench-notify: tools ## notification dispatcher throughput: signed webhooks to a local verifying receiver, outcomes synced
+	@mkdir -p bench-results
+	set -o pipefail; $(GO) test -run '^$$' -bench Dispatch -benchtime 2000x ./notify/ | tee bench-results/notify.txt
 
 bench-engines: ## the ledger's write path on Pebble and on SQLite, same batches, same run
 	@mkdir -p bench-results
