@@ -39,7 +39,7 @@ bench-ledger:
 	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime 100x ./exporter/ledger/ && \
 		$(GO) test -run '^$$' -bench . -benchtime 2s ./exporter/event/; } | tee bench-results/ledger.txt
 
-bench-notify: tools ## notification dispatcher throughput: signed webhooks to a local verifying receiver, outcomes synced
+bench-notify: ## notification dispatcher throughput: signed webhooks to a local verifying receiver, outcomes synced
 	@mkdir -p bench-results
 	set -o pipefail; $(GO) test -run '^$$' -bench Dispatch -benchtime 2000x ./notify/ | tee bench-results/notify.txt
 

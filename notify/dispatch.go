@@ -23,7 +23,8 @@ type Backoff struct {
 	GiveUp time.Duration
 }
 
-// DefaultBackoff: 30 s, 1 min, 2 min, ... 4 h, 4 h, ... for 26 hours (about 15 attempts).
+// DefaultBackoff: 30 s, 1 min, 2 min, ... 4 h, 4 h, ...; the first attempt failing 26 h or more
+// after the event dead-letters the delivery (the 16th, about 28 h after it).
 var DefaultBackoff = Backoff{First: 30 * time.Second, Max: 4 * time.Hour, GiveUp: 26 * time.Hour}
 
 // delay after the n-th failed attempt (n >= 1).
