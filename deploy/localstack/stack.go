@@ -26,12 +26,15 @@ import (
 // Ports of the stack's servers; 0 picks a free port.
 type Ports struct {
 	Exporter, VictoriaMetrics, VMAlert, Alertmanager, Sink, Grafana int
+	// Mailpit's SMTP server (the catalogue's notifications.smtp.addr) and its web UI and API.
+	MailpitSMTP, MailpitUI int
 }
 
 // DefaultPorts are the conventional ports of each program (the sink's is the one written in
 // deploy/alertmanager/alertmanager.yml).
 func DefaultPorts() Ports {
-	return Ports{Exporter: 9477, VictoriaMetrics: 8428, VMAlert: 8880, Alertmanager: 9093, Sink: 9099, Grafana: 3000}
+	return Ports{Exporter: 9477, VictoriaMetrics: 8428, VMAlert: 8880, Alertmanager: 9093, Sink: 9099, Grafana: 3000,
+		MailpitSMTP: 1025, MailpitUI: 8025}
 }
 
 // Config describes a stack.
@@ -65,6 +68,9 @@ type Config struct {
 // URLs of a started stack.
 type URLs struct {
 	Exporter, VictoriaMetrics, VMUI, VMAlert, Alertmanager, Sink, Grafana string
+	// Mailpit is the web UI of the mail catcher the exporter's notification e-mails go to
+	// (empty when ToolsDir has no mailpit).
+	Mailpit string
 }
 
 // Stack is a started stack.
@@ -111,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}()
 
 	p := cfg.Ports
-	for _, port := range []*int{&p.Exporter, &p.VictoriaMetrics, &p.VMAlert, &p.Alertmanager, &p.Sink, &p.Grafana} {
+	for _, port := range []*int{&p.Exporter, &p.VictoriaMetrics, &p.VMAlert, &p.Alertmanager, &p.Sink, &p.Grafana, &p.MailpitSMTP, &p.MailpitUI} {
 		if *port == 0 {
 			if *port, err = freePort(); err != nil {
 				return nil, err
@@ -127,6 +133,12 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	if cfg.Grafana != nil {
 		fixed["grafana"] = cfg.Ports.Grafana
+	}
+	mailpit := filepath.Join(cfg.ToolsDir, "mailpit")
+	if _, err := os.Stat(mailpit); err != nil {
+		mailpit = ""
+	} else {
+		fixed["mailpit smtp"], fixed["mailpit ui"] = cfg.Ports.MailpitSMTP, cfg.Ports.MailpitUI
 	}
 	for name, port := range fixed {
 		if port == 0 {
@@ -171,7 +183,19 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 
 	// Start order: what is scraped or notified comes up before what scrapes or notifies it.
-	procs := []Process{
+	var procs []Process
+	if mailpit != "" {
+		// The exporter's notification e-mails land here (catalogue: notifications.smtp).
+		s.URLs.Mailpit = "http://" + addr(p.MailpitUI)
+		procs = append(procs, Process{
+			Name: "mailpit", Path: mailpit,
+			Args: []string{"--smtp=" + addr(p.MailpitSMTP), "--listen=" + addr(p.MailpitUI),
+				"--database=" + s.path("mailpit.db"), "--disable-version-check", "--smtp-disable-rdns",
+				"--smtp-auth-accept-any", "--smtp-auth-allow-insecure"},
+			ReadyURL: s.URLs.Mailpit + "/readyz",
+		})
+	}
+	procs = append(procs, []Process{
 		{
 			Name: "usage-exporter", Path: filepath.Join(cfg.BinDir, "usage-exporter"),
 			Args: []string{
@@ -222,7 +246,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			},
 			ReadyURL: s.URLs.VMAlert + "/health",
 		},
-	}
+	}...)
 	if cfg.Grafana != nil {
 		s.URLs.Grafana = "http://" + addr(p.Grafana)
 		gp, err := s.grafanaProcess(p.Grafana)

@@ -135,6 +135,9 @@ func loadConfig(path string) (*config.Config, auth.Config, error) {
 	if err == nil {
 		_, err = retention.ParseConfig(&cfg.Retention)
 	}
+	if err == nil {
+		_, err = notify.ParseConfig(&cfg.Notifications)
+	}
 	if err != nil {
 		var fe *config.FieldError
 		if errors.As(err, &fe) && fe.File == "" {

@@ -91,11 +91,12 @@ usagemeter local stack is up (state in %s, logs in %s)
   vmalert            %s/vmalert/groups
   Alertmanager       %s
   alert sink         %s  (pages and team notifications are printed below)
+  mailpit            %s  (tenants' notification e-mails)
 
 Reload the catalogue after editing it: curl -X POST %s/-/reload
 Ctrl-C stops everything.
 
-`, cfg.StateDir, stack.Logs, u.Exporter, u.VictoriaMetrics, u.VMUI, u.VMAlert, u.Alertmanager, u.Sink, u.Exporter)
+`, cfg.StateDir, stack.Logs, u.Exporter, u.VictoriaMetrics, u.VMUI, u.VMAlert, u.Alertmanager, u.Sink, mailpitURL(u.Mailpit), u.Exporter)
 
 	code := 0
 	select {
@@ -126,4 +127,11 @@ func simulateArgs(args string, now time.Time) []string {
 		}
 	}
 	return append(out, "--seed", strconv.FormatInt(now.Unix(), 10))
+}
+
+func mailpitURL(u string) string {
+	if u == "" {
+		return "(not installed: make tools)"
+	}
+	return u
 }
