@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -245,16 +246,28 @@ var mailHTML = template.Must(template.New("mail").Parse(`<!doctype html>
 
 // mailOf renders an event as an e-mail (subject, plain text, HTML).
 func mailOf(ev Event) (Mail, error) {
-	title := fmt.Sprintf("%s: %s reached %d in %s", ev.Tenant, ev.Meter, ev.Used, ev.Period)
-	if ev.Condition.Kind == CondQuotaPercent {
-		title = fmt.Sprintf("%s: %s reached %d%% of its quota in %s", ev.Tenant, ev.Meter, ev.Condition.Percent, ev.Period)
-	}
-	rows := [][2]string{
-		{"Tenant", ev.Tenant}, {"Meter", ev.Meter}, {"Period", ev.Period},
-		{"Used", fmt.Sprintf("%d %s", ev.Used, ev.Unit)},
-	}
-	if ev.Limit > 0 {
-		rows = append(rows, [2]string{"Quota limit", fmt.Sprintf("%d %s", ev.Limit, ev.Unit)})
+	var title string
+	var rows [][2]string
+	if inv := ev.Invoice; inv != nil {
+		title = fmt.Sprintf("%s: invoice %s is ready", ev.Tenant, inv.Number)
+		rows = [][2]string{{"Tenant", ev.Tenant}, {"Invoice", inv.Number}, {"Billing period", inv.Period},
+			{"Amount due", formatMinor(inv.AmountDue, inv.Exponent) + " " + inv.Currency},
+			{"Finalized at", inv.FinalizedAt.Format(time.RFC3339)}}
+		if !inv.DueAt.IsZero() {
+			rows = append(rows, [2]string{"Due", inv.DueAt.Format("2006-01-02")})
+		}
+	} else {
+		title = fmt.Sprintf("%s: %s reached %d in %s", ev.Tenant, ev.Meter, ev.Used, ev.Period)
+		if ev.Condition.Kind == CondQuotaPercent {
+			title = fmt.Sprintf("%s: %s reached %d%% of its quota in %s", ev.Tenant, ev.Meter, ev.Condition.Percent, ev.Period)
+		}
+		rows = [][2]string{
+			{"Tenant", ev.Tenant}, {"Meter", ev.Meter}, {"Period", ev.Period},
+			{"Used", fmt.Sprintf("%d %s", ev.Used, ev.Unit)},
+		}
+		if ev.Limit > 0 {
+			rows = append(rows, [2]string{"Quota limit", fmt.Sprintf("%d %s", ev.Limit, ev.Unit)})
+		}
 	}
 	switch ev.Condition.Kind {
 	case CondQuotaPercent:
@@ -276,4 +289,21 @@ func mailOf(ev Event) (Mail, error) {
 		return Mail{}, fmt.Errorf("rendering the e-mail: %w", err)
 	}
 	return Mail{Subject: title, Text: text.String(), HTML: html.String()}, nil
+}
+
+// formatMinor renders an amount of minor units with the currency's digits, exactly (no float).
+func formatMinor(v int64, exp int) string {
+	if exp <= 0 {
+		return strconv.FormatInt(v, 10)
+	}
+	sign := ""
+	u := uint64(v)
+	if v < 0 {
+		sign, u = "-", uint64(-v)
+	}
+	digits := strconv.FormatUint(u, 10)
+	for len(digits) <= exp {
+		digits = "0" + digits
+	}
+	return sign + digits[:len(digits)-exp] + "." + digits[len(digits)-exp:]
 }

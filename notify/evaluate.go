@@ -21,6 +21,9 @@ type Usage interface {
 // Limits returns the quota limit of a tenant's plan in force for a meter (0, false: no limit).
 type Limits func(ctx context.Context, tenant, meterName string) (int64, bool)
 
+// Invoices returns a tenant's finalized invoices (billing's, durable), any order.
+type Invoices func(ctx context.Context, tenant string) ([]InvoiceInfo, error)
+
 // Evaluator fires rules whose condition holds. Conditions are pure functions of durable state
 // (the ledger's period totals and the plan in force), and an event's key is (rule, period): so
 // evaluating after every group commit, at start and on a timer fires each rule once per
@@ -35,6 +38,9 @@ type Evaluator struct {
 	Fired func()
 	// OnEvent, when set, counts the events written, by condition kind.
 	OnEvent func(kind string)
+	// Invoices, when set, feeds invoice_finalized rules. They are evaluated at start and every
+	// interval, not after every ledger commit (a commit never finalizes an invoice).
+	Invoices Invoices
 
 	poke chan struct{}
 }
@@ -58,21 +64,27 @@ func NewEvaluator(s *Store, u Usage, l Limits, log *slog.Logger) *Evaluator {
 func (e *Evaluator) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	full := true
 	for {
-		if _, err := e.Evaluate(ctx); err != nil && ctx.Err() == nil {
+		if _, err := e.evaluate(ctx, full); err != nil && ctx.Err() == nil {
 			e.Log.Error("evaluating notification rules", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-e.poke:
+			full = false
 		case <-t.C:
+			full = true
 		}
 	}
 }
 
 // Evaluate checks every enabled rule once and returns how many events it wrote.
-func (e *Evaluator) Evaluate(ctx context.Context) (int, error) {
+func (e *Evaluator) Evaluate(ctx context.Context) (int, error) { return e.evaluate(ctx, true) }
+
+// evaluate checks the rules; the invoice rules only when full.
+func (e *Evaluator) evaluate(ctx context.Context, full bool) (int, error) {
 	rules, err := e.Store.Rules(ctx, "")
 	if err != nil {
 		return 0, err
@@ -83,19 +95,30 @@ func (e *Evaluator) Evaluate(ctx context.Context) (int, error) {
 		if r.Disabled {
 			continue
 		}
-		ev, ok := e.check(ctx, r, now)
-		if !ok {
-			continue
+		var events []Event
+		if r.Condition.Kind == CondInvoiceFinalized {
+			if !full || e.Invoices == nil {
+				continue
+			}
+			evs, err := e.invoiceEvents(ctx, r, now)
+			if err != nil {
+				return fired, fmt.Errorf("rule %s: %w", r.ID, err)
+			}
+			events = evs
+		} else if ev, ok := e.check(ctx, r, now); ok {
+			events = []Event{ev}
 		}
-		wrote, err := e.Store.Fire(r, ev, now)
-		if err != nil {
-			return fired, fmt.Errorf("rule %s: %w", r.ID, err)
-		}
-		if wrote {
-			fired++
-			e.Log.Info("notification rule fired", "rule", r.ID, "tenant", r.Tenant, "meter", r.Meter, "period", ev.Period, "used", ev.Used)
-			if e.OnEvent != nil {
-				e.OnEvent(r.Condition.Kind)
+		for _, ev := range events {
+			wrote, err := e.Store.Fire(r, ev, now)
+			if err != nil {
+				return fired, fmt.Errorf("rule %s: %w", r.ID, err)
+			}
+			if wrote {
+				fired++
+				e.Log.Info("notification rule fired", "rule", r.ID, "tenant", r.Tenant, "type", ev.Type, "key", ev.Period)
+				if e.OnEvent != nil {
+					e.OnEvent(r.Condition.Kind)
+				}
 			}
 		}
 	}
@@ -137,6 +160,25 @@ func (e *Evaluator) check(ctx context.Context, r Rule, now time.Time) (Event, bo
 		return Event{}, false
 	}
 	return ev, true
+}
+
+// invoiceEvents are the events of an invoice_finalized rule: one per invoice finalized since
+// the rule was created, keyed by the invoice number.
+func (e *Evaluator) invoiceEvents(ctx context.Context, r Rule, now time.Time) ([]Event, error) {
+	invs, err := e.Invoices(ctx, r.Tenant)
+	if err != nil {
+		return nil, fmt.Errorf("listing invoices: %w", err)
+	}
+	var out []Event
+	for _, inv := range invs {
+		if inv.Number == "" || inv.FinalizedAt.Before(r.Created) {
+			continue
+		}
+		inv := inv
+		out = append(out, Event{Type: "invoice.finalized", RuleID: r.ID, Version: r.Version, Tenant: r.Tenant,
+			Period: inv.Number, Condition: r.Condition, Invoice: &inv, At: now})
+	}
+	return out, nil
 }
 
 // reached reports used*100 >= percent*limit, exactly (128-bit products: no overflow whatever

@@ -21,6 +21,9 @@ const (
 	CondQuotaPercent = "quota_percent"
 	// CondUsageAmount: usage in the period reached Amount (the meter's unit).
 	CondUsageAmount = "usage_amount"
+	// CondInvoiceFinalized: an invoice of the tenant was finalized (once per invoice, for
+	// invoices finalized after the rule was created).
+	CondInvoiceFinalized = "invoice_finalized"
 )
 
 // Channel kinds.
@@ -63,12 +66,13 @@ type Channel struct {
 type Rule struct {
 	ID        string    `json:"id"`
 	Tenant    string    `json:"tenant"`
-	Meter     string    `json:"meter"`
+	Meter     string    `json:"meter,omitempty"`
 	Name      string    `json:"name,omitempty"`
 	Condition Condition `json:"condition"`
 	Channels  []Channel `json:"channels"`
 	Disabled  bool      `json:"disabled,omitempty"`
 	Version   int64     `json:"version"`
+	Created   time.Time `json:"created"`
 	Deleted   bool      `json:"deleted,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 	UpdatedBy string    `json:"updated_by,omitempty"`
@@ -95,10 +99,15 @@ func (r *Rule) Validate(meterExists func(string) bool) error {
 	if !idPattern.MatchString(r.Tenant) {
 		return bad("tenant: want 1-128 of [A-Za-z0-9_.-]")
 	}
-	if r.Meter == "" || !meterExists(r.Meter) {
+	if r.Condition.Kind == CondInvoiceFinalized {
+		if r.Meter != "" || r.Condition.Percent != 0 || r.Condition.Amount != 0 {
+			return bad("invoice_finalized takes no meter, percent nor amount")
+		}
+	} else if r.Meter == "" || !meterExists(r.Meter) {
 		return bad("meter %q: not a configured meter", r.Meter)
 	}
 	switch r.Condition.Kind {
+	case CondInvoiceFinalized:
 	case CondQuotaPercent:
 		if r.Condition.Percent < 1 || r.Condition.Percent > 1000 {
 			return bad("condition.percent: want 1..1000")
@@ -114,7 +123,7 @@ func (r *Rule) Validate(meterExists func(string) bool) error {
 			return bad("condition.percent: not used by usage_amount")
 		}
 	default:
-		return bad("condition.kind %q: want %s or %s", r.Condition.Kind, CondQuotaPercent, CondUsageAmount)
+		return bad("condition.kind %q: want %s, %s or %s", r.Condition.Kind, CondQuotaPercent, CondUsageAmount, CondInvoiceFinalized)
 	}
 	if len(r.Channels) == 0 || len(r.Channels) > 10 {
 		return bad("channels: want 1..10")
@@ -153,18 +162,32 @@ func (r *Rule) Validate(meterExists func(string) bool) error {
 
 // Event is one firing of a rule: written to the outbox once per rule and period.
 type Event struct {
-	ID        string    `json:"id"`
-	Type      string    `json:"type"` // e.g. quota.percent_reached
-	RuleID    string    `json:"rule_id"`
-	Version   int64     `json:"rule_version"`
-	Tenant    string    `json:"tenant"`
-	Meter     string    `json:"meter"`
-	Unit      string    `json:"unit,omitempty"`
-	Period    string    `json:"period"` // YYYY-MM
-	Condition Condition `json:"condition"`
-	Used      int64     `json:"used"`
-	Limit     int64     `json:"limit,omitempty"`
-	At        time.Time `json:"at"`
+	ID      string `json:"id"`
+	Type    string `json:"type"` // e.g. quota.percent_reached
+	RuleID  string `json:"rule_id"`
+	Version int64  `json:"rule_version"`
+	Tenant  string `json:"tenant"`
+	Meter   string `json:"meter,omitempty"`
+	Unit    string `json:"unit,omitempty"`
+	// Period is the once-key of the event beside the rule: the month (YYYY-MM) for usage
+	// conditions, the invoice number for invoice_finalized.
+	Period    string       `json:"period"`
+	Condition Condition    `json:"condition"`
+	Used      int64        `json:"used"`
+	Limit     int64        `json:"limit,omitempty"`
+	Invoice   *InvoiceInfo `json:"invoice,omitempty"`
+	At        time.Time    `json:"at"`
+}
+
+// InvoiceInfo is what an invoice_finalized event says of the invoice.
+type InvoiceInfo struct {
+	Number      string    `json:"number"`
+	Period      string    `json:"period"` // billing period, e.g. 2026-11
+	Currency    string    `json:"currency"`
+	Exponent    int       `json:"exponent"`   // minor-unit digits of the currency
+	AmountDue   int64     `json:"amount_due"` // minor units
+	FinalizedAt time.Time `json:"finalized_at"`
+	DueAt       time.Time `json:"due_at,omitzero"`
 }
 
 // Delivery is one event to one channel of its rule.

@@ -89,16 +89,17 @@ func TestRuleValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, mod := range map[string]func(*Rule){
-		"unknown meter":    func(r *Rule) { r.Meter = "nope" },
-		"bad tenant":       func(r *Rule) { r.Tenant = "a\x00b" },
-		"percent zero":     func(r *Rule) { r.Condition.Percent = 0 },
-		"unknown kind":     func(r *Rule) { r.Condition.Kind = "forecast" },
-		"amount missing":   func(r *Rule) { r.Condition = Condition{Kind: CondUsageAmount} },
-		"no channel":       func(r *Rule) { r.Channels = nil },
-		"ftp webhook":      func(r *Rule) { r.Channels[0].URL = "ftp://x/y" },
-		"header injection": func(r *Rule) { r.Channels[1].To = []string{"a@b.test\r\nBcc: x@y.test"} },
-		"named address":    func(r *Rule) { r.Channels[1].To = []string{"Ops <ops@acme.test>"} },
-		"unknown channel":  func(r *Rule) { r.Channels[0].Type = "sms" },
+		"unknown meter":        func(r *Rule) { r.Meter = "nope" },
+		"bad tenant":           func(r *Rule) { r.Tenant = "a\x00b" },
+		"percent zero":         func(r *Rule) { r.Condition.Percent = 0 },
+		"unknown kind":         func(r *Rule) { r.Condition.Kind = "forecast" },
+		"amount missing":       func(r *Rule) { r.Condition = Condition{Kind: CondUsageAmount} },
+		"no channel":           func(r *Rule) { r.Channels = nil },
+		"ftp webhook":          func(r *Rule) { r.Channels[0].URL = "ftp://x/y" },
+		"header injection":     func(r *Rule) { r.Channels[1].To = []string{"a@b.test\r\nBcc: x@y.test"} },
+		"named address":        func(r *Rule) { r.Channels[1].To = []string{"Ops <ops@acme.test>"} },
+		"unknown channel":      func(r *Rule) { r.Channels[0].Type = "sms" },
+		"invoice with a meter": func(r *Rule) { r.Condition = Condition{Kind: CondInvoiceFinalized} },
 	} {
 		r := good
 		r.Channels = append([]Channel(nil), good.Channels...)

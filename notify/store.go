@@ -139,12 +139,12 @@ func (s *Store) PutRule(r Rule, now time.Time) (Rule, error) {
 		if err != nil {
 			return Rule{}, err
 		}
-		r.ID = id
+		r.ID, r.Created = id, now.UTC()
 	} else {
 		if err := s.getJSON(ruleKey(r.Tenant, r.ID), &prev); err != nil {
 			return Rule{}, err
 		}
-		r.Version = prev.Version
+		r.Version, r.Created = prev.Version, prev.Created
 	}
 	for i := range r.Channels {
 		c := &r.Channels[i]

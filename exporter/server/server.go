@@ -33,6 +33,7 @@ import (
 	"github.com/usagemeter/usagemeter/analytics"
 	"github.com/usagemeter/usagemeter/analytics/insights"
 	"github.com/usagemeter/usagemeter/billing"
+	"github.com/usagemeter/usagemeter/billing/invoice"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
@@ -277,6 +278,25 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		return limit, ok
 	}, nlog)
 	eval.Fired, eval.OnEvent = dispatch.Wake, nmetrics.Event
+	eval.Invoices = func(ctx context.Context, tenant string) ([]notify.InvoiceInfo, error) {
+		invs, err := bill.List(ctx, invoice.Filter{Tenant: tenant})
+		if err != nil {
+			return nil, err
+		}
+		var out []notify.InvoiceInfo
+		for _, inv := range invs {
+			if inv.FinalizedAt == nil || inv.Number == "" || (inv.Status != invoice.Finalized && inv.Status != invoice.Paid) {
+				continue
+			}
+			info := notify.InvoiceInfo{Number: inv.Number, Period: inv.Period.String(), Currency: inv.Currency.Code,
+				Exponent: inv.Currency.Exponent, AmountDue: int64(inv.AmountDue), FinalizedAt: *inv.FinalizedAt}
+			if inv.DueAt != nil {
+				info.DueAt = *inv.DueAt
+			}
+			out = append(out, info)
+		}
+		return out, nil
+	}
 	poke := eval.Poke
 	afterCommit.Store(&poke)
 	srv.notify = &notifier{eval: eval, dispatch: dispatch, interval: ncfg.EvaluateInterval}
