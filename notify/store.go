@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -407,8 +409,8 @@ func (s *Store) Replay(tenant, id string, now time.Time) (Delivery, error) {
 	return d, nil
 }
 
-// Deliveries lists deliveries of a tenant ("" for all), newest events last, optionally of one
-// state.
+// Deliveries lists deliveries of a tenant ("" for all), optionally of one state: the newest
+// (by creation) first, at most limit (<= 0: all).
 func (s *Store) Deliveries(ctx context.Context, tenant, state string, limit int) ([]Delivery, error) {
 	var out []Delivery
 	err := s.scan(ctx, []byte(pDelivery), prefixEnd([]byte(pDelivery)), func(_, v []byte) (bool, error) {
@@ -419,8 +421,17 @@ func (s *Store) Deliveries(ctx context.Context, tenant, state string, limit int)
 		if (tenant == "" || d.Tenant == tenant) && (state == "" || d.State == state) {
 			out = append(out, d)
 		}
-		return limit <= 0 || len(out) < limit, nil
+		return true, nil
 	})
+	slices.SortStableFunc(out, func(a, b Delivery) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
 	return out, err
 }
 
