@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/usagemeter/usagemeter/notify/notifytest"
 )
 
 const killChildEnv = "NOTIFY_KILL_CHILD"
@@ -39,15 +41,19 @@ func TestKill9LosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	rcv := newReceiver(t)
 	var (
-		mu       sync.Mutex
-		inFlight = map[string]bool{}
-		release  = make(chan struct{})
-		stuck    = make(chan struct{}, events)
+		mu          sync.Mutex
+		inFlight    = map[string]bool{}
+		answeredIDs = map[string]bool{} // answered 2xx before the kill
+		release     = make(chan struct{})
+		stuck       = make(chan struct{}, events)
 	)
 	// The first answered requests succeed; the next ones hang until the child is dead, so the
 	// kill lands with deliveries in flight.
 	rcv.SetStatus(func(n int, id string) int {
 		if n < answered {
+			mu.Lock()
+			answeredIDs[id] = true
+			mu.Unlock()
 			return http.StatusOK
 		}
 		mu.Lock()
@@ -98,6 +104,8 @@ func TestKill9LosesNothing(t *testing.T) {
 	}
 	_ = child.Wait()
 	close(release)
+	// The held requests finish (into closed connections) before the second phase counts.
+	notifytest.Eventually(t, 30*time.Second, "the held requests to finish", func() bool { return len(rcv.Received()) == answered+workers })
 
 	ns = NewStore(openDB(t, dir))
 	ctx := ctxT(t)
@@ -116,10 +124,8 @@ func TestKill9LosesNothing(t *testing.T) {
 	}
 	firstPhase := len(rcv.Received())
 	// Recorded as delivered only what the receiver answered 2xx before the kill.
-	answeredIDs := map[string]bool{}
-	for _, g := range rcv.Received()[:answered] {
-		answeredIDs[g.ID] = true
-	}
+	mu.Lock()
+	defer mu.Unlock()
 	for id := range deliveredBefore {
 		if !answeredIDs[id] {
 			t.Errorf("%s recorded delivered but never answered", id)
@@ -147,9 +153,7 @@ func TestKill9LosesNothing(t *testing.T) {
 			t.Errorf("%s never reached the receiver", del.ID)
 		}
 		if seen[del.ID] > 1 {
-			mu.Lock()
 			again := inFlight[del.ID] || answeredIDs[del.ID]
-			mu.Unlock()
 			if !again || seen[del.ID] > 2 {
 				t.Errorf("%s received %d times; only a delivery in flight at the kill may be received twice", del.ID, seen[del.ID])
 			}

@@ -137,6 +137,7 @@ type Receiver struct {
 	secrets  []string
 	got      []Received
 	rejected int
+	calls    int // verified requests so far, numbering them for the status policy
 	status   func(n int, id string) int
 	arrived  chan struct{}
 }
@@ -183,7 +184,8 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	id := req.Header.Get("webhook-id")
 	r.mu.Lock()
-	n := len(r.got)
+	n := r.calls // numbered on arrival: concurrent requests never share a number
+	r.calls++
 	r.mu.Unlock()
 	st := policy(n, id)
 	r.mu.Lock()
@@ -204,7 +206,8 @@ func (r *Receiver) Trust(secret string) {
 	r.secrets = append(r.secrets, secret)
 }
 
-// SetStatus sets the answer policy: the status of the n-th verified request (from 0).
+// SetStatus sets the answer policy: the status of the n-th verified request (from 0, in order
+// of arrival). The policy may block (a receiver holding requests in flight).
 func (r *Receiver) SetStatus(f func(n int, id string) int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
