@@ -408,3 +408,40 @@ func TestWebhookRedirectIsNotFollowed(t *testing.T) {
 		t.Fatalf("the redirect was followed: the receiver got %d requests", n)
 	}
 }
+
+// A crossing committed while no evaluator ran (the process died between the ledger's commit and
+// the outbox write) fires at the next start, once: the condition is read from the reopened
+// ledger's durable state.
+func TestCrossingCommittedBeforeACrashFiresAtStart(t *testing.T) {
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	st, err := ledger.Open(ctx, ledger.Options{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := NewStore(st.DB())
+	if _, err := ns.PutRule(Rule{Tenant: "acme", Meter: "ai_tokens", Condition: Condition{Kind: CondQuotaPercent, Percent: 80},
+		Channels: []Channel{{Type: ChannelWebhook, URL: "http://127.0.0.1:1/never"}}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	commitTokens(t, st, "c-1", "acme", 900)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = ledger.Open(ctx, ledger.Options{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	limits := func(context.Context, string, string) (int64, bool) { return 1000, true }
+	for i, want := range []int{1, 0} {
+		n, err := NewEvaluator(NewStore(st.DB()), st, limits, testLog(t)).Evaluate(ctx)
+		if err != nil || n != want {
+			t.Fatalf("start %d: %d events (%v), want %d", i, n, err, want)
+		}
+	}
+	ds, err := NewStore(st.DB()).Deliveries(ctx, "acme", StatePending, 0)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("pending deliveries %v (%v), want 1", ds, err)
+	}
+}
