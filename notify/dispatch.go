@@ -168,10 +168,27 @@ func (d *Dispatcher) attempt(ctx context.Context, id string) error {
 	if err != nil {
 		return d.deadLetter(del, a, fmt.Errorf("reading rule %s version %d: %w", ev.RuleID, ev.Version, err))
 	}
-	if del.Channel >= len(rule.Channels) {
+	targets := rule.Targets()
+	if del.Channel >= len(targets) {
 		return d.deadLetter(del, a, fmt.Errorf("rule %s version %d has no channel %d", rule.ID, rule.Version, del.Channel))
 	}
-	a.Status, err = d.send(ctx, rule.Channels[del.Channel], del, ev, now)
+	if del.Tier > 0 && del.Replays == 0 {
+		// An escalation tier is sent only if nobody acknowledged the event before it was due.
+		ack, acked, err := d.Store.Acknowledged(ev.ID)
+		if err != nil {
+			return err
+		}
+		if acked {
+			if _, err := d.Store.Cancel(del, fmt.Sprintf("acknowledged by %s at %s", ack.By, ack.At.Format(time.RFC3339))); err != nil {
+				return err
+			}
+			if d.Metrics != nil {
+				d.Metrics.observeCancelled(del.Type)
+			}
+			return nil
+		}
+	}
+	a.Status, err = d.send(ctx, targets[del.Channel].Channel, del, ev, now)
 	next := del
 	next.Attempts = a.N
 	switch {
@@ -214,7 +231,11 @@ func (d *Dispatcher) deadLetter(del Delivery, a Attempt, err error) error {
 func (d *Dispatcher) send(ctx context.Context, c Channel, del Delivery, ev Event, now time.Time) (int, error) {
 	switch c.Type {
 	case ChannelWebhook:
-		body, err := json.Marshal(map[string]any{"type": ev.Type, "timestamp": ev.At, "data": ev})
+		payload := map[string]any{"type": ev.Type, "timestamp": ev.At, "data": ev}
+		if del.Tier > 0 {
+			payload["escalation_tier"] = del.Tier
+		}
+		body, err := json.Marshal(payload)
 		if err != nil {
 			return 0, fmt.Errorf("encoding the payload: %w", err)
 		}
@@ -228,6 +249,9 @@ func (d *Dispatcher) send(ctx context.Context, c Channel, del Delivery, ev Event
 			return 0, err
 		}
 		m.To, m.MessageID = c.To, del.ID
+		if del.Tier > 0 {
+			m.Subject = fmt.Sprintf("Escalation (tier %d, not acknowledged): %s", del.Tier, m.Subject)
+		}
 		return 0, d.SMTP.send(ctx, m)
 	default:
 		return 0, fmt.Errorf("channel type %q", c.Type)

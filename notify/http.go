@@ -38,20 +38,36 @@ func (s *Service) Routes() []route.Route {
 		{Method: "GET", Pattern: "/v1/notifications/deliveries", Action: read, Audit: true, Handler: s.listDeliveries},
 		{Method: "GET", Pattern: "/v1/notifications/deliveries/{id}", Action: read, Audit: true, Handler: s.getDelivery},
 		{Method: "POST", Pattern: "/v1/notifications/deliveries/{id}/replay", Action: write, Audit: true, Handler: s.replay},
+		// Acknowledging an event stops its escalation tiers not yet due.
+		{Method: "POST", Pattern: "/v1/notifications/events/{id}/ack", Action: write, Audit: true, Handler: s.ack},
 	}
 }
 
 // ruleInput is what a client sends; id, version and secrets are the server's.
 type ruleInput struct {
-	Meter     string    `json:"meter"`
-	Name      string    `json:"name,omitempty"`
-	Condition Condition `json:"condition"`
-	Channels  []struct {
-		Type string   `json:"type"`
-		URL  string   `json:"url,omitempty"`
-		To   []string `json:"to,omitempty"`
-	} `json:"channels"`
+	Meter      string         `json:"meter"`
+	Name       string         `json:"name,omitempty"`
+	Condition  Condition      `json:"condition"`
+	Channels   []channelInput `json:"channels"`
+	Escalation []struct {
+		After    string         `json:"after"`
+		Channels []channelInput `json:"channels"`
+	} `json:"escalation"`
 	Disabled bool `json:"disabled,omitempty"`
+}
+
+type channelInput struct {
+	Type string   `json:"type"`
+	URL  string   `json:"url,omitempty"`
+	To   []string `json:"to,omitempty"`
+}
+
+func channelsOf(in []channelInput) []Channel {
+	out := make([]Channel, 0, len(in))
+	for _, c := range in {
+		out = append(out, Channel{Type: c.Type, URL: c.URL, To: c.To})
+	}
+	return out
 }
 
 func (s *Service) now() time.Time {
@@ -99,8 +115,9 @@ func (s *Service) decodeRule(w http.ResponseWriter, r *http.Request, tenant stri
 		return Rule{}, false
 	}
 	rule := Rule{Tenant: tenant, Meter: in.Meter, Name: in.Name, Condition: in.Condition, Disabled: in.Disabled}
-	for _, c := range in.Channels {
-		rule.Channels = append(rule.Channels, Channel{Type: c.Type, URL: c.URL, To: c.To})
+	rule.Channels = channelsOf(in.Channels)
+	for _, t := range in.Escalation {
+		rule.Escalation = append(rule.Escalation, Tier{After: t.After, Channels: channelsOf(t.Channels)})
 	}
 	if err := rule.Validate(func(m string) bool { _, ok := s.Usage.Meter(m); return ok }); err != nil {
 		writeErr(w, err)
@@ -115,12 +132,12 @@ func (s *Service) decodeRule(w http.ResponseWriter, r *http.Request, tenant stri
 // stored answers a rule just written: with the webhook secrets of channels that got a new one
 // (shown this once), the others redacted.
 func stored(prev, r Rule) Rule {
-	out := r.Redacted()
-	for i, c := range r.Channels {
-		if c.Type == ChannelWebhook && (i >= len(prev.Channels) || prev.Channels[i].Secret != c.Secret) {
-			out.Channels[i].Secret = c.Secret
+	out := r.clone()
+	out.eachChannel(func(tier, i int, c *Channel) {
+		if p, ok := prev.channelAt(tier, i); ok && p.Secret == c.Secret {
+			c.Secret = ""
 		}
-	}
+	})
 	return out
 }
 
@@ -235,9 +252,9 @@ func (s *Service) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	t, _ := tenant(w, r, true)
 	state := r.URL.Query().Get("state")
 	switch state {
-	case "", StatePending, StateDelivered, StateDead:
+	case "", StatePending, StateDelivered, StateDead, StateCancelled:
 	default:
-		problem.Error(w, http.StatusBadRequest, "state: want pending, delivered or dead")
+		problem.Error(w, http.StatusBadRequest, "state: want pending, delivered, dead or cancelled")
 		return
 	}
 	limit := 1000
@@ -277,7 +294,14 @@ func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"delivery": d, "event": ev, "attempts": attempts})
+	out := map[string]any{"delivery": d, "event": ev, "attempts": attempts}
+	if ack, ok, err := s.Store.Acknowledged(ev.ID); err != nil {
+		writeErr(w, err)
+		return
+	} else if ok {
+		out["ack"] = ack
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Service) replay(w http.ResponseWriter, r *http.Request) {
@@ -294,4 +318,21 @@ func (s *Service) replay(w http.ResponseWriter, r *http.Request) {
 		s.Dispatcher.Wake()
 	}
 	writeJSON(w, http.StatusAccepted, d)
+}
+
+func (s *Service) ack(w http.ResponseWriter, r *http.Request) {
+	t, ok := tenant(w, r, false)
+	if !ok {
+		return
+	}
+	by := ""
+	if p, ok := guard.PrincipalFrom(r.Context()); ok {
+		by = p.Subject
+	}
+	a, err := s.Store.Acknowledge(t, r.PathValue("id"), by, s.now())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
 }

@@ -23,7 +23,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usage_exporter_notification_delivery_attempts_total",
 			Help: "Delivery attempts, by channel and result (sent, failed)."}, []string{"channel", "result"}),
 		terminal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usage_exporter_notification_deliveries_total",
-			Help: "Deliveries finished, by channel and state (delivered, dead)."}, []string{"channel", "state"}),
+			Help: "Deliveries finished, by channel and state (delivered, dead, cancelled: an escalation tier acknowledged before it was due)."}, []string{"channel", "state"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "usage_exporter_notification_deliveries_pending",
 			Help: "Deliveries waiting to be sent or retried."}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "usage_exporter_notification_delivery_latency_seconds",
@@ -36,6 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.attempts.WithLabelValues(ch, "failed")
 		m.terminal.WithLabelValues(ch, StateDelivered)
 		m.terminal.WithLabelValues(ch, StateDead)
+		m.terminal.WithLabelValues(ch, StateCancelled)
 	}
 	return m
 }
@@ -53,4 +54,8 @@ func (m *Metrics) observe(channel, state string, ok bool, sinceEvent time.Durati
 	if state != StatePending {
 		m.terminal.WithLabelValues(channel, state).Inc()
 	}
+}
+
+func (m *Metrics) observeCancelled(channel string) {
+	m.terminal.WithLabelValues(channel, StateCancelled).Inc()
 }

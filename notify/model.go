@@ -12,6 +12,7 @@ import (
 	"net/mail"
 	"net/url"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -37,6 +38,9 @@ const (
 	StatePending   = "pending"
 	StateDelivered = "delivered"
 	StateDead      = "dead"
+	// StateCancelled: an escalation tier's delivery not sent because the event was acknowledged
+	// before the tier was due.
+	StateCancelled = "cancelled"
 )
 
 // ErrInvalid marks a rule the API refuses; ErrNotFound a rule or delivery that is not there.
@@ -70,22 +74,88 @@ type Rule struct {
 	Name      string    `json:"name,omitempty"`
 	Condition Condition `json:"condition"`
 	Channels  []Channel `json:"channels"`
-	Disabled  bool      `json:"disabled,omitempty"`
-	Version   int64     `json:"version"`
-	Created   time.Time `json:"created"`
-	Deleted   bool      `json:"deleted,omitempty"`
-	UpdatedAt time.Time `json:"updated_at"`
-	UpdatedBy string    `json:"updated_by,omitempty"`
+	// Escalation tiers: each tier's channels are notified After the event unless it has been
+	// acknowledged by then (team at once, on-call after 15m, manager after 1h).
+	Escalation []Tier    `json:"escalation,omitempty"`
+	Disabled   bool      `json:"disabled,omitempty"`
+	Version    int64     `json:"version"`
+	Created    time.Time `json:"created"`
+	Deleted    bool      `json:"deleted,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	UpdatedBy  string    `json:"updated_by,omitempty"`
+}
+
+// Tier is an escalation tier.
+type Tier struct {
+	After    string    `json:"after"` // Go duration, e.g. 15m
+	Channels []Channel `json:"channels"`
+}
+
+// Target is one channel of a rule with its tier: deliveries address channels by their position
+// in the rule's flattened list (the first tier's channels, then each escalation tier's).
+type Target struct {
+	Channel Channel
+	Tier    int           // 0: the rule's channels
+	After   time.Duration // when the tier is due after the event
+}
+
+// Targets flattens the rule's channels and escalation tiers.
+func (r Rule) Targets() []Target {
+	out := make([]Target, 0, len(r.Channels))
+	for _, c := range r.Channels {
+		out = append(out, Target{Channel: c})
+	}
+	for i, t := range r.Escalation {
+		after, _ := time.ParseDuration(t.After) // validated
+		for _, c := range t.Channels {
+			out = append(out, Target{Channel: c, Tier: i + 1, After: after})
+		}
+	}
+	return out
+}
+
+// eachChannel calls fn with a pointer to every channel of the rule, tier by tier.
+func (r *Rule) eachChannel(fn func(tier, i int, c *Channel)) {
+	for i := range r.Channels {
+		fn(0, i, &r.Channels[i])
+	}
+	for t := range r.Escalation {
+		for i := range r.Escalation[t].Channels {
+			fn(t+1, i, &r.Escalation[t].Channels[i])
+		}
+	}
+}
+
+// channelAt is the channel at a tier and position, if the rule has one.
+func (r *Rule) channelAt(tier, i int) (Channel, bool) {
+	chans := r.Channels
+	if tier > 0 {
+		if tier > len(r.Escalation) {
+			return Channel{}, false
+		}
+		chans = r.Escalation[tier-1].Channels
+	}
+	if i >= len(chans) {
+		return Channel{}, false
+	}
+	return chans[i], true
+}
+
+// clone copies the rule's channel slices, so that editing its channels leaves r alone.
+func (r Rule) clone() Rule {
+	out := r
+	out.Channels = slices.Clone(r.Channels)
+	out.Escalation = slices.Clone(r.Escalation)
+	for i := range out.Escalation {
+		out.Escalation[i].Channels = slices.Clone(r.Escalation[i].Channels)
+	}
+	return out
 }
 
 // Redacted is the rule as read back: webhook secrets are never shown again.
 func (r Rule) Redacted() Rule {
-	out := r
-	out.Channels = make([]Channel, len(r.Channels))
-	for i, c := range r.Channels {
-		c.Secret = ""
-		out.Channels[i] = c
-	}
+	out := r.clone()
+	out.eachChannel(func(_, _ int, c *Channel) { c.Secret = "" })
 	return out
 }
 
@@ -125,33 +195,21 @@ func (r *Rule) Validate(meterExists func(string) bool) error {
 	default:
 		return bad("condition.kind %q: want %s, %s or %s", r.Condition.Kind, CondQuotaPercent, CondUsageAmount, CondInvoiceFinalized)
 	}
-	if len(r.Channels) == 0 || len(r.Channels) > 10 {
-		return bad("channels: want 1..10")
+	if err := validateChannels("channels", r.Channels); err != nil {
+		return err
 	}
-	for i, c := range r.Channels {
-		switch c.Type {
-		case ChannelWebhook:
-			u, err := url.Parse(c.URL)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				return bad("channels[%d].url: want an http(s) URL", i)
-			}
-			if len(c.To) > 0 {
-				return bad("channels[%d].to: not used by a webhook", i)
-			}
-		case ChannelEmail:
-			if len(c.To) == 0 || len(c.To) > 20 {
-				return bad("channels[%d].to: want 1..20 addresses", i)
-			}
-			for _, a := range c.To {
-				if p, err := mail.ParseAddress(a); err != nil || p.Address != a {
-					return bad("channels[%d].to: %q is not a bare e-mail address", i, a)
-				}
-			}
-			if c.URL != "" {
-				return bad("channels[%d].url: not used by e-mail", i)
-			}
-		default:
-			return bad("channels[%d].type %q: want webhook or email", i, c.Type)
+	if len(r.Escalation) > 5 {
+		return bad("escalation: at most 5 tiers")
+	}
+	var prev time.Duration
+	for i, t := range r.Escalation {
+		after, err := time.ParseDuration(t.After)
+		if err != nil || after <= prev || after > 7*24*time.Hour {
+			return bad("escalation[%d].after %q: want a duration after the previous tier's, at most 168h", i, t.After)
+		}
+		prev = after
+		if err := validateChannels(fmt.Sprintf("escalation[%d].channels", i), t.Channels); err != nil {
+			return err
 		}
 	}
 	if len(r.Name) > 200 {
@@ -196,8 +254,9 @@ type Delivery struct {
 	EventID  string    `json:"event_id"`
 	RuleID   string    `json:"rule_id"`
 	Tenant   string    `json:"tenant"`
-	Channel  int       `json:"channel"` // index into the rule version's channels
-	Type     string    `json:"type"`    // channel type
+	Channel  int       `json:"channel"` // position in the rule version's Targets
+	Tier     int       `json:"tier,omitempty"`
+	Type     string    `json:"type"` // channel type
 	State    string    `json:"state"`
 	Attempts int       `json:"attempts"`
 	Created  time.Time `json:"created"`
@@ -217,4 +276,40 @@ type Attempt struct {
 	OK     bool      `json:"ok"`
 	Status int       `json:"status,omitempty"` // HTTP status for webhooks
 	Error  string    `json:"error,omitempty"`
+}
+
+func validateChannels(field string, chans []Channel) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	if len(chans) == 0 || len(chans) > 10 {
+		return bad("%s: want 1..10", field)
+	}
+	for i, c := range chans {
+		switch c.Type {
+		case ChannelWebhook:
+			u, err := url.Parse(c.URL)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return bad("%s[%d].url: want an http(s) URL", field, i)
+			}
+			if len(c.To) > 0 {
+				return bad("%s[%d].to: not used by a webhook", field, i)
+			}
+		case ChannelEmail:
+			if len(c.To) == 0 || len(c.To) > 20 {
+				return bad("%s[%d].to: want 1..20 addresses", field, i)
+			}
+			for _, a := range c.To {
+				if p, err := mail.ParseAddress(a); err != nil || p.Address != a {
+					return bad("%s[%d].to: %q is not a bare e-mail address", field, i, a)
+				}
+			}
+			if c.URL != "" {
+				return bad("%s[%d].url: not used by e-mail", field, i)
+			}
+		default:
+			return bad("%s[%d].type %q: want webhook or email", field, i, c.Type)
+		}
+	}
+	return nil
 }

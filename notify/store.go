@@ -27,6 +27,7 @@ import (
 //	n/d/<delivery>                    the delivery's state (JSON)
 //	n/q/<due unix-nanos BE><delivery> pending deliveries, by when they are due
 //	n/a/<delivery>\x00<attempt BE>    the delivery log: one entry per attempt
+//	n/k/<event>                       the event's acknowledgement (who, when)
 const (
 	pRule     = "n/r/"
 	pVersion  = "n/h/"
@@ -35,6 +36,7 @@ const (
 	pDelivery = "n/d/"
 	pQueue    = "n/q/"
 	pAttempt  = "n/a/"
+	pAck      = "n/k/"
 	sep       = "\x00"
 )
 
@@ -148,21 +150,21 @@ func (s *Store) PutRule(r Rule, now time.Time) (Rule, error) {
 		}
 		r.Version, r.Created = prev.Version, prev.Created
 	}
-	for i := range r.Channels {
-		c := &r.Channels[i]
+	r = r.clone()
+	var secretErr error
+	r.eachChannel(func(tier, i int, c *Channel) {
 		c.Secret = ""
-		if c.Type != ChannelWebhook {
-			continue
+		if c.Type != ChannelWebhook || secretErr != nil {
+			return
 		}
-		if i < len(prev.Channels) && prev.Channels[i].Type == ChannelWebhook && prev.Channels[i].URL == c.URL {
-			c.Secret = prev.Channels[i].Secret
-			continue
+		if p, ok := prev.channelAt(tier, i); ok && p.Type == ChannelWebhook && p.URL == c.URL {
+			c.Secret = p.Secret
+			return
 		}
-		sec, err := NewSecret()
-		if err != nil {
-			return Rule{}, err
-		}
-		c.Secret = sec
+		c.Secret, secretErr = NewSecret()
+	})
+	if secretErr != nil {
+		return Rule{}, secretErr
 	}
 	r.Version++
 	r.UpdatedAt = now.UTC()
@@ -284,9 +286,10 @@ func (s *Store) Fire(r Rule, ev Event, now time.Time) (bool, error) {
 	if err := setJSON(b, eventKey(ev.ID), ev); err != nil {
 		return false, err
 	}
-	for i, c := range r.Channels {
-		d := Delivery{ID: fmt.Sprintf("%s.%d", ev.ID, i), EventID: ev.ID, RuleID: r.ID, Tenant: r.Tenant, Channel: i,
-			Type: c.Type, State: StatePending, Created: now.UTC(), Since: now.UTC(), NextAt: now.UTC()}
+	for i, tg := range r.Targets() {
+		due := now.UTC().Add(tg.After)
+		d := Delivery{ID: fmt.Sprintf("%s.%d", ev.ID, i), EventID: ev.ID, RuleID: r.ID, Tenant: r.Tenant, Channel: i, Tier: tg.Tier,
+			Type: tg.Channel.Type, State: StatePending, Created: now.UTC(), Since: due, NextAt: due}
 		if err := setJSON(b, deliveryKey(d.ID), d); err != nil {
 			return false, err
 		}
@@ -448,4 +451,80 @@ func (s *Store) Attempts(ctx context.Context, id string) ([]Attempt, error) {
 		return true, nil
 	})
 	return out, err
+}
+
+// Ack is an event's acknowledgement: it stops the escalation tiers not yet due.
+type Ack struct {
+	By string    `json:"by"`
+	At time.Time `json:"at"`
+}
+
+// Acknowledge records that someone took charge of a tenant's event. A second acknowledgement
+// keeps the first and returns it.
+func (s *Store) Acknowledge(tenant, eventID, by string, now time.Time) (Ack, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ev Event
+	if err := s.getJSON(eventKey(eventID), &ev); err != nil {
+		return Ack{}, err
+	}
+	if ev.Tenant != tenant {
+		return Ack{}, ErrNotFound
+	}
+	var a Ack
+	switch err := s.getJSON([]byte(pAck+eventID), &a); {
+	case err == nil:
+		return a, nil
+	case !errors.Is(err, ErrNotFound):
+		return Ack{}, err
+	}
+	a = Ack{By: by, At: now.UTC()}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := setJSON(b, []byte(pAck+eventID), a); err != nil {
+		return Ack{}, err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return Ack{}, fmt.Errorf("acknowledging %s: %w", eventID, err)
+	}
+	return a, nil
+}
+
+// Acknowledged returns an event's acknowledgement, if any.
+func (s *Store) Acknowledged(eventID string) (Ack, bool, error) {
+	var a Ack
+	switch err := s.getJSON([]byte(pAck+eventID), &a); {
+	case err == nil:
+		return a, true, nil
+	case errors.Is(err, ErrNotFound):
+		return Ack{}, false, nil
+	default:
+		return Ack{}, false, err
+	}
+}
+
+// Cancel takes a pending delivery out of the queue without sending it.
+func (s *Store) Cancel(prev Delivery, reason string) (Delivery, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cur Delivery
+	if err := s.getJSON(deliveryKey(prev.ID), &cur); err != nil {
+		return cur, err
+	}
+	if cur.State != StatePending || cur.Replays != prev.Replays {
+		return cur, nil // replayed or finished meanwhile
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Delete(queueKey(cur.NextAt, cur.ID), nil); err != nil {
+		return cur, err
+	}
+	cur.State, cur.LastError = StateCancelled, reason
+	if err := setJSON(b, deliveryKey(cur.ID), cur); err != nil {
+		return cur, err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return cur, fmt.Errorf("cancelling delivery %s: %w", cur.ID, err)
+	}
+	return cur, nil
 }

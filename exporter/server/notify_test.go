@@ -179,7 +179,17 @@ auth:
 	if got := rcv.Received(); got[1].ID != got[0].ID || got[0].ID != hookDelivery.ID {
 		t.Fatalf("replay webhook-id %q, first %q, delivery %q", got[1].ID, got[0].ID, hookDelivery.ID)
 	}
-	// Editing a rule is a new version; the history stays readable.
+	// Acknowledging the event: its tenant's admin may, another tenant's may not.
+	if code, body := call("POST", "/v1/notifications/events/"+hookDelivery.EventID+"/ack?tenant=acme", "globex", ""); code != 403 {
+		t.Fatalf("globex acknowledged acme's event: %d %s", code, body)
+	}
+	if code, body := call("POST", "/v1/notifications/events/"+hookDelivery.EventID+"/ack?tenant=acme", "acme", ""); code != 200 || !strings.Contains(body, `"by": "acme-admin"`) {
+		t.Fatalf("ack: %d %s", code, body)
+	}
+	if code, body := call("GET", "/v1/notifications/deliveries/"+hookDelivery.ID+"?tenant=acme", "acme", ""); code != 200 || !strings.Contains(body, `"ack"`) {
+		t.Fatalf("the delivery does not show the ack: %d %s", code, body)
+	}
+		// Editing a rule is a new version; the history stays readable.
 	if code, body := call("PUT", "/v1/notifications/rules/"+created.ID+"?tenant=acme", "acme", strings.Replace(hook, "80", "90", 1)); code != 200 || strings.Contains(body, "whsec_") {
 		t.Fatalf("update (same URL keeps its secret, not shown): %d %s", code, body)
 	}
