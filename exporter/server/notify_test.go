@@ -189,7 +189,7 @@ auth:
 	if code, body := call("GET", "/v1/notifications/deliveries/"+hookDelivery.ID+"?tenant=acme", "acme", ""); code != 200 || !strings.Contains(body, `"ack"`) {
 		t.Fatalf("the delivery does not show the ack: %d %s", code, body)
 	}
-		// Editing a rule is a new version; the history stays readable.
+	// Editing a rule is a new version; the history stays readable.
 	if code, body := call("PUT", "/v1/notifications/rules/"+created.ID+"?tenant=acme", "acme", strings.Replace(hook, "80", "90", 1)); code != 200 || strings.Contains(body, "whsec_") {
 		t.Fatalf("update (same URL keeps its secret, not shown): %d %s", code, body)
 	}
