@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"sync"
 	"time"
 
 	"github.com/usagemeter/usagemeter/exporter/meter"
@@ -43,6 +44,15 @@ type Evaluator struct {
 	Invoices Invoices
 
 	poke chan struct{}
+
+	// mu serialises evaluations. It guards the caches: the rules as of a generation, and the
+	// (rule, period) pairs known to have fired, so that an evaluation after every commit reads
+	// neither the rules nor the fired markers from the store again.
+	mu       sync.Mutex
+	rules    []Rule
+	rulesGen uint64
+	loaded   bool
+	fired    map[string]bool
 }
 
 // Poke asks for an evaluation soon; it never blocks (the ledger's writer calls it after each
@@ -85,13 +95,22 @@ func (e *Evaluator) Evaluate(ctx context.Context) (int, error) { return e.evalua
 
 // evaluate checks the rules; the invoice rules only when full.
 func (e *Evaluator) evaluate(ctx context.Context, full bool) (int, error) {
-	rules, err := e.Store.Rules(ctx, "")
-	if err != nil {
-		return 0, err
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// The generation is read before the rules: a change in between re-reads them next time.
+	if gen := e.Store.RulesGeneration(); !e.loaded || gen != e.rulesGen {
+		rules, err := e.Store.Rules(ctx, "")
+		if err != nil {
+			return 0, err
+		}
+		e.rules, e.rulesGen, e.loaded = rules, gen, true
+	}
+	if e.fired == nil || len(e.fired) > 100000 {
+		e.fired = map[string]bool{}
 	}
 	now := e.Now().UTC()
 	fired := 0
-	for _, r := range rules {
+	for _, r := range e.rules {
 		if r.Disabled {
 			continue
 		}
@@ -109,10 +128,15 @@ func (e *Evaluator) evaluate(ctx context.Context, full bool) (int, error) {
 			events = []Event{ev}
 		}
 		for _, ev := range events {
+			key := r.ID + sep + ev.Period
+			if e.fired[key] {
+				continue
+			}
 			wrote, err := e.Store.Fire(r, ev, now)
 			if err != nil {
 				return fired, fmt.Errorf("rule %s: %w", r.ID, err)
 			}
+			e.fired[key] = true
 			if wrote {
 				fired++
 				e.Log.Info("notification rule fired", "rule", r.ID, "tenant", r.Tenant, "type", ev.Type, "key", ev.Period)

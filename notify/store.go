@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -46,7 +47,12 @@ type Store struct {
 	db *pebble.DB
 	// mu serialises read-modify-write of rules and deliveries (one process owns the store).
 	mu sync.Mutex
+	// rulesGen counts rule changes: the evaluator re-reads the rules only when it moved.
+	rulesGen atomic.Uint64
 }
+
+// RulesGeneration changes whenever a rule is stored or deleted.
+func (s *Store) RulesGeneration() uint64 { return s.rulesGen.Load() }
 
 // NewStore uses db (the ledger's).
 func NewStore(db *pebble.DB) *Store { return &Store{db: db} }
@@ -179,6 +185,7 @@ func (s *Store) PutRule(r Rule, now time.Time) (Rule, error) {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return Rule{}, fmt.Errorf("storing rule %s: %w", r.ID, err)
 	}
+	s.rulesGen.Add(1)
 	return r, nil
 }
 
@@ -204,6 +211,7 @@ func (s *Store) DeleteRule(tenant, id, by string, now time.Time) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("deleting rule %s: %w", id, err)
 	}
+	s.rulesGen.Add(1)
 	return nil
 }
 
