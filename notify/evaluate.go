@@ -39,6 +39,8 @@ type Evaluator struct {
 	Fired func()
 	// OnEvent, when set, counts the events written, by condition kind.
 	OnEvent func(kind string)
+	// MinGap spaces the evaluations that commits trigger (NewEvaluator: 50ms).
+	MinGap time.Duration
 	// Invoices, when set, feeds invoice_finalized rules. They are evaluated at start and every
 	// interval, not after every ledger commit (a commit never finalizes an invoice).
 	Invoices Invoices
@@ -66,7 +68,7 @@ func (e *Evaluator) Poke() {
 
 // NewEvaluator returns an evaluator (its fields may still be set before Run).
 func NewEvaluator(s *Store, u Usage, l Limits, log *slog.Logger) *Evaluator {
-	return &Evaluator{Store: s, Usage: u, Limits: l, Log: log, Now: time.Now, poke: make(chan struct{}, 1)}
+	return &Evaluator{Store: s, Usage: u, Limits: l, Log: log, Now: time.Now, MinGap: 50 * time.Millisecond, poke: make(chan struct{}, 1)}
 }
 
 // Run evaluates at start, on every poke and every interval (plan changes and reloads are not
@@ -76,6 +78,7 @@ func (e *Evaluator) Run(ctx context.Context, interval time.Duration) {
 	defer t.Stop()
 	full := true
 	for {
+		last := time.Now()
 		if _, err := e.evaluate(ctx, full); err != nil && ctx.Err() == nil {
 			e.Log.Error("evaluating notification rules", "err", err)
 		}
@@ -84,6 +87,17 @@ func (e *Evaluator) Run(ctx context.Context, interval time.Duration) {
 			return
 		case <-e.poke:
 			full = false
+			// Under a stream of commits, evaluations are spaced by MinGap at least: the pokes
+			// meanwhile fold into the next one, and ingestion keeps the CPU.
+			if wait := e.MinGap - time.Since(last); wait > 0 {
+				gap := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					gap.Stop()
+					return
+				case <-gap.C:
+				}
+			}
 		case <-t.C:
 			full = true
 		}
