@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -272,7 +273,23 @@ var mailHTML = template.Must(template.New("mail").Parse(`<!doctype html>
 func mailOf(ev Event) (Mail, error) {
 	var title string
 	var rows [][2]string
-	if inv := ev.Invoice; inv != nil {
+	if sum := ev.Summary; sum != nil {
+		title = fmt.Sprintf("%s: executive summary, %s to %s", ev.Tenant, sum.From.Format("2 Jan"), sum.To.Format("2 Jan 2006"))
+		for _, k := range sum.KPIs {
+			change := ""
+			if k.Percent != nil {
+				change = fmt.Sprintf(" (%+.1f%% on the 30 days before: %d)", *k.Percent, k.Previous)
+			}
+			rows = append(rows, [2]string{k.Name, strings.TrimSpace(fmt.Sprintf("%d %s", k.Value, k.Unit)) + change})
+		}
+		rows = append(rows, [2]string{"Insights", fmt.Sprintf("%d", sum.InsightCount)})
+		if sum.InsightSavings > 0 {
+			rows = append(rows, [2]string{"Potential savings", formatMinor(sum.InsightSavings, sum.Exponent) + " " + sum.Currency})
+		}
+		for _, n := range sum.Notes {
+			rows = append(rows, [2]string{"Note", n})
+		}
+	} else if inv := ev.Invoice; inv != nil {
 		title = fmt.Sprintf("%s: invoice %s is ready", ev.Tenant, inv.Number)
 		rows = [][2]string{{"Tenant", ev.Tenant}, {"Invoice", inv.Number}, {"Billing period", inv.Period},
 			{"Amount due", formatMinor(inv.AmountDue, inv.Exponent) + " " + inv.Currency},

@@ -25,6 +25,9 @@ type Limits func(ctx context.Context, tenant, meterName string) (int64, bool)
 // Invoices returns a tenant's finalized invoices (billing's, durable), any order.
 type Invoices func(ctx context.Context, tenant string) ([]InvoiceInfo, error)
 
+// Summaries computes a tenant's executive summary at a time.
+type Summaries func(ctx context.Context, tenant string, now time.Time) (Summary, error)
+
 // Evaluator fires rules whose condition holds. Conditions are pure functions of durable state
 // (the ledger's period totals and the plan in force), and an event's key is (rule, period): so
 // evaluating after every group commit, at start and on a timer fires each rule once per
@@ -39,6 +42,9 @@ type Evaluator struct {
 	Fired func()
 	// OnEvent, when set, counts the events written, by condition kind.
 	OnEvent func(kind string)
+	// Summaries, when set, feeds schedule_summary rules, evaluated like invoice rules (at start
+	// and every interval): a summary is sent at most one interval after its scheduled minute.
+	Summaries Summaries
 	// MinGap spaces the evaluations that commits trigger (NewEvaluator: 50ms).
 	MinGap time.Duration
 	// Invoices, when set, feeds invoice_finalized rules. They are evaluated at start and every
@@ -129,7 +135,18 @@ func (e *Evaluator) evaluate(ctx context.Context, full bool) (int, error) {
 			continue
 		}
 		var events []Event
-		if r.Condition.Kind == CondInvoiceFinalized {
+		if r.Condition.Kind == CondScheduleSummary {
+			if !full || e.Summaries == nil {
+				continue
+			}
+			ev, ok, err := e.scheduled(ctx, r, now)
+			if err != nil {
+				return fired, fmt.Errorf("rule %s: %w", r.ID, err)
+			}
+			if ok {
+				events = []Event{ev}
+			}
+		} else if r.Condition.Kind == CondInvoiceFinalized {
 			if !full || e.Invoices == nil {
 				continue
 			}
@@ -198,6 +215,43 @@ func (e *Evaluator) check(ctx context.Context, r Rule, now time.Time) (Event, bo
 		return Event{}, false
 	}
 	return ev, true
+}
+
+// MaxScheduleDelay: a scheduled summary missed (the exporter down at its minute) is still sent
+// this long after; older ones are skipped (the next occurrence comes).
+const MaxScheduleDelay = 24 * time.Hour
+
+// scheduled is the event of a schedule_summary rule whose latest scheduled minute has come and
+// was not sent yet, keyed by that minute. The summary is computed only then.
+func (e *Evaluator) scheduled(ctx context.Context, r Rule, now time.Time) (Event, bool, error) {
+	cr, err := ParseCron(r.Condition.Cron)
+	if err != nil {
+		return Event{}, false, err
+	}
+	loc, err := r.Condition.location()
+	if err != nil {
+		return Event{}, false, err
+	}
+	at, ok := cr.Prev(now, loc)
+	if !ok || at.Before(r.Created) || now.Sub(at) > MaxScheduleDelay {
+		return Event{}, false, nil
+	}
+	key := at.UTC().Format(time.RFC3339)
+	if e.fired[r.ID+sep+key] {
+		return Event{}, false, nil
+	}
+	if done, err := e.Store.HasFired(r.ID, key); err != nil || done {
+		if done {
+			e.fired[r.ID+sep+key] = true
+		}
+		return Event{}, false, err
+	}
+	sum, err := e.Summaries(ctx, r.Tenant, now)
+	if err != nil {
+		return Event{}, false, fmt.Errorf("executive summary: %w", err)
+	}
+	return Event{Type: "summary.scheduled", RuleID: r.ID, Version: r.Version, Tenant: r.Tenant, Period: key,
+		Condition: r.Condition, Summary: &sum, At: now}, true, nil
 }
 
 // invoiceEvents are the events of an invoice_finalized rule: one per invoice finalized since

@@ -25,6 +25,8 @@ const (
 	// CondInvoiceFinalized: an invoice of the tenant was finalized (once per invoice, for
 	// invoices finalized after the rule was created).
 	CondInvoiceFinalized = "invoice_finalized"
+	// CondScheduleSummary: the tenant's executive summary, on a cron schedule in a time zone.
+	CondScheduleSummary = "schedule_summary"
 )
 
 // Channel kinds.
@@ -54,6 +56,17 @@ type Condition struct {
 	Kind    string `json:"kind"`
 	Percent int64  `json:"percent,omitempty"` // quota_percent: 1..1000
 	Amount  int64  `json:"amount,omitempty"`  // usage_amount: > 0
+	// schedule_summary: a five-field cron expression and an IANA time zone (default UTC).
+	Cron     string `json:"cron,omitempty"`
+	Timezone string `json:"timezone,omitempty"`
+}
+
+// location is the schedule's time zone.
+func (c Condition) location() (*time.Location, error) {
+	if c.Timezone == "" {
+		return time.UTC, nil
+	}
+	return time.LoadLocation(c.Timezone)
 }
 
 // Channel is where a rule's events go.
@@ -169,14 +182,25 @@ func (r *Rule) Validate(meterExists func(string) bool) error {
 	if !idPattern.MatchString(r.Tenant) {
 		return bad("tenant: want 1-128 of [A-Za-z0-9_.-]")
 	}
-	if r.Condition.Kind == CondInvoiceFinalized {
+	tenantWide := r.Condition.Kind == CondInvoiceFinalized || r.Condition.Kind == CondScheduleSummary
+	if tenantWide {
 		if r.Meter != "" || r.Condition.Percent != 0 || r.Condition.Amount != 0 {
-			return bad("invoice_finalized takes no meter, percent nor amount")
+			return bad("%s takes no meter, percent nor amount", r.Condition.Kind)
 		}
 	} else if r.Meter == "" || !meterExists(r.Meter) {
 		return bad("meter %q: not a configured meter", r.Meter)
 	}
+	if r.Condition.Kind != CondScheduleSummary && (r.Condition.Cron != "" || r.Condition.Timezone != "") {
+		return bad("condition.cron and condition.timezone: only for %s", CondScheduleSummary)
+	}
 	switch r.Condition.Kind {
+	case CondScheduleSummary:
+		if _, err := ParseCron(r.Condition.Cron); err != nil {
+			return bad("condition.cron: %v", err)
+		}
+		if _, err := r.Condition.location(); err != nil {
+			return bad("condition.timezone %q: not an IANA time zone", r.Condition.Timezone)
+		}
 	case CondInvoiceFinalized:
 	case CondQuotaPercent:
 		if r.Condition.Percent < 1 || r.Condition.Percent > 1000 {
@@ -193,7 +217,7 @@ func (r *Rule) Validate(meterExists func(string) bool) error {
 			return bad("condition.percent: not used by usage_amount")
 		}
 	default:
-		return bad("condition.kind %q: want %s, %s or %s", r.Condition.Kind, CondQuotaPercent, CondUsageAmount, CondInvoiceFinalized)
+		return bad("condition.kind %q: want %s, %s, %s or %s", r.Condition.Kind, CondQuotaPercent, CondUsageAmount, CondInvoiceFinalized, CondScheduleSummary)
 	}
 	if err := validateChannels("channels", r.Channels); err != nil {
 		return err
@@ -234,6 +258,7 @@ type Event struct {
 	Used      int64        `json:"used"`
 	Limit     int64        `json:"limit,omitempty"`
 	Invoice   *InvoiceInfo `json:"invoice,omitempty"`
+	Summary   *Summary     `json:"summary,omitempty"`
 	At        time.Time    `json:"at"`
 }
 
@@ -312,4 +337,26 @@ func validateChannels(field string, chans []Channel) error {
 		}
 	}
 	return nil
+}
+
+// Summary is a tenant's executive summary as a scheduled event carries it (analytics' executive
+// report: headline figures over the last 30 days against the 30 before, and the insights).
+type Summary struct {
+	From           time.Time    `json:"from"`
+	To             time.Time    `json:"to"`
+	KPIs           []SummaryKPI `json:"kpis"`
+	InsightCount   int          `json:"insight_count"`
+	InsightSavings int64        `json:"insight_savings"` // minor units of InsightCurrency
+	Currency       string       `json:"insight_currency,omitempty"`
+	Exponent       int          `json:"insight_currency_exponent,omitempty"` // minor-unit digits
+	Notes          []string     `json:"notes,omitempty"`
+}
+
+// SummaryKPI is one headline figure.
+type SummaryKPI struct {
+	Name     string   `json:"name"`
+	Unit     string   `json:"unit,omitempty"`
+	Value    int64    `json:"value"`
+	Previous int64    `json:"previous"`
+	Percent  *float64 `json:"percent,omitempty"`
 }

@@ -273,6 +273,19 @@ func eventID(rule, period string) string {
 	return "evt_" + hex.EncodeToString(h[:12])
 }
 
+// HasFired reports whether a rule already fired for a key (period, invoice, scheduled time).
+func (s *Store) HasFired(rule, period string) (bool, error) {
+	_, closer, err := s.db.Get(firedKey(rule, period))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the fired marker of %s: %w", rule, err)
+	}
+	closer.Close()
+	return true, nil
+}
+
 // Fire writes an event and one pending delivery per channel of its rule version, in one synced
 // batch, unless the rule already fired in the period. It reports whether it wrote.
 func (s *Store) Fire(r Rule, ev Event, now time.Time) (bool, error) {

@@ -32,8 +32,10 @@ import (
 
 	"github.com/usagemeter/usagemeter/analytics"
 	"github.com/usagemeter/usagemeter/analytics/insights"
+	"github.com/usagemeter/usagemeter/analytics/report"
 	"github.com/usagemeter/usagemeter/billing"
 	"github.com/usagemeter/usagemeter/billing/invoice"
+	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
@@ -364,6 +366,23 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		Authorize: a.Authorize,
 		May:       func(r *http.Request, action, tenant string) bool { return g.Allowed(r, action, tenant) },
 		Log:       logger.With("component", "analytics"),
+	}
+	// Scheduled executive summaries are analytics' executive report of the tenant.
+	eval.Summaries = func(ctx context.Context, tenant string, now time.Time) (notify.Summary, error) {
+		src := &report.Source{Store: store, TenantName: func(t string) string { c, _ := current.Load().Tenant(t); return c.Name }}
+		x, err := src.ExecutiveSummary(ctx, []string{tenant}, now, an.Engine())
+		if err != nil {
+			return notify.Summary{}, err
+		}
+		sum := notify.Summary{From: x.From, To: x.To, InsightCount: x.InsightCount, InsightSavings: x.InsightSavings,
+			Currency: x.InsightCurrency, Notes: x.Notes}
+		if cur, err := money.ParseCurrency(x.InsightCurrency); err == nil {
+			sum.Exponent = cur.Exponent
+		}
+		for _, k := range x.KPIs {
+			sum.KPIs = append(sum.KPIs, notify.SummaryKPI{Name: k.Name, Unit: k.Unit, Value: k.Value, Previous: k.Previous, Percent: k.Percent})
+		}
+		return sum, nil
 	}
 	srv.Routes = append(append(append(append(a.Routes(), bill.Routes()...), an.Routes()...), notifications.Routes()...),
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
