@@ -355,6 +355,7 @@ type Summary struct {
 // SummaryKPI is one headline figure.
 type SummaryKPI struct {
 	Name     string   `json:"name"`
+	Meter    string   `json:"meter,omitempty"`
 	Unit     string   `json:"unit,omitempty"`
 	Value    int64    `json:"value"`
 	Previous int64    `json:"previous"`

@@ -228,3 +228,33 @@ func readAll(resp *http.Response) string {
 		}
 	}
 }
+
+// The exporter's data sources of the tenant-wide conditions: the executive summary comes from
+// analytics over the ledger, the invoices from billing.
+func TestNotificationSourcesOfTheExporter(t *testing.T) {
+	srv, ts, c := secured(t)
+	// The summary covers the 30 whole days before today: the event is from two days ago.
+	twoDaysAgo := fmt.Sprintf(`{"specversion":"1.0","id":"s1","source":"s","type":"ai.tokens","time":%q,"data":{"tenant":"acme","user":"alice","feature":"chat","model":"m","input_tokens":40,"output_tokens":0}}`+"\n",
+		time.Now().UTC().Add(-48*time.Hour).Format(time.RFC3339))
+	if code, body := do(t, ts, "POST", "/v1/events", c.ingestAcme, "application/x-ndjson", twoDaysAgo); code != 202 {
+		t.Fatalf("ingest: %d %s", code, body)
+	}
+	ctx := context.Background()
+	sum, err := srv.notify.eval.Summaries(ctx, "acme", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tokens int64 = -1
+	for _, k := range sum.KPIs {
+		if k.Meter == "ai_tokens" {
+			tokens = k.Value
+		}
+	}
+	if tokens != 40 || sum.To.Before(sum.From) {
+		t.Fatalf("summary %+v: ai_tokens %d, want 40", sum, tokens)
+	}
+	invs, err := srv.notify.eval.Invoices(ctx, "acme")
+	if err != nil || len(invs) != 0 {
+		t.Fatalf("invoices %v (%v), want none finalized", invs, err)
+	}
+}

@@ -380,7 +380,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 			sum.Exponent = cur.Exponent
 		}
 		for _, k := range x.KPIs {
-			sum.KPIs = append(sum.KPIs, notify.SummaryKPI{Name: k.Name, Unit: k.Unit, Value: k.Value, Previous: k.Previous, Percent: k.Percent})
+			sum.KPIs = append(sum.KPIs, notify.SummaryKPI{Name: k.Name, Meter: k.Meter, Unit: k.Unit, Value: k.Value, Previous: k.Previous, Percent: k.Percent})
 		}
 		return sum, nil
 	}
