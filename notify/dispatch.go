@@ -101,12 +101,13 @@ func (d *Dispatcher) Run(ctx context.Context, idle time.Duration) {
 // none pending).
 func (d *Dispatcher) Drain(ctx context.Context) (time.Time, error) {
 	workers := max(d.Workers, 1)
+	// The pending gauge is counted once per drain (a scan of the queue), not per round.
+	defer d.observePending(ctx)
 	for {
 		ids, next, err := d.Store.Due(ctx, d.Now(), 256)
 		if err != nil {
 			return time.Time{}, err
 		}
-		d.observePending(ctx)
 		if len(ids) == 0 {
 			return next, nil
 		}
