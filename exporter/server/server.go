@@ -32,10 +32,7 @@ import (
 
 	"github.com/usagemeter/usagemeter/analytics"
 	"github.com/usagemeter/usagemeter/analytics/insights"
-	"github.com/usagemeter/usagemeter/analytics/report"
 	"github.com/usagemeter/usagemeter/billing"
-	"github.com/usagemeter/usagemeter/billing/invoice"
-	"github.com/usagemeter/usagemeter/billing/money"
 	"github.com/usagemeter/usagemeter/config"
 	"github.com/usagemeter/usagemeter/exporter/api"
 	"github.com/usagemeter/usagemeter/exporter/api/route"
@@ -109,13 +106,6 @@ type Server struct {
 	retention *retention.Job
 	insights  *insights.Index
 	notify    *notifier
-}
-
-// notifier is the notification pipeline Run starts: rule evaluation and delivery (notify/).
-type notifier struct {
-	eval     *notify.Evaluator
-	dispatch *notify.Dispatcher
-	interval time.Duration
 }
 
 // Close releases what Build opened, the store last.
@@ -266,43 +256,10 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	// Plan changes made through the billing API take precedence over the config's mapping.
 	quotas := quota.New(store, current.Load, bill)
 	usage := collector.NewUsage(store, pseudonymize)
-	ncfg, err := notify.ParseConfig(&cfg.Notifications)
+	notifications, err := srv.buildNotifications(cfg, store, reg, quotas, bill, &afterCommit, logger.With("component", "notify"))
 	if err != nil {
 		return nil, err
 	}
-	nstore := notify.NewStore(store.DB())
-	nmetrics := notify.NewMetrics(reg)
-	nlog := logger.With("component", "notify")
-	dispatch := notify.NewDispatcher(nstore, &ncfg.SMTP, nlog)
-	dispatch.Workers, dispatch.Backoff, dispatch.Client.Timeout, dispatch.Metrics = ncfg.Workers, ncfg.Backoff(), ncfg.WebhookTimeout, nmetrics
-	eval := notify.NewEvaluator(nstore, store, func(ctx context.Context, tenant, meterName string) (int64, bool) {
-		limit, ok := quotas.Plan(ctx, tenant).Limits[meterName]
-		return limit, ok
-	}, nlog)
-	eval.Fired, eval.OnEvent = dispatch.Wake, nmetrics.Event
-	eval.Invoices = func(ctx context.Context, tenant string) ([]notify.InvoiceInfo, error) {
-		invs, err := bill.List(ctx, invoice.Filter{Tenant: tenant})
-		if err != nil {
-			return nil, err
-		}
-		var out []notify.InvoiceInfo
-		for _, inv := range invs {
-			if inv.FinalizedAt == nil || inv.Number == "" || (inv.Status != invoice.Finalized && inv.Status != invoice.Paid) {
-				continue
-			}
-			info := notify.InvoiceInfo{Number: inv.Number, Period: inv.Period.String(), Currency: inv.Currency.Code,
-				Exponent: inv.Currency.Exponent, AmountDue: int64(inv.AmountDue), FinalizedAt: *inv.FinalizedAt}
-			if inv.DueAt != nil {
-				info.DueAt = *inv.DueAt
-			}
-			out = append(out, info)
-		}
-		return out, nil
-	}
-	poke := eval.Poke
-	afterCommit.Store(&poke)
-	srv.notify = &notifier{eval: eval, dispatch: dispatch, interval: ncfg.EvaluateInterval}
-	notifications := &notify.Service{Store: nstore, Usage: store, Dispatcher: dispatch, Evaluator: eval}
 	reg.MustRegister(
 		collector.Storage{Space: store.Space, Corruptions: store.CorruptionsFound},
 		quota.NewCappedCollector(quotas, usage.Admission()),
@@ -367,23 +324,7 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		May:       func(r *http.Request, action, tenant string) bool { return g.Allowed(r, action, tenant) },
 		Log:       logger.With("component", "analytics"),
 	}
-	// Scheduled executive summaries are analytics' executive report of the tenant.
-	eval.Summaries = func(ctx context.Context, tenant string, now time.Time) (notify.Summary, error) {
-		src := &report.Source{Store: store, TenantName: func(t string) string { c, _ := current.Load().Tenant(t); return c.Name }}
-		x, err := src.ExecutiveSummary(ctx, []string{tenant}, now, an.Engine())
-		if err != nil {
-			return notify.Summary{}, err
-		}
-		sum := notify.Summary{From: x.From, To: x.To, InsightCount: x.InsightCount, InsightSavings: x.InsightSavings,
-			Currency: x.InsightCurrency, Notes: x.Notes}
-		if cur, err := money.ParseCurrency(x.InsightCurrency); err == nil {
-			sum.Exponent = cur.Exponent
-		}
-		for _, k := range x.KPIs {
-			sum.KPIs = append(sum.KPIs, notify.SummaryKPI{Name: k.Name, Meter: k.Meter, Unit: k.Unit, Value: k.Value, Previous: k.Previous, Percent: k.Percent})
-		}
-		return sum, nil
-	}
+	srv.notify.eval.Summaries = executiveSummaries(store, current.Load, an)
 	srv.Routes = append(append(append(append(a.Routes(), bill.Routes()...), an.Routes()...), notifications.Routes()...),
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Action: route.ActionAdmin, Audit: true, Streams: true, Handler: pprof.Profile},
@@ -448,16 +389,8 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		stopFollowing()
 		<-followed
 	}()
-	// Evaluation at start catches a crossing committed before a crash but not yet in the outbox;
-	// the dispatcher sends what was pending. Both stop before the store closes.
-	notifyCtx, stopNotify := context.WithCancel(ctx)
-	var notifying sync.WaitGroup
-	notifying.Go(func() { srv.notify.eval.Run(notifyCtx, srv.notify.interval) })
-	notifying.Go(func() { srv.notify.dispatch.Run(notifyCtx, srv.notify.interval) })
-	defer func() {
-		stopNotify()
-		notifying.Wait()
-	}()
+	// Notifications stop before the store closes.
+	defer srv.notify.run(ctx)()
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
