@@ -271,6 +271,9 @@ func (s *Service) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	if ds == nil {
+		ds = []Delivery{} // an empty list, not null
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"deliveries": ds})
 }
 
@@ -293,6 +296,9 @@ func (s *Service) getDelivery(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeErr(w, err)
 		return
+	}
+	if attempts == nil {
+		attempts = []Attempt{}
 	}
 	out := map[string]any{"delivery": d, "event": ev, "attempts": attempts}
 	if ack, ok, err := s.Store.Acknowledged(ev.ID); err != nil {
