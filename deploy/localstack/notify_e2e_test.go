@@ -75,6 +75,12 @@ notifications:
 	_, apiPort, _ := net.SplitHostPort(strings.TrimPrefix(stack.URLs.Mailpit, "http://"))
 	mp := notifytest.Mailpit{SMTP: "127.0.0.1:" + strconv.Itoa(smtpPort), API: "127.0.0.1:" + apiPort}
 
+	// The demo rule `make run` ensures: created once, found on the next start.
+	for i, want := range []bool{true, false} {
+		if created, err := localstack.EnsureDemoNotification(t.Context(), stack.URLs.Exporter, "demo-tenant", "admin@demo.test"); err != nil || created != want {
+			t.Fatalf("demo rule, start %d: created %v (%v), want %v", i, created, err, want)
+		}
+	}
 	rcv := notifytest.NewReceiver(t, func(secret string, h http.Header, body []byte, now time.Time) error {
 		return notify.Verify(secret, h, body, now, 5*time.Minute)
 	})

@@ -82,6 +82,15 @@ func run() int {
 		return 1
 	}
 	u := stack.URLs
+	if u.Mailpit != "" {
+		// tenant-0003 is a quota breaker of the simulator: its admin's e-mail shows in mailpit
+		// minutes after the start.
+		if created, err := localstack.EnsureDemoNotification(ctx, u.Exporter, "tenant-0003", "admin@tenant-0003.example"); err != nil {
+			logger.Warn("could not create the demo notification rule", "err", err)
+		} else if created {
+			logger.Info("demo notification rule created: tenant-0003 at 80 % of its AI token quota, e-mail to mailpit")
+		}
+	}
 	fmt.Printf(`
 usagemeter local stack is up (state in %s, logs in %s)
 
