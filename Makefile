@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Branch=main
 
 .DEFAULT_GOAL := build
-.PHONY: openapi build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines bench-cloudevents bench-soak lint go-test
+.PHONY: openapi build build-go test run bench bench-ingest bench-ingest-vs bench-ledger bench-engines bench-cloudevents bench-soak bench-notify lint go-test
 
 build: build-go ## usage-exporter and usagectl into ./bin, the Grafana plugin into ./plugin/dist
 
@@ -52,6 +52,10 @@ bench-ledger:
 bench-cloudevents: ## the official CloudEvents SDK against the exporter, binary mode vs structured mode in the same run
 	@mkdir -p bench-results
 	set -o pipefail; $(GO) test -run '^$$' -bench SDKIngest -benchtime 1000x ./exporter/server/ | tee bench-results/cloudevents.txt
+
+bench-notify: ## notification dispatcher throughput: signed webhooks to a local verifying receiver, outcomes synced
+	@mkdir -p bench-results
+	set -o pipefail; $(GO) test -run '^$$' -bench Dispatch -benchtime 2000x ./notify/ | tee bench-results/notify.txt
 
 bench-engines: ## the ledger's write path on Pebble and on SQLite, same batches, same run
 	@mkdir -p bench-results

@@ -109,6 +109,8 @@ type Config struct {
 	Auth        yaml.Node   `yaml:"auth"`
 	Billing     yaml.Node   `yaml:"billing"`
 	Retention   yaml.Node   `yaml:"retention"`
+	// Notifications is parsed by notify.ParseConfig.
+	Notifications yaml.Node `yaml:"notifications"`
 
 	tenants map[string]int
 }

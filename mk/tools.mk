@@ -18,6 +18,8 @@ OAPI_CODEGEN_VERSION := v2.8.2
 # NATS JetStream: the replicated log of cluster mode (docs/cluster.md).
 NATS_VERSION   := v2.15.3
 STRIPE_MOCK_VERSION := v0.203.0
+# mailpit: an SMTP server with an HTTP API, for the notification tests and the local stack.
+MAILPIT_VERSION := v1.33.1
 
 TOOL_STAMPS_DIR := $(TOOLS)/.stamps
 TOOL_STAMPS :=
@@ -48,6 +50,7 @@ $(eval $(call tool_template,promtool,github.com/prometheus/prometheus,github.com
 $(eval $(call tool_template,oapi-codegen,github.com/oapi-codegen/oapi-codegen/v2,github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen,$(OAPI_CODEGEN_VERSION)))
 $(eval $(call tool_template,nats-server,github.com/nats-io/nats-server/v2,github.com/nats-io/nats-server/v2,$(NATS_VERSION)))
 $(eval $(call tool_template,stripe-mock,github.com/stripe/stripe-mock,github.com/stripe/stripe-mock,$(STRIPE_MOCK_VERSION)))
+$(eval $(call tool_template,mailpit,github.com/axllent/mailpit,github.com/axllent/mailpit,$(MAILPIT_VERSION)))
 $(eval $(call tool_template,staticcheck,honnef.co/go/tools,honnef.co/go/tools/cmd/staticcheck,$(STATICCHECK_VERSION)))
 
 .PHONY: tools tools-force

@@ -14,6 +14,7 @@ known_actions := {
 	"events.ingest", "usage.read", "usage.read_users", "meters.read", "quotas.read",
 	"quota.check", "audit.read", "admin", "billing.read", "billing.write", "plans.read",
 	"plans.change", "analytics.read", "analytics.write", "reports.export", "public",
+	"notifications.read", "notifications.write",
 }
 
 # Roles that act on every tenant (and on "all tenants").
@@ -33,6 +34,8 @@ tenant_grants := {
 	"saas_admin": {
 		"usage.read", "usage.read_users", "quotas.read", "quota.check", "billing.read",
 		"reports.export", "analytics.read", "analytics.write",
+		# Their own tenants' notification rules and deliveries (issue #16).
+		"notifications.read", "notifications.write",
 	},
 	"ingest": {"events.ingest"},
 	"quota_checker": {"quota.check"},

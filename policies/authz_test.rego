@@ -156,3 +156,17 @@ test_analytics_write if {
 	not allowed(req(p(["tenant_user"], ["acme"]), "analytics.write", "acme"))
 	not allowed(req(p(["ingest"], ["acme"]), "analytics.write", "acme"))
 }
+
+# Notification rules and deliveries (issue #16): a saas_admin manages its own tenants', a
+# platform_admin everyone's; listing every tenant's needs a global role.
+test_notifications if {
+	allowed(req(p(["saas_admin"], ["acme"]), "notifications.write", "acme"))
+	allowed(req(p(["saas_admin"], ["acme"]), "notifications.read", "acme"))
+	not allowed(req(p(["saas_admin"], ["acme"]), "notifications.write", "globex"))
+	not allowed(req(p(["saas_admin"], ["acme"]), "notifications.read", ""))
+	allowed(req(p(["platform_admin"], []), "notifications.write", "globex"))
+	allowed(req(p(["platform_admin"], []), "notifications.read", ""))
+	not allowed(req(p(["sre"], []), "notifications.read", "acme"))
+	not allowed(req(p(["tenant_user"], ["acme"]), "notifications.read", "acme"))
+	not allowed(req(p(["ingest"], ["acme"]), "notifications.write", "acme"))
+}

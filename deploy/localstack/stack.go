@@ -27,12 +27,15 @@ import (
 // Ports of the stack's servers; 0 picks a free port.
 type Ports struct {
 	Exporter, VictoriaMetrics, VMAlert, Alertmanager, Sink, Grafana int
+	// Mailpit's SMTP server (the catalogue's notifications.smtp.addr) and its web UI and API.
+	MailpitSMTP, MailpitUI int
 }
 
 // DefaultPorts are the conventional ports of each program (the sink's is the one written in
 // deploy/alertmanager/alertmanager.yml).
 func DefaultPorts() Ports {
-	return Ports{Exporter: 9477, VictoriaMetrics: 8428, VMAlert: 8880, Alertmanager: 9093, Sink: 9099, Grafana: 3000}
+	return Ports{Exporter: 9477, VictoriaMetrics: 8428, VMAlert: 8880, Alertmanager: 9093, Sink: 9099, Grafana: 3000,
+		MailpitSMTP: 1025, MailpitUI: 8025}
 }
 
 // Config describes a stack.
@@ -72,6 +75,9 @@ type URLs struct {
 	// Replicas and NATS are the cluster's exporter replicas and NATS servers (Exporter is the
 	// first replica).
 	Replicas, NATS []string
+	// Mailpit is the web UI of the mail catcher the exporter's notification e-mails go to
+	// (empty when ToolsDir has no mailpit).
+	Mailpit string
 }
 
 // Stack is a started stack.
@@ -118,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}()
 
 	p := cfg.Ports
-	for _, port := range []*int{&p.Exporter, &p.VictoriaMetrics, &p.VMAlert, &p.Alertmanager, &p.Sink, &p.Grafana} {
+	for _, port := range []*int{&p.Exporter, &p.VictoriaMetrics, &p.VMAlert, &p.Alertmanager, &p.Sink, &p.Grafana, &p.MailpitSMTP, &p.MailpitUI} {
 		if *port == 0 {
 			if *port, err = freePort(); err != nil {
 				return nil, err
@@ -134,6 +140,12 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	if cfg.Grafana != nil {
 		fixed["grafana"] = cfg.Ports.Grafana
+	}
+	mailpit := filepath.Join(cfg.ToolsDir, "mailpit")
+	if _, err := os.Stat(mailpit); err != nil {
+		mailpit = ""
+	} else {
+		fixed["mailpit smtp"], fixed["mailpit ui"] = cfg.Ports.MailpitSMTP, cfg.Ports.MailpitUI
 	}
 	for name, port := range fixed {
 		if port == 0 {
@@ -207,7 +219,19 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		// interval (clusterScrapeConfig).
 		vmArgs = append(vmArgs, "-dedup.minScrapeInterval="+cfg.ScrapeInterval.String())
 	}
-	procs := append(exporters, []Process{
+	var procs []Process
+	if mailpit != "" {
+		// The exporter's notification e-mails land here (catalogue: notifications.smtp).
+		s.URLs.Mailpit = "http://" + addr(p.MailpitUI)
+		procs = append(procs, Process{
+			Name: "mailpit", Path: mailpit,
+			Args: []string{"--smtp=" + addr(p.MailpitSMTP), "--listen=" + addr(p.MailpitUI),
+				"--database=" + s.path("mailpit.db"), "--disable-version-check", "--smtp-disable-rdns",
+				"--smtp-auth-accept-any", "--smtp-auth-allow-insecure"},
+			ReadyURL: s.URLs.Mailpit + "/readyz",
+		})
+	}
+	procs = append(append(procs, exporters...), []Process{
 		{
 			Name: "victoria-metrics", Path: filepath.Join(cfg.ToolsDir, "victoria-metrics"),
 			Args: append([]string{

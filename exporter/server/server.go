@@ -50,6 +50,7 @@ import (
 	"github.com/usagemeter/usagemeter/exporter/limit"
 	"github.com/usagemeter/usagemeter/exporter/quota"
 	"github.com/usagemeter/usagemeter/exporter/retention"
+	"github.com/usagemeter/usagemeter/notify"
 )
 
 // Options are the exporter's flags.
@@ -112,6 +113,7 @@ type Server struct {
 	retention *retention.Job
 	insights  *insights.Index
 	billing   *billing.Service
+	notify    *notifier
 }
 
 // Close releases what Build opened, the store last.
@@ -133,6 +135,9 @@ func loadConfig(path string) (*config.Config, auth.Config, error) {
 	}
 	if err == nil {
 		_, err = retention.ParseConfig(&cfg.Retention)
+	}
+	if err == nil {
+		_, err = notify.ParseConfig(&cfg.Notifications)
 	}
 	if err != nil {
 		var fe *config.FieldError
@@ -182,10 +187,17 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	// The insight index follows every group commit (the writer hands it each accepted event)
 	// rather than scanning raw events per request.
 	changes := ledger.NewChanges(0, insights.RawTypes()...)
+	// Notification rules are evaluated after every group commit (a non-blocking poke).
+	var afterCommit atomic.Pointer[func()]
 	store, err = ledger.Open(ctx, ledger.Options{
 		Path: opts.StoragePath, Meters: cfg.Meters, SeriesLimit: cfg.Metrics.SeriesLimit, PerUserLabels: cfg.Metrics.PerUserLabels,
-		Logger:       logger.With("component", "ledger"),
-		OnCommit:     self.ObserveCommit,
+		Logger: logger.With("component", "ledger"),
+		OnCommit: func(d time.Duration, events int) {
+			self.ObserveCommit(d, events)
+			if f := afterCommit.Load(); f != nil {
+				(*f)()
+			}
+		},
 		MinFreeBytes: opts.StorageMinFreeBytes,
 	})
 	if err != nil {
@@ -256,6 +268,10 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 	// Plan changes made through the billing API take precedence over the config's mapping.
 	quotas := quota.New(store, current.Load, bill)
 	usage := collector.NewUsage(store, pseudonymize)
+	notifications, err := srv.buildNotifications(cfg, store, reg, quotas, bill, &afterCommit, logger.With("component", "notify"))
+	if err != nil {
+		return nil, err
+	}
 	reg.MustRegister(
 		collector.Storage{Space: store.Space, Corruptions: store.CorruptionsFound},
 		quota.NewCappedCollector(quotas, usage.Admission()),
@@ -326,7 +342,8 @@ func Build(ctx context.Context, opts Options, logger *slog.Logger) (_ *Server, e
 		May:       func(r *http.Request, action, tenant string) bool { return g.Allowed(r, action, tenant) },
 		Log:       logger.With("component", "analytics"),
 	}
-	srv.Routes = append(append(append(append(a.Routes(), bill.Routes()...), an.Routes()...), backups.Routes()...),
+	srv.notify.eval.Summaries = executiveSummaries(store, current.Load, an)
+	srv.Routes = append(append(append(append(append(a.Routes(), bill.Routes()...), an.Routes()...), backups.Routes()...), notifications.Routes()...),
 		// The API's description is public, as the API's shape is no secret.
 		route.Route{Method: http.MethodGet, Pattern: "/v1/openapi.json", Action: route.ActionPublic, Handler: openapi.Handler},
 		route.Route{Method: http.MethodGet, Pattern: "/debug/pprof/", Action: route.ActionAdmin, Handler: pprof.Index},
@@ -410,6 +427,8 @@ func Run(ctx context.Context, opts Options, logger *slog.Logger) error {
 		stopFollowing()
 		<-followed
 	}()
+	// Notifications stop before the store closes.
+	defer srv.notify.run(ctx)()
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()

@@ -23,6 +23,9 @@ const (
 	// ActionAnalyticsWrite changes analytics state: applying an insight.
 	ActionAnalyticsWrite = "analytics.write"
 	ActionReportsExport  = "reports.export"
+	// Notification rules and their deliveries (notify/): reading, and managing or replaying.
+	ActionNotificationsRead  = "notifications.read"
+	ActionNotificationsWrite = "notifications.write"
 	// ActionPublic marks endpoints that authenticate by other means (health probes, signed
 	// payment-provider webhooks). They are still audited when they fail.
 	ActionPublic = "public"

@@ -86,6 +86,15 @@ func run() int {
 		return 1
 	}
 	u := stack.URLs
+	if u.Mailpit != "" {
+		// tenant-0003 is a quota breaker of the simulator: its admin's e-mail shows in mailpit
+		// minutes after the start.
+		if created, err := localstack.EnsureDemoNotification(ctx, u.Exporter, "tenant-0003", "admin@tenant-0003.example"); err != nil {
+			logger.Warn("could not create the demo notification rule", "err", err)
+		} else if created {
+			logger.Info("demo notification rule created: tenant-0003 at 80 % of its AI token quota, e-mail to mailpit")
+		}
+	}
 	if cfg.Cluster != nil {
 		printCluster(cfg.StateDir, stack)
 	} else {
@@ -98,11 +107,12 @@ usagemeter local stack is up (state in %s, logs in %s)
   vmalert            %s/vmalert/groups
   Alertmanager       %s
   alert sink         %s  (pages and team notifications are printed below)
+  mailpit            %s  (tenants' notification e-mails)
 
 Reload the catalogue after editing it: curl -X POST %s/-/reload
 Ctrl-C stops everything.
 
-`, cfg.StateDir, stack.Logs, u.Exporter, u.VictoriaMetrics, u.VMUI, u.VMAlert, u.Alertmanager, u.Sink, u.Exporter)
+`, cfg.StateDir, stack.Logs, u.Exporter, u.VictoriaMetrics, u.VMUI, u.VMAlert, u.Alertmanager, u.Sink, mailpitURL(u.Mailpit), u.Exporter)
 	}
 
 	code := 0
@@ -152,8 +162,18 @@ func printCluster(state string, stack *localstack.Stack) {
 	fmt.Printf("vmalert %s/vmalert/groups\n", u.VMAlert)
 	fmt.Printf("alertmanager %s\n", u.Alertmanager)
 	fmt.Printf("alert sink %s\n", u.Sink)
+	if u.Mailpit != "" {
+		fmt.Printf("mailpit %s\n", u.Mailpit)
+	}
 	if u.Grafana != "" {
 		fmt.Printf("grafana %s\n", u.Grafana)
 	}
 	fmt.Printf("simulator -> %s\n\nEvery replica takes POST /v1/events and serves reads; Ctrl-C stops everything.\n\n", u.Exporter)
+}
+
+func mailpitURL(u string) string {
+	if u == "" {
+		return "(not installed: make tools)"
+	}
+	return u
 }

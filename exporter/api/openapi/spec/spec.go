@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"github.com/usagemeter/usagemeter/billing/stripecollect"
 	"github.com/usagemeter/usagemeter/exporter/backup"
+	"github.com/usagemeter/usagemeter/notify"
 	"net/http"
 	"reflect"
 	"slices"
@@ -173,6 +174,21 @@ type (
 	voidRequest struct {
 		Reason string `json:"reason"`
 	}
+	notificationRulesResponse struct {
+		Rules []notify.Rule `json:"rules"`
+	}
+	notificationVersionsResponse struct {
+		Versions []notify.Rule `json:"versions"`
+	}
+	deliveriesResponse struct {
+		Deliveries []notify.Delivery `json:"deliveries"`
+	}
+	deliveryResponse struct {
+		Delivery notify.Delivery  `json:"delivery"`
+		Event    notify.Event     `json:"event"`
+		Attempts []notify.Attempt `json:"attempts"`
+		Ack      *notify.Ack      `json:"ack,omitempty"`
+	}
 	couponRequest struct {
 		Code string `json:"code"`
 	}
@@ -243,6 +259,28 @@ func operations(g *gen) []op {
 		{method: "POST", path: "/v1/admin/backup", tag: "operations", summary: "Stream a consistent backup of the store (usagectl backup)",
 			description: "A ledger checkpoint as a tar with a manifest and SHA-256 checksums, sealed with the archive key when one is configured. A failure after the answer began is reported in the trailer named by the Trailer header; usagectl backup checks every checksum.",
 			status:      200, resp: backup.ContentType},
+		{method: "GET", path: "/v1/notifications/rules", tag: "notifications", summary: "Notification rules", params: []*openapi3.Parameter{tenantQuery},
+			status: 200, resp: notificationRulesResponse{}},
+		{method: "POST", path: "/v1/notifications/rules", tag: "notifications", summary: "Create a notification rule (a webhook secret is shown once, here)", params: []*openapi3.Parameter{tenantQuery},
+			body: g.body(jsonBody{value: notify.RuleInput{}, required: true, fields: []string{"meter", "condition", "channels"}}), status: http.StatusCreated, resp: notify.Rule{}},
+		{method: "GET", path: "/v1/notifications/rules/{id}", tag: "notifications", summary: "One notification rule", params: []*openapi3.Parameter{idPath, tenantQuery},
+			status: 200, resp: notify.Rule{}},
+		{method: "PUT", path: "/v1/notifications/rules/{id}", tag: "notifications", summary: "Replace a notification rule (a new version)", params: []*openapi3.Parameter{idPath, tenantQuery},
+			body: g.body(jsonBody{value: notify.RuleInput{}, required: true, fields: []string{"meter", "condition", "channels"}}), status: 200, resp: notify.Rule{}},
+		{method: "DELETE", path: "/v1/notifications/rules/{id}", tag: "notifications", summary: "Delete a notification rule", params: []*openapi3.Parameter{idPath, tenantQuery},
+			status: http.StatusNoContent},
+		{method: "GET", path: "/v1/notifications/rules/{id}/versions", tag: "notifications", summary: "Every version of a notification rule", params: []*openapi3.Parameter{idPath, tenantQuery},
+			status: 200, resp: notificationVersionsResponse{}},
+		{method: "GET", path: "/v1/notifications/deliveries", tag: "notifications", summary: "The delivery log, newest first", params: []*openapi3.Parameter{tenantQuery,
+			query("state", "Only deliveries in this state.", false, enum("pending", "delivered", "dead", "cancelled")),
+			query("limit", "At most this many deliveries.", false, integer(1, 10000))},
+			status: 200, resp: deliveriesResponse{}},
+		{method: "GET", path: "/v1/notifications/deliveries/{id}", tag: "notifications", summary: "One delivery with its event and every attempt", params: []*openapi3.Parameter{idPath, tenantQuery},
+			status: 200, resp: deliveryResponse{}},
+		{method: "POST", path: "/v1/notifications/deliveries/{id}/replay", tag: "notifications", summary: "Deliver again, by hand (same idempotency key)", params: []*openapi3.Parameter{idPath, tenantQuery},
+			status: http.StatusAccepted, resp: notify.Delivery{}},
+		{method: "POST", path: "/v1/notifications/events/{id}/ack", tag: "notifications", summary: "Acknowledge an event: its escalation tiers not yet due are cancelled", params: []*openapi3.Parameter{idPath, tenantQuery},
+			status: 200, resp: notify.Ack{}},
 		{method: "GET", path: "/-/healthy", tag: "operations", summary: "Liveness", public: true, status: 200, resp: typeText},
 		{method: "GET", path: "/-/ready", tag: "operations", summary: "Readiness: the store is open", public: true, status: 200, resp: typeText},
 		{method: "GET", path: "/v1/openapi.json", tag: "operations", summary: "This document", public: true, status: 200, resp: "application/json"},

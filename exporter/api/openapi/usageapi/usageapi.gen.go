@@ -110,6 +110,30 @@ func (e GetV1InvoicesIdParamsFormat) Valid() bool {
 	}
 }
 
+// Defines values for GetV1NotificationsDeliveriesParamsState.
+const (
+	Cancelled GetV1NotificationsDeliveriesParamsState = "cancelled"
+	Dead      GetV1NotificationsDeliveriesParamsState = "dead"
+	Delivered GetV1NotificationsDeliveriesParamsState = "delivered"
+	Pending   GetV1NotificationsDeliveriesParamsState = "pending"
+)
+
+// Valid indicates whether the value is a known member of the GetV1NotificationsDeliveriesParamsState enum.
+func (e GetV1NotificationsDeliveriesParamsState) Valid() bool {
+	switch e {
+	case Cancelled:
+		return true
+	case Dead:
+		return true
+	case Delivered:
+		return true
+	case Pending:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PostV1ReportsParamsFormat.
 const (
 	PostV1ReportsParamsFormatCsv  PostV1ReportsParamsFormat = "csv"
@@ -470,6 +494,19 @@ type CreditNoteRequest struct {
 // CreditNotesResponse defines model for CreditNotesResponse.
 type CreditNotesResponse struct {
 	CreditNotes *[]InvoiceCreditNote `json:"credit_notes"`
+}
+
+// DeliveriesResponse defines model for DeliveriesResponse.
+type DeliveriesResponse struct {
+	Deliveries *[]NotifyDelivery `json:"deliveries"`
+}
+
+// DeliveryResponse defines model for DeliveryResponse.
+type DeliveryResponse struct {
+	Ack      *NotifyAck       `json:"ack,omitempty"`
+	Attempts *[]NotifyAttempt `json:"attempts"`
+	Delivery NotifyDelivery   `json:"delivery"`
+	Event    NotifyEvent      `json:"event"`
 }
 
 // Details defines model for Details.
@@ -834,6 +871,164 @@ type MoneyCurrency struct {
 
 // MoneyPrice defines model for MoneyPrice.
 type MoneyPrice = string
+
+// NotificationRulesResponse defines model for NotificationRulesResponse.
+type NotificationRulesResponse struct {
+	Rules *[]NotifyRule `json:"rules"`
+}
+
+// NotificationVersionsResponse defines model for NotificationVersionsResponse.
+type NotificationVersionsResponse struct {
+	Versions *[]NotifyRule `json:"versions"`
+}
+
+// NotifyAck defines model for NotifyAck.
+type NotifyAck struct {
+	At time.Time `json:"at"`
+	By string    `json:"by"`
+}
+
+// NotifyAttempt defines model for NotifyAttempt.
+type NotifyAttempt struct {
+	At     time.Time `json:"at"`
+	Error  *string   `json:"error,omitempty"`
+	N      int       `json:"n"`
+	Ok     bool      `json:"ok"`
+	Status *int      `json:"status,omitempty"`
+}
+
+// NotifyChannel defines model for NotifyChannel.
+type NotifyChannel struct {
+	Secret *string   `json:"secret,omitempty"`
+	To     *[]string `json:"to,omitempty"`
+	Type   string    `json:"type"`
+	Url    *string   `json:"url,omitempty"`
+}
+
+// NotifyChannelInput defines model for NotifyChannelInput.
+type NotifyChannelInput struct {
+	To   *[]string `json:"to,omitempty"`
+	Type *string   `json:"type,omitempty"`
+	Url  *string   `json:"url,omitempty"`
+}
+
+// NotifyCondition defines model for NotifyCondition.
+type NotifyCondition struct {
+	Amount   *int64  `json:"amount,omitempty"`
+	Cron     *string `json:"cron,omitempty"`
+	Kind     *string `json:"kind,omitempty"`
+	Percent  *int64  `json:"percent,omitempty"`
+	Timezone *string `json:"timezone,omitempty"`
+}
+
+// NotifyDelivery defines model for NotifyDelivery.
+type NotifyDelivery struct {
+	Attempts  int        `json:"attempts"`
+	Channel   int        `json:"channel"`
+	Created   time.Time  `json:"created"`
+	Delivered *time.Time `json:"delivered,omitempty"`
+	EventId   string     `json:"event_id"`
+	Id        string     `json:"id"`
+	LastError *string    `json:"last_error,omitempty"`
+	NextAt    *time.Time `json:"next_at,omitempty"`
+	Replays   *int       `json:"replays,omitempty"`
+	RuleId    string     `json:"rule_id"`
+	Since     time.Time  `json:"since"`
+	State     string     `json:"state"`
+	Tenant    string     `json:"tenant"`
+	Tier      *int       `json:"tier,omitempty"`
+	Type      string     `json:"type"`
+}
+
+// NotifyEscalationInput defines model for NotifyEscalationInput.
+type NotifyEscalationInput struct {
+	After    *string               `json:"after,omitempty"`
+	Channels *[]NotifyChannelInput `json:"channels,omitempty"`
+}
+
+// NotifyEvent defines model for NotifyEvent.
+type NotifyEvent struct {
+	At          time.Time          `json:"at"`
+	Condition   NotifyCondition    `json:"condition"`
+	Id          string             `json:"id"`
+	Invoice     *NotifyInvoiceInfo `json:"invoice,omitempty"`
+	Limit       *int64             `json:"limit,omitempty"`
+	Meter       *string            `json:"meter,omitempty"`
+	Period      string             `json:"period"`
+	RuleId      string             `json:"rule_id"`
+	RuleVersion int64              `json:"rule_version"`
+	Summary     *NotifySummary     `json:"summary,omitempty"`
+	Tenant      string             `json:"tenant"`
+	Type        string             `json:"type"`
+	Unit        *string            `json:"unit,omitempty"`
+	Used        int64              `json:"used"`
+}
+
+// NotifyInvoiceInfo defines model for NotifyInvoiceInfo.
+type NotifyInvoiceInfo struct {
+	AmountDue   int64      `json:"amount_due"`
+	Currency    string     `json:"currency"`
+	DueAt       *time.Time `json:"due_at,omitempty"`
+	Exponent    int        `json:"exponent"`
+	FinalizedAt time.Time  `json:"finalized_at"`
+	Number      string     `json:"number"`
+	Period      string     `json:"period"`
+}
+
+// NotifyRule defines model for NotifyRule.
+type NotifyRule struct {
+	Channels   *[]NotifyChannel `json:"channels"`
+	Condition  NotifyCondition  `json:"condition"`
+	Created    time.Time        `json:"created"`
+	Deleted    *bool            `json:"deleted,omitempty"`
+	Disabled   *bool            `json:"disabled,omitempty"`
+	Escalation *[]NotifyTier    `json:"escalation,omitempty"`
+	Id         string           `json:"id"`
+	Meter      *string          `json:"meter,omitempty"`
+	Name       *string          `json:"name,omitempty"`
+	Tenant     string           `json:"tenant"`
+	UpdatedAt  time.Time        `json:"updated_at"`
+	UpdatedBy  *string          `json:"updated_by,omitempty"`
+	Version    int64            `json:"version"`
+}
+
+// NotifyRuleInput defines model for NotifyRuleInput.
+type NotifyRuleInput struct {
+	Channels   *[]NotifyChannelInput    `json:"channels"`
+	Condition  NotifyCondition          `json:"condition"`
+	Disabled   *bool                    `json:"disabled,omitempty"`
+	Escalation *[]NotifyEscalationInput `json:"escalation,omitempty"`
+	Meter      string                   `json:"meter"`
+	Name       *string                  `json:"name,omitempty"`
+}
+
+// NotifySummary defines model for NotifySummary.
+type NotifySummary struct {
+	From                    time.Time           `json:"from"`
+	InsightCount            int                 `json:"insight_count"`
+	InsightCurrency         *string             `json:"insight_currency,omitempty"`
+	InsightCurrencyExponent *int                `json:"insight_currency_exponent,omitempty"`
+	InsightSavings          int64               `json:"insight_savings"`
+	Kpis                    *[]NotifySummaryKPI `json:"kpis"`
+	Notes                   *[]string           `json:"notes,omitempty"`
+	To                      time.Time           `json:"to"`
+}
+
+// NotifySummaryKPI defines model for NotifySummaryKPI.
+type NotifySummaryKPI struct {
+	Meter    *string  `json:"meter,omitempty"`
+	Name     string   `json:"name"`
+	Percent  *float64 `json:"percent,omitempty"`
+	Previous int64    `json:"previous"`
+	Unit     *string  `json:"unit,omitempty"`
+	Value    int64    `json:"value"`
+}
+
+// NotifyTier defines model for NotifyTier.
+type NotifyTier struct {
+	After    string           `json:"after"`
+	Channels *[]NotifyChannel `json:"channels"`
+}
 
 // PaymentsResponse defines model for PaymentsResponse.
 type PaymentsResponse struct {
@@ -1478,6 +1673,75 @@ type PostV1InvoicesIdVoidParams struct {
 	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
+// GetV1NotificationsDeliveriesParams defines parameters for GetV1NotificationsDeliveries.
+type GetV1NotificationsDeliveriesParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// State Only deliveries in this state.
+	State *GetV1NotificationsDeliveriesParamsState `form:"state,omitempty" json:"state,omitempty"`
+
+	// Limit At most this many deliveries.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// GetV1NotificationsDeliveriesParamsState defines parameters for GetV1NotificationsDeliveries.
+type GetV1NotificationsDeliveriesParamsState string
+
+// GetV1NotificationsDeliveriesIdParams defines parameters for GetV1NotificationsDeliveriesId.
+type GetV1NotificationsDeliveriesIdParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// PostV1NotificationsDeliveriesIdReplayParams defines parameters for PostV1NotificationsDeliveriesIdReplay.
+type PostV1NotificationsDeliveriesIdReplayParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// PostV1NotificationsEventsIdAckParams defines parameters for PostV1NotificationsEventsIdAck.
+type PostV1NotificationsEventsIdAckParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// GetV1NotificationsRulesParams defines parameters for GetV1NotificationsRules.
+type GetV1NotificationsRulesParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// PostV1NotificationsRulesParams defines parameters for PostV1NotificationsRules.
+type PostV1NotificationsRulesParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// DeleteV1NotificationsRulesIdParams defines parameters for DeleteV1NotificationsRulesId.
+type DeleteV1NotificationsRulesIdParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// GetV1NotificationsRulesIdParams defines parameters for GetV1NotificationsRulesId.
+type GetV1NotificationsRulesIdParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// PutV1NotificationsRulesIdParams defines parameters for PutV1NotificationsRulesId.
+type PutV1NotificationsRulesIdParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// GetV1NotificationsRulesIdVersionsParams defines parameters for GetV1NotificationsRulesIdVersions.
+type GetV1NotificationsRulesIdVersionsParams struct {
+	// Tenant The tenant. Also what the policies authorize on.
+	Tenant *string `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
 // GetV1PaymentsParams defines parameters for GetV1Payments.
 type GetV1PaymentsParams struct {
 	// Tenant The tenant. Also what the policies authorize on.
@@ -1696,6 +1960,12 @@ type PostV1InvoicesIdCreditNotesJSONRequestBody = CreditNoteRequest
 
 // PostV1InvoicesIdVoidJSONRequestBody defines body for PostV1InvoicesIdVoid for application/json ContentType.
 type PostV1InvoicesIdVoidJSONRequestBody = VoidRequest
+
+// PostV1NotificationsRulesJSONRequestBody defines body for PostV1NotificationsRules for application/json ContentType.
+type PostV1NotificationsRulesJSONRequestBody = NotifyRuleInput
+
+// PutV1NotificationsRulesIdJSONRequestBody defines body for PutV1NotificationsRulesId for application/json ContentType.
+type PutV1NotificationsRulesIdJSONRequestBody = NotifyRuleInput
 
 // PostV1PaymentsJSONRequestBody defines body for PostV1Payments for application/json ContentType.
 type PostV1PaymentsJSONRequestBody = BillingPaymentRequest
@@ -2078,6 +2348,74 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/meters (the `GetV1Meters` operationId).
 	GetV1Meters(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1NotificationsDeliveries The delivery log, newest first
+	//
+	// Corresponds with GET /v1/notifications/deliveries (the `GetV1NotificationsDeliveries` operationId).
+	GetV1NotificationsDeliveries(ctx context.Context, params *GetV1NotificationsDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1NotificationsDeliveriesId One delivery with its event and every attempt
+	//
+	// Corresponds with GET /v1/notifications/deliveries/{id} (the `GetV1NotificationsDeliveriesId` operationId).
+	GetV1NotificationsDeliveriesId(ctx context.Context, id string, params *GetV1NotificationsDeliveriesIdParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1NotificationsDeliveriesIdReplay Deliver again, by hand (same idempotency key)
+	//
+	// Corresponds with POST /v1/notifications/deliveries/{id}/replay (the `PostV1NotificationsDeliveriesIdReplay` operationId).
+	PostV1NotificationsDeliveriesIdReplay(ctx context.Context, id string, params *PostV1NotificationsDeliveriesIdReplayParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1NotificationsEventsIdAck Acknowledge an event: its escalation tiers not yet due are cancelled
+	//
+	// Corresponds with POST /v1/notifications/events/{id}/ack (the `PostV1NotificationsEventsIdAck` operationId).
+	PostV1NotificationsEventsIdAck(ctx context.Context, id string, params *PostV1NotificationsEventsIdAckParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1NotificationsRules Notification rules
+	//
+	// Corresponds with GET /v1/notifications/rules (the `GetV1NotificationsRules` operationId).
+	GetV1NotificationsRules(ctx context.Context, params *GetV1NotificationsRulesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1NotificationsRulesWithBody Create a notification rule (a webhook secret is shown once, here)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/notifications/rules (the `PostV1NotificationsRules` operationId).
+	PostV1NotificationsRulesWithBody(ctx context.Context, params *PostV1NotificationsRulesParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1NotificationsRules Create a notification rule (a webhook secret is shown once, here)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/notifications/rules (the `PostV1NotificationsRules` operationId).
+	PostV1NotificationsRules(ctx context.Context, params *PostV1NotificationsRulesParams, body PostV1NotificationsRulesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteV1NotificationsRulesId Delete a notification rule
+	//
+	// Corresponds with DELETE /v1/notifications/rules/{id} (the `DeleteV1NotificationsRulesId` operationId).
+	DeleteV1NotificationsRulesId(ctx context.Context, id string, params *DeleteV1NotificationsRulesIdParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1NotificationsRulesId One notification rule
+	//
+	// Corresponds with GET /v1/notifications/rules/{id} (the `GetV1NotificationsRulesId` operationId).
+	GetV1NotificationsRulesId(ctx context.Context, id string, params *GetV1NotificationsRulesIdParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutV1NotificationsRulesIdWithBody Replace a notification rule (a new version)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/notifications/rules/{id} (the `PutV1NotificationsRulesId` operationId).
+	PutV1NotificationsRulesIdWithBody(ctx context.Context, id string, params *PutV1NotificationsRulesIdParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutV1NotificationsRulesId Replace a notification rule (a new version)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/notifications/rules/{id} (the `PutV1NotificationsRulesId` operationId).
+	PutV1NotificationsRulesId(ctx context.Context, id string, params *PutV1NotificationsRulesIdParams, body PutV1NotificationsRulesIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1NotificationsRulesIdVersions Every version of a notification rule
+	//
+	// Corresponds with GET /v1/notifications/rules/{id}/versions (the `GetV1NotificationsRulesIdVersions` operationId).
+	GetV1NotificationsRulesIdVersions(ctx context.Context, id string, params *GetV1NotificationsRulesIdVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetV1OpenapiJson This document
 	//
@@ -2848,6 +3186,194 @@ func (c *Client) PostV1InvoicesIdVoid(ctx context.Context, id string, params *Po
 // Corresponds with GET /v1/meters (the `GetV1Meters` operationId).
 func (c *Client) GetV1Meters(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetV1MetersRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1NotificationsDeliveries The delivery log, newest first
+//
+// Corresponds with GET /v1/notifications/deliveries (the `GetV1NotificationsDeliveries` operationId).
+func (c *Client) GetV1NotificationsDeliveries(ctx context.Context, params *GetV1NotificationsDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1NotificationsDeliveriesRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1NotificationsDeliveriesId One delivery with its event and every attempt
+//
+// Corresponds with GET /v1/notifications/deliveries/{id} (the `GetV1NotificationsDeliveriesId` operationId).
+func (c *Client) GetV1NotificationsDeliveriesId(ctx context.Context, id string, params *GetV1NotificationsDeliveriesIdParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1NotificationsDeliveriesIdRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1NotificationsDeliveriesIdReplay Deliver again, by hand (same idempotency key)
+//
+// Corresponds with POST /v1/notifications/deliveries/{id}/replay (the `PostV1NotificationsDeliveriesIdReplay` operationId).
+func (c *Client) PostV1NotificationsDeliveriesIdReplay(ctx context.Context, id string, params *PostV1NotificationsDeliveriesIdReplayParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1NotificationsDeliveriesIdReplayRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1NotificationsEventsIdAck Acknowledge an event: its escalation tiers not yet due are cancelled
+//
+// Corresponds with POST /v1/notifications/events/{id}/ack (the `PostV1NotificationsEventsIdAck` operationId).
+func (c *Client) PostV1NotificationsEventsIdAck(ctx context.Context, id string, params *PostV1NotificationsEventsIdAckParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1NotificationsEventsIdAckRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1NotificationsRules Notification rules
+//
+// Corresponds with GET /v1/notifications/rules (the `GetV1NotificationsRules` operationId).
+func (c *Client) GetV1NotificationsRules(ctx context.Context, params *GetV1NotificationsRulesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1NotificationsRulesRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1NotificationsRulesWithBody Create a notification rule (a webhook secret is shown once, here)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/notifications/rules (the `PostV1NotificationsRules` operationId).
+func (c *Client) PostV1NotificationsRulesWithBody(ctx context.Context, params *PostV1NotificationsRulesParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1NotificationsRulesRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1NotificationsRules Create a notification rule (a webhook secret is shown once, here)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/notifications/rules (the `PostV1NotificationsRules` operationId).
+func (c *Client) PostV1NotificationsRules(ctx context.Context, params *PostV1NotificationsRulesParams, body PostV1NotificationsRulesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1NotificationsRulesRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteV1NotificationsRulesId Delete a notification rule
+//
+// Corresponds with DELETE /v1/notifications/rules/{id} (the `DeleteV1NotificationsRulesId` operationId).
+func (c *Client) DeleteV1NotificationsRulesId(ctx context.Context, id string, params *DeleteV1NotificationsRulesIdParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteV1NotificationsRulesIdRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1NotificationsRulesId One notification rule
+//
+// Corresponds with GET /v1/notifications/rules/{id} (the `GetV1NotificationsRulesId` operationId).
+func (c *Client) GetV1NotificationsRulesId(ctx context.Context, id string, params *GetV1NotificationsRulesIdParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1NotificationsRulesIdRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutV1NotificationsRulesIdWithBody Replace a notification rule (a new version)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/notifications/rules/{id} (the `PutV1NotificationsRulesId` operationId).
+func (c *Client) PutV1NotificationsRulesIdWithBody(ctx context.Context, id string, params *PutV1NotificationsRulesIdParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutV1NotificationsRulesIdRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutV1NotificationsRulesId Replace a notification rule (a new version)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/notifications/rules/{id} (the `PutV1NotificationsRulesId` operationId).
+func (c *Client) PutV1NotificationsRulesId(ctx context.Context, id string, params *PutV1NotificationsRulesIdParams, body PutV1NotificationsRulesIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutV1NotificationsRulesIdRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1NotificationsRulesIdVersions Every version of a notification rule
+//
+// Corresponds with GET /v1/notifications/rules/{id}/versions (the `GetV1NotificationsRulesIdVersions` operationId).
+func (c *Client) GetV1NotificationsRulesIdVersions(ctx context.Context, id string, params *GetV1NotificationsRulesIdVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1NotificationsRulesIdVersionsRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -5180,6 +5706,645 @@ func NewGetV1MetersRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewGetV1NotificationsDeliveriesRequest constructs an http.Request for the GetV1NotificationsDeliveries method
+func NewGetV1NotificationsDeliveriesRequest(server string, params *GetV1NotificationsDeliveriesParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/deliveries")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.State != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetV1NotificationsDeliveriesIdRequest constructs an http.Request for the GetV1NotificationsDeliveriesId method
+func NewGetV1NotificationsDeliveriesIdRequest(server string, id string, params *GetV1NotificationsDeliveriesIdParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/deliveries/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostV1NotificationsDeliveriesIdReplayRequest constructs an http.Request for the PostV1NotificationsDeliveriesIdReplay method
+func NewPostV1NotificationsDeliveriesIdReplayRequest(server string, id string, params *PostV1NotificationsDeliveriesIdReplayParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/deliveries/%s/replay", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostV1NotificationsEventsIdAckRequest constructs an http.Request for the PostV1NotificationsEventsIdAck method
+func NewPostV1NotificationsEventsIdAckRequest(server string, id string, params *PostV1NotificationsEventsIdAckParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/events/%s/ack", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetV1NotificationsRulesRequest constructs an http.Request for the GetV1NotificationsRules method
+func NewGetV1NotificationsRulesRequest(server string, params *GetV1NotificationsRulesParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/rules")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostV1NotificationsRulesRequest calls the generic PostV1NotificationsRules builder with application/json body
+func NewPostV1NotificationsRulesRequest(server string, params *PostV1NotificationsRulesParams, body PostV1NotificationsRulesJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostV1NotificationsRulesRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewPostV1NotificationsRulesRequestWithBody constructs an http.Request for the PostV1NotificationsRules method, with any body, and a specified content type
+func NewPostV1NotificationsRulesRequestWithBody(server string, params *PostV1NotificationsRulesParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/rules")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewDeleteV1NotificationsRulesIdRequest constructs an http.Request for the DeleteV1NotificationsRulesId method
+func NewDeleteV1NotificationsRulesIdRequest(server string, id string, params *DeleteV1NotificationsRulesIdParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/rules/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetV1NotificationsRulesIdRequest constructs an http.Request for the GetV1NotificationsRulesId method
+func NewGetV1NotificationsRulesIdRequest(server string, id string, params *GetV1NotificationsRulesIdParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/rules/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPutV1NotificationsRulesIdRequest calls the generic PutV1NotificationsRulesId builder with application/json body
+func NewPutV1NotificationsRulesIdRequest(server string, id string, params *PutV1NotificationsRulesIdParams, body PutV1NotificationsRulesIdJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutV1NotificationsRulesIdRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewPutV1NotificationsRulesIdRequestWithBody constructs an http.Request for the PutV1NotificationsRulesId method, with any body, and a specified content type
+func NewPutV1NotificationsRulesIdRequestWithBody(server string, id string, params *PutV1NotificationsRulesIdParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/rules/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetV1NotificationsRulesIdVersionsRequest constructs an http.Request for the GetV1NotificationsRulesIdVersions method
+func NewGetV1NotificationsRulesIdVersionsRequest(server string, id string, params *GetV1NotificationsRulesIdVersionsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/rules/%s/versions", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetV1OpenapiJsonRequest constructs an http.Request for the GetV1OpenapiJson method
 func NewGetV1OpenapiJsonRequest(server string) (*http.Request, error) {
 	var err error
@@ -6904,6 +8069,90 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/meters (the `GetV1Meters` operationId).
 	GetV1MetersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetV1MetersResponse, error)
 
+	// GetV1NotificationsDeliveriesWithResponse The delivery log, newest first
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/notifications/deliveries (the `GetV1NotificationsDeliveries` operationId).
+	GetV1NotificationsDeliveriesWithResponse(ctx context.Context, params *GetV1NotificationsDeliveriesParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsDeliveriesResponse, error)
+
+	// GetV1NotificationsDeliveriesIdWithResponse One delivery with its event and every attempt
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/notifications/deliveries/{id} (the `GetV1NotificationsDeliveriesId` operationId).
+	GetV1NotificationsDeliveriesIdWithResponse(ctx context.Context, id string, params *GetV1NotificationsDeliveriesIdParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsDeliveriesIdResponse, error)
+
+	// PostV1NotificationsDeliveriesIdReplayWithResponse Deliver again, by hand (same idempotency key)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/notifications/deliveries/{id}/replay (the `PostV1NotificationsDeliveriesIdReplay` operationId).
+	PostV1NotificationsDeliveriesIdReplayWithResponse(ctx context.Context, id string, params *PostV1NotificationsDeliveriesIdReplayParams, reqEditors ...RequestEditorFn) (*PostV1NotificationsDeliveriesIdReplayResponse, error)
+
+	// PostV1NotificationsEventsIdAckWithResponse Acknowledge an event: its escalation tiers not yet due are cancelled
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/notifications/events/{id}/ack (the `PostV1NotificationsEventsIdAck` operationId).
+	PostV1NotificationsEventsIdAckWithResponse(ctx context.Context, id string, params *PostV1NotificationsEventsIdAckParams, reqEditors ...RequestEditorFn) (*PostV1NotificationsEventsIdAckResponse, error)
+
+	// GetV1NotificationsRulesWithResponse Notification rules
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/notifications/rules (the `GetV1NotificationsRules` operationId).
+	GetV1NotificationsRulesWithResponse(ctx context.Context, params *GetV1NotificationsRulesParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsRulesResponse, error)
+
+	// PostV1NotificationsRulesWithBodyWithResponse Create a notification rule (a webhook secret is shown once, here)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/notifications/rules (the `PostV1NotificationsRules` operationId).
+	PostV1NotificationsRulesWithBodyWithResponse(ctx context.Context, params *PostV1NotificationsRulesParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostV1NotificationsRulesResponse, error)
+
+	// PostV1NotificationsRulesWithResponse Create a notification rule (a webhook secret is shown once, here)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/notifications/rules (the `PostV1NotificationsRules` operationId).
+	PostV1NotificationsRulesWithResponse(ctx context.Context, params *PostV1NotificationsRulesParams, body PostV1NotificationsRulesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1NotificationsRulesResponse, error)
+
+	// DeleteV1NotificationsRulesIdWithResponse Delete a notification rule
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/notifications/rules/{id} (the `DeleteV1NotificationsRulesId` operationId).
+	DeleteV1NotificationsRulesIdWithResponse(ctx context.Context, id string, params *DeleteV1NotificationsRulesIdParams, reqEditors ...RequestEditorFn) (*DeleteV1NotificationsRulesIdResponse, error)
+
+	// GetV1NotificationsRulesIdWithResponse One notification rule
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/notifications/rules/{id} (the `GetV1NotificationsRulesId` operationId).
+	GetV1NotificationsRulesIdWithResponse(ctx context.Context, id string, params *GetV1NotificationsRulesIdParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsRulesIdResponse, error)
+
+	// PutV1NotificationsRulesIdWithBodyWithResponse Replace a notification rule (a new version)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/notifications/rules/{id} (the `PutV1NotificationsRulesId` operationId).
+	PutV1NotificationsRulesIdWithBodyWithResponse(ctx context.Context, id string, params *PutV1NotificationsRulesIdParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutV1NotificationsRulesIdResponse, error)
+
+	// PutV1NotificationsRulesIdWithResponse Replace a notification rule (a new version)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/notifications/rules/{id} (the `PutV1NotificationsRulesId` operationId).
+	PutV1NotificationsRulesIdWithResponse(ctx context.Context, id string, params *PutV1NotificationsRulesIdParams, body PutV1NotificationsRulesIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PutV1NotificationsRulesIdResponse, error)
+
+	// GetV1NotificationsRulesIdVersionsWithResponse Every version of a notification rule
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/notifications/rules/{id}/versions (the `GetV1NotificationsRulesIdVersions` operationId).
+	GetV1NotificationsRulesIdVersionsWithResponse(ctx context.Context, id string, params *GetV1NotificationsRulesIdVersionsParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsRulesIdVersionsResponse, error)
+
 	// GetV1OpenapiJsonWithResponse This document
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -8622,6 +9871,479 @@ func (r GetV1MetersResponse) ContentType() string {
 	return ""
 }
 
+type GetV1NotificationsDeliveriesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DeliveriesResponse
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1NotificationsDeliveriesResponse) GetJSON200() *DeliveriesResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetV1NotificationsDeliveriesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1NotificationsDeliveriesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1NotificationsDeliveriesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1NotificationsDeliveriesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1NotificationsDeliveriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetV1NotificationsDeliveriesIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DeliveryResponse
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1NotificationsDeliveriesIdResponse) GetJSON200() *DeliveryResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetV1NotificationsDeliveriesIdResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1NotificationsDeliveriesIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1NotificationsDeliveriesIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1NotificationsDeliveriesIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1NotificationsDeliveriesIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostV1NotificationsDeliveriesIdReplayResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *NotifyDelivery
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r PostV1NotificationsDeliveriesIdReplayResponse) GetJSON202() *NotifyDelivery {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PostV1NotificationsDeliveriesIdReplayResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1NotificationsDeliveriesIdReplayResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1NotificationsDeliveriesIdReplayResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1NotificationsDeliveriesIdReplayResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1NotificationsDeliveriesIdReplayResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostV1NotificationsEventsIdAckResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotifyAck
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PostV1NotificationsEventsIdAckResponse) GetJSON200() *NotifyAck {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PostV1NotificationsEventsIdAckResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1NotificationsEventsIdAckResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1NotificationsEventsIdAckResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1NotificationsEventsIdAckResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1NotificationsEventsIdAckResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetV1NotificationsRulesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotificationRulesResponse
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1NotificationsRulesResponse) GetJSON200() *NotificationRulesResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetV1NotificationsRulesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1NotificationsRulesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1NotificationsRulesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1NotificationsRulesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1NotificationsRulesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostV1NotificationsRulesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *NotifyRule
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PostV1NotificationsRulesResponse) GetJSON201() *NotifyRule {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PostV1NotificationsRulesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1NotificationsRulesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1NotificationsRulesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1NotificationsRulesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1NotificationsRulesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteV1NotificationsRulesIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteV1NotificationsRulesIdResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteV1NotificationsRulesIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteV1NotificationsRulesIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteV1NotificationsRulesIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteV1NotificationsRulesIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetV1NotificationsRulesIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotifyRule
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1NotificationsRulesIdResponse) GetJSON200() *NotifyRule {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetV1NotificationsRulesIdResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1NotificationsRulesIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1NotificationsRulesIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1NotificationsRulesIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1NotificationsRulesIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PutV1NotificationsRulesIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotifyRule
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutV1NotificationsRulesIdResponse) GetJSON200() *NotifyRule {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PutV1NotificationsRulesIdResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PutV1NotificationsRulesIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutV1NotificationsRulesIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutV1NotificationsRulesIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutV1NotificationsRulesIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetV1NotificationsRulesIdVersionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotificationVersionsResponse
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1NotificationsRulesIdVersionsResponse) GetJSON200() *NotificationVersionsResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetV1NotificationsRulesIdVersionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1NotificationsRulesIdVersionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1NotificationsRulesIdVersionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1NotificationsRulesIdVersionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1NotificationsRulesIdVersionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetV1OpenapiJsonResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -10092,6 +11814,162 @@ func (c *ClientWithResponses) GetV1MetersWithResponse(ctx context.Context, reqEd
 	return ParseGetV1MetersResponse(rsp)
 }
 
+// GetV1NotificationsDeliveriesWithResponse The delivery log, newest first
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/notifications/deliveries (the `GetV1NotificationsDeliveries` operationId).
+func (c *ClientWithResponses) GetV1NotificationsDeliveriesWithResponse(ctx context.Context, params *GetV1NotificationsDeliveriesParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsDeliveriesResponse, error) {
+	rsp, err := c.GetV1NotificationsDeliveries(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1NotificationsDeliveriesResponse(rsp)
+}
+
+// GetV1NotificationsDeliveriesIdWithResponse One delivery with its event and every attempt
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/notifications/deliveries/{id} (the `GetV1NotificationsDeliveriesId` operationId).
+func (c *ClientWithResponses) GetV1NotificationsDeliveriesIdWithResponse(ctx context.Context, id string, params *GetV1NotificationsDeliveriesIdParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsDeliveriesIdResponse, error) {
+	rsp, err := c.GetV1NotificationsDeliveriesId(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1NotificationsDeliveriesIdResponse(rsp)
+}
+
+// PostV1NotificationsDeliveriesIdReplayWithResponse Deliver again, by hand (same idempotency key)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/notifications/deliveries/{id}/replay (the `PostV1NotificationsDeliveriesIdReplay` operationId).
+func (c *ClientWithResponses) PostV1NotificationsDeliveriesIdReplayWithResponse(ctx context.Context, id string, params *PostV1NotificationsDeliveriesIdReplayParams, reqEditors ...RequestEditorFn) (*PostV1NotificationsDeliveriesIdReplayResponse, error) {
+	rsp, err := c.PostV1NotificationsDeliveriesIdReplay(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1NotificationsDeliveriesIdReplayResponse(rsp)
+}
+
+// PostV1NotificationsEventsIdAckWithResponse Acknowledge an event: its escalation tiers not yet due are cancelled
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/notifications/events/{id}/ack (the `PostV1NotificationsEventsIdAck` operationId).
+func (c *ClientWithResponses) PostV1NotificationsEventsIdAckWithResponse(ctx context.Context, id string, params *PostV1NotificationsEventsIdAckParams, reqEditors ...RequestEditorFn) (*PostV1NotificationsEventsIdAckResponse, error) {
+	rsp, err := c.PostV1NotificationsEventsIdAck(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1NotificationsEventsIdAckResponse(rsp)
+}
+
+// GetV1NotificationsRulesWithResponse Notification rules
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/notifications/rules (the `GetV1NotificationsRules` operationId).
+func (c *ClientWithResponses) GetV1NotificationsRulesWithResponse(ctx context.Context, params *GetV1NotificationsRulesParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsRulesResponse, error) {
+	rsp, err := c.GetV1NotificationsRules(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1NotificationsRulesResponse(rsp)
+}
+
+// PostV1NotificationsRulesWithBodyWithResponse Create a notification rule (a webhook secret is shown once, here)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/notifications/rules (the `PostV1NotificationsRules` operationId).
+func (c *ClientWithResponses) PostV1NotificationsRulesWithBodyWithResponse(ctx context.Context, params *PostV1NotificationsRulesParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostV1NotificationsRulesResponse, error) {
+	rsp, err := c.PostV1NotificationsRulesWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1NotificationsRulesResponse(rsp)
+}
+
+// PostV1NotificationsRulesWithResponse Create a notification rule (a webhook secret is shown once, here)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/notifications/rules (the `PostV1NotificationsRules` operationId).
+func (c *ClientWithResponses) PostV1NotificationsRulesWithResponse(ctx context.Context, params *PostV1NotificationsRulesParams, body PostV1NotificationsRulesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1NotificationsRulesResponse, error) {
+	rsp, err := c.PostV1NotificationsRules(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1NotificationsRulesResponse(rsp)
+}
+
+// DeleteV1NotificationsRulesIdWithResponse Delete a notification rule
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/notifications/rules/{id} (the `DeleteV1NotificationsRulesId` operationId).
+func (c *ClientWithResponses) DeleteV1NotificationsRulesIdWithResponse(ctx context.Context, id string, params *DeleteV1NotificationsRulesIdParams, reqEditors ...RequestEditorFn) (*DeleteV1NotificationsRulesIdResponse, error) {
+	rsp, err := c.DeleteV1NotificationsRulesId(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteV1NotificationsRulesIdResponse(rsp)
+}
+
+// GetV1NotificationsRulesIdWithResponse One notification rule
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/notifications/rules/{id} (the `GetV1NotificationsRulesId` operationId).
+func (c *ClientWithResponses) GetV1NotificationsRulesIdWithResponse(ctx context.Context, id string, params *GetV1NotificationsRulesIdParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsRulesIdResponse, error) {
+	rsp, err := c.GetV1NotificationsRulesId(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1NotificationsRulesIdResponse(rsp)
+}
+
+// PutV1NotificationsRulesIdWithBodyWithResponse Replace a notification rule (a new version)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/notifications/rules/{id} (the `PutV1NotificationsRulesId` operationId).
+func (c *ClientWithResponses) PutV1NotificationsRulesIdWithBodyWithResponse(ctx context.Context, id string, params *PutV1NotificationsRulesIdParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutV1NotificationsRulesIdResponse, error) {
+	rsp, err := c.PutV1NotificationsRulesIdWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutV1NotificationsRulesIdResponse(rsp)
+}
+
+// PutV1NotificationsRulesIdWithResponse Replace a notification rule (a new version)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/notifications/rules/{id} (the `PutV1NotificationsRulesId` operationId).
+func (c *ClientWithResponses) PutV1NotificationsRulesIdWithResponse(ctx context.Context, id string, params *PutV1NotificationsRulesIdParams, body PutV1NotificationsRulesIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PutV1NotificationsRulesIdResponse, error) {
+	rsp, err := c.PutV1NotificationsRulesId(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutV1NotificationsRulesIdResponse(rsp)
+}
+
+// GetV1NotificationsRulesIdVersionsWithResponse Every version of a notification rule
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/notifications/rules/{id}/versions (the `GetV1NotificationsRulesIdVersions` operationId).
+func (c *ClientWithResponses) GetV1NotificationsRulesIdVersionsWithResponse(ctx context.Context, id string, params *GetV1NotificationsRulesIdVersionsParams, reqEditors ...RequestEditorFn) (*GetV1NotificationsRulesIdVersionsResponse, error) {
+	rsp, err := c.GetV1NotificationsRulesIdVersions(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1NotificationsRulesIdVersionsResponse(rsp)
+}
+
 // GetV1OpenapiJsonWithResponse This document
 //
 // Returns a wrapper object for the known response body format(s).
@@ -11462,6 +13340,332 @@ func ParseGetV1MetersResponse(rsp *http.Response) (*GetV1MetersResponse, error) 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest MetersResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetV1NotificationsDeliveriesResponse parses an HTTP response from a GetV1NotificationsDeliveriesWithResponse call
+func ParseGetV1NotificationsDeliveriesResponse(rsp *http.Response) (*GetV1NotificationsDeliveriesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1NotificationsDeliveriesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DeliveriesResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetV1NotificationsDeliveriesIdResponse parses an HTTP response from a GetV1NotificationsDeliveriesIdWithResponse call
+func ParseGetV1NotificationsDeliveriesIdResponse(rsp *http.Response) (*GetV1NotificationsDeliveriesIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1NotificationsDeliveriesIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DeliveryResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostV1NotificationsDeliveriesIdReplayResponse parses an HTTP response from a PostV1NotificationsDeliveriesIdReplayWithResponse call
+func ParsePostV1NotificationsDeliveriesIdReplayResponse(rsp *http.Response) (*PostV1NotificationsDeliveriesIdReplayResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1NotificationsDeliveriesIdReplayResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest NotifyDelivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostV1NotificationsEventsIdAckResponse parses an HTTP response from a PostV1NotificationsEventsIdAckWithResponse call
+func ParsePostV1NotificationsEventsIdAckResponse(rsp *http.Response) (*PostV1NotificationsEventsIdAckResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1NotificationsEventsIdAckResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotifyAck
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetV1NotificationsRulesResponse parses an HTTP response from a GetV1NotificationsRulesWithResponse call
+func ParseGetV1NotificationsRulesResponse(rsp *http.Response) (*GetV1NotificationsRulesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1NotificationsRulesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotificationRulesResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostV1NotificationsRulesResponse parses an HTTP response from a PostV1NotificationsRulesWithResponse call
+func ParsePostV1NotificationsRulesResponse(rsp *http.Response) (*PostV1NotificationsRulesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1NotificationsRulesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest NotifyRule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteV1NotificationsRulesIdResponse parses an HTTP response from a DeleteV1NotificationsRulesIdWithResponse call
+func ParseDeleteV1NotificationsRulesIdResponse(rsp *http.Response) (*DeleteV1NotificationsRulesIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteV1NotificationsRulesIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetV1NotificationsRulesIdResponse parses an HTTP response from a GetV1NotificationsRulesIdWithResponse call
+func ParseGetV1NotificationsRulesIdResponse(rsp *http.Response) (*GetV1NotificationsRulesIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1NotificationsRulesIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotifyRule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePutV1NotificationsRulesIdResponse parses an HTTP response from a PutV1NotificationsRulesIdWithResponse call
+func ParsePutV1NotificationsRulesIdResponse(rsp *http.Response) (*PutV1NotificationsRulesIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutV1NotificationsRulesIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotifyRule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetV1NotificationsRulesIdVersionsResponse parses an HTTP response from a GetV1NotificationsRulesIdVersionsWithResponse call
+func ParseGetV1NotificationsRulesIdVersionsResponse(rsp *http.Response) (*GetV1NotificationsRulesIdVersionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1NotificationsRulesIdVersionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotificationVersionsResponse
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
