@@ -262,8 +262,7 @@ func (x *Index) build(ctx context.Context, at time.Time, archived string) error 
 	if err := x.Changes.Start(ctx); err != nil {
 		return err
 	}
-	st := &indexState{frontier: at, since: at.Add(-x.lookback()), archived: archived, tenants: map[string]*tenantIndex{},
-		dirty: map[tenantHour]uint64{}, pairs: map[string][2]string{}}
+	st := newIndexState(at, x.lookback(), archived)
 	n := 0
 	err := x.Store.RawEventsOfTypesKeyed(ctx, time.Time{}, time.Time{}, rawTypes, func(k ledger.EventKey, ev *event.Event) error {
 		n++
@@ -424,6 +423,11 @@ func (x *Index) step(ctx context.Context) error {
 		return fmt.Errorf("updating the insight index: %w", err)
 	}
 	return nil
+}
+
+func newIndexState(frontier time.Time, lookback time.Duration, archived string) *indexState {
+	return &indexState{frontier: frontier, since: frontier.Add(-lookback), archived: archived, tenants: map[string]*tenantIndex{},
+		dirty: map[tenantHour]uint64{}, pairs: map[string][2]string{}}
 }
 
 func (st *indexState) tenant(name string) *tenantIndex {
