@@ -1,61 +1,50 @@
 package insights
 
 import (
+	"context"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/usagemeter/usagemeter/analytics/internal/ledgertest"
 	"github.com/usagemeter/usagemeter/exporter/event"
-	"github.com/usagemeter/usagemeter/exporter/ledger"
 	"github.com/usagemeter/usagemeter/simulate"
 )
 
-// feedSimulated feeds the simulator's mix (200 tenants) through an index state, batch by batch
-// over span of simulated time, moving the frontier as Follow does (an hour behind the clock).
-// It returns the state and the number of document events fed.
-// With follow false the frontier stays before start: every document event waits in pending.
-func feedSimulated(tb testing.TB, start time.Time, span time.Duration, perBatch int, follow bool) (*indexState, int) {
+// feedSimulated commits the simulator's mix (200 tenants) to a followed store, batch by batch
+// every 10 minutes over span of simulated time, with a round of Follow after each batch (the
+// frontier an hour behind the clock). It returns the index and the number of document events.
+func feedSimulated(tb testing.TB, start time.Time, span time.Duration, perBatch int) (*Index, int) {
 	tb.Helper()
+	ctx := context.Background()
 	const every = 10 * time.Minute
+	st, ch := ledgertest.OpenFollowed(tb, RawTypes()...)
+	now := start
+	x := &Index{Store: st, Changes: ch, Now: func() time.Time { return now }}
 	gen := simulate.NewGenerator(200, 7)
-	var now time.Time
 	dec := &event.Decoder{MaxEvents: perBatch, Now: func() time.Time { return now }}
-	lookback := 30 * 24 * time.Hour
-	st := newIndexState(start.Add(-time.Hour), lookback, "")
 	docs := 0
-	var seq uint64
-	for now = start; now.Before(start.Add(span)); now = now.Add(every) {
+	for ; now.Before(start.Add(span)); now = now.Add(every) {
 		evs, err := dec.Decode("application/x-ndjson", gen.Batch(perBatch, now))
 		if err != nil {
 			tb.Fatal(err)
 		}
 		for i := range evs {
-			ev := &evs[i]
-			if ev.Type == "document.created" || ev.Type == "document.deleted" {
+			if typ := evs[i].Type; typ == "document.created" || typ == "document.deleted" {
 				docs++
 			}
-			seq++
-			if err := st.add(simKey(ev.Time, seq), ev); err != nil {
-				tb.Fatal(err)
-			}
 		}
-		if f := now.Truncate(time.Hour).Add(-time.Hour); follow && f.After(st.frontier) {
-			st.advance(f, lookback)
+		if _, err := st.Commit(ctx, evs); err != nil {
+			tb.Fatal(err)
+		}
+		if err := x.step(ctx); err != nil {
+			tb.Fatal(err)
 		}
 	}
-	return st, docs
+	return x, docs
 }
 
-func simKey(t time.Time, seq uint64) ledger.EventKey {
-	var k ledger.EventKey
-	for i := range 8 {
-		k[i] = byte(uint64(t.UnixNano()) >> (56 - 8*i))
-		k[8+i] = byte(seq >> (56 - 8*i))
-	}
-	return k
-}
-
-func heapInUse() uint64 {
+func heapAlloc() uint64 {
 	var m runtime.MemStats
 	runtime.GC()
 	runtime.GC()
@@ -63,39 +52,50 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
+// retained is the heap the index's state holds, and the part of it its maps of documents
+// hold: the heap with them, less the heap once they are dropped (the store's own memory is in
+// each). The state is gone afterwards.
+func retained(x *Index) (all, docs float64) {
+	with := heapAlloc()
+	for _, t := range x.st.tenants {
+		t.docs = nil
+	}
+	withoutDocs := heapAlloc()
+	x.st = nil
+	without := heapAlloc()
+	return float64(int64(with) - int64(without)), float64(int64(with) - int64(withoutDocs))
+}
+
 // BenchmarkIndexMemory measures the heap the insight index retains for the simulator's mix:
-// bytes per document event fed, per live document and per pending event. "50days" follows 50
-// days of a light load (past the late window, so that deleted documents can be forgotten);
-// "pending" holds two hours of a heavy load in pending (the frontier is an hour behind the clock,
-// so up to two hours of document events wait there). Run with -benchtime=1x.
+// bytes per document event committed (the whole state), and per document kept (live or
+// deleted: the maps of documents alone). "50days" follows 50 days of a
+// light load (past the late window, so that deleted documents can be forgotten); "hour" commits
+// 50 minutes of a heavy load, all of it after the frontier (an hour behind the clock). Run with
+// -benchtime=1x.
 func BenchmarkIndexMemory(b *testing.B) {
 	start := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
 	b.Run("50days", func(b *testing.B) {
 		for b.Loop() {
-			before := heapInUse()
-			st, docs := feedSimulated(b, start, 50*24*time.Hour, 300, true)
-			retained := float64(heapInUse() - before)
+			x, docs := feedSimulated(b, start, 50*24*time.Hour, 150)
 			live, kept := 0, 0
-			for _, t := range st.tenants {
+			for _, t := range x.st.tenants {
 				live += int(t.sum.live)
 				kept += len(t.docs)
 			}
-			b.ReportMetric(retained/float64(docs), "B/docevent")
-			b.ReportMetric(retained/float64(live), "B/livedoc")
+			all, docMaps := retained(x)
+			b.ReportMetric(all/float64(docs), "B/docevent")
+			b.ReportMetric(docMaps/float64(kept), "docmap-B/entry")
 			b.ReportMetric(float64(docs), "docevents")
 			b.ReportMetric(float64(live), "livedocs")
 			b.ReportMetric(float64(kept-live), "tombstones")
-			runtime.KeepAlive(st)
 		}
 	})
-	b.Run("pending", func(b *testing.B) {
+	b.Run("hour", func(b *testing.B) {
 		for b.Loop() {
-			before := heapInUse()
-			st, docs := feedSimulated(b, start, 2*time.Hour, 20000, false)
-			retained := float64(heapInUse() - before)
-			b.ReportMetric(retained/float64(docs), "B/docevent")
-			b.ReportMetric(float64(len(st.pending)), "pending")
-			runtime.KeepAlive(st)
+			x, docs := feedSimulated(b, start, 50*time.Minute, 20000)
+			all, _ := retained(x)
+			b.ReportMetric(all/float64(docs), "B/docevent")
+			b.ReportMetric(float64(docs), "docevents")
 		}
 	})
 }
