@@ -36,7 +36,7 @@ type rawData struct {
 // rawTypes are the event types the raw detectors read; docTypes those of documents.
 var (
 	rawTypes = []string{"document.created", "document.deleted", "ingest.completed"}
-	docTypes = rawTypes[:2]
+	docTypes = []string{"document.created", "document.deleted"}
 )
 
 func isDocType(typ string) bool { return typ == "document.created" || typ == "document.deleted" }

@@ -6,11 +6,19 @@ package insights
 // cheaper-model detector reads 30 days of AI token rollups of every tenant. Scanning all of that
 // on every request took seconds for 1,000 tenants. The index keeps, per tenant:
 //
-//   - every document's latest event (its key, and whether it created or deleted the document),
+//   - every live document's latest event (its key, size, and interned content hash and owner),
 //     with the figures the detectors read (live count and bytes, duplicate groups by content
 //     hash, live documents by owner) maintained as documents come and go;
+//   - a tombstone (the key of its deletion) for each document deleted less than the late window
+//     and a margin (36 to 37 days) before the frontier: older, no event can still be ordered
+//     before the deletion, so the tombstone decides nothing and is dropped (pruneTombstones);
 //   - the hashed ingest jobs of the lookback, by source and hash, in key order;
 //   - the AI token usage of the lookback by feature, model and hour, as the rollups hold it.
+//
+// What it holds therefore grows with the live documents (about 140 bytes each, measured by
+// BenchmarkIndexMemory) and the documents deleted in the last 37 days, not with every document
+// event ever ingested; document events after the frontier (the last hour or two) are not held at
+// all: they are in the store, and advance reads them when the frontier passes them.
 //
 // It is built by one scan, then advanced with the events committed since (ledger.Changes, handed
 // each group commit by the ledger's writer), so a request applies only what is new. Late events (up to 35 days
