@@ -136,6 +136,9 @@ func BenchmarkIndexAdvance(b *testing.B) {
 		if err := s.advance(ctx, start.Add(time.Hour), x.lookback()); err != nil {
 			b.Fatal(err)
 		}
+		if len(s.tenants) == 0 {
+			b.Fatal("the hour's document events were not applied")
+		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perHour, "ns/event")
 }
