@@ -33,8 +33,13 @@ type rawData struct {
 	ingest map[string]map[string]*ingestHash // source → content_hash → jobs, in the lookback
 }
 
-// rawTypes are the event types the raw detectors read.
-var rawTypes = []string{"document.created", "document.deleted", "ingest.completed"}
+// rawTypes are the event types the raw detectors read; docTypes those of documents.
+var (
+	rawTypes = []string{"document.created", "document.deleted", "ingest.completed"}
+	docTypes = []string{"document.created", "document.deleted"}
+)
+
+func isDocType(typ string) bool { return typ == "document.created" || typ == "document.deleted" }
 
 // scanRaw reads every raw event up to at once for all tenants: the live documents need the whole
 // history (a document created a year ago is still held), the ingest repeats only the lookback.
@@ -117,7 +122,7 @@ func summarize(rd *rawData) *rawSummary {
 	s := &rawSummary{ingest: map[string]sourceIngest{}}
 	t := newTenantIndex()
 	for _, d := range rd.docs {
-		t.link(&docEntry{live: true, hash: d.hash, user: d.user, bytes: d.bytes})
+		t.link(&docEntry{live: true, hash: intern(d.hash), user: intern(d.user), bytes: d.bytes})
 	}
 	s.docs = t.sum
 	for src, hashes := range rd.ingest {

@@ -6,11 +6,19 @@ package insights
 // cheaper-model detector reads 30 days of AI token rollups of every tenant. Scanning all of that
 // on every request took seconds for 1,000 tenants. The index keeps, per tenant:
 //
-//   - every document's latest event (its key, and whether it created or deleted the document),
+//   - every live document's latest event (its key, size, and interned content hash and owner),
 //     with the figures the detectors read (live count and bytes, duplicate groups by content
 //     hash, live documents by owner) maintained as documents come and go;
+//   - a tombstone (the key of its deletion) for each document deleted less than the late window
+//     and a margin (36 to 37 days) before the frontier: older, no event can still be ordered
+//     before the deletion, so the tombstone decides nothing and is dropped (pruneTombstones);
 //   - the hashed ingest jobs of the lookback, by source and hash, in key order;
 //   - the AI token usage of the lookback by feature, model and hour, as the rollups hold it.
+//
+// What it holds therefore grows with the live documents (about 140 bytes each, measured by
+// BenchmarkIndexMemory) and the documents deleted in the last 37 days, not with every document
+// event ever ingested; document events after the frontier (the last hour or two) are not held at
+// all: they are in the store, and advance reads them when the frontier passes them.
 //
 // It is built by one scan, then advanced with the events committed since (ledger.Changes, handed
 // each group commit by the ledger's writer), so a request applies only what is new. Late events (up to 35 days
@@ -31,6 +39,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/usagemeter/usagemeter/exporter/event"
 	"github.com/usagemeter/usagemeter/exporter/ledger"
@@ -94,14 +103,18 @@ func (x *Index) log() *slog.Logger {
 }
 
 type indexState struct {
-	// frontier: the document state holds every known document event before it; later ones wait
-	// in pending until a request asks for an instant past them.
+	// frontier: the document state holds every known document event before it. Later ones are
+	// not kept: they are in the store, and advance reads them from there when a request asks
+	// for an instant past them (an hour or two of events, which held in memory cost more than
+	// the documents themselves at a high ingest rate).
 	frontier time.Time
 	// since: ingest jobs and token hours are kept from here on (the frontier minus the lookback).
 	since    time.Time
 	archived string // the months retention had archived when the index was built
 	tenants  map[string]*tenantIndex
-	pending  []docEvent
+	pruned   time.Time // tombstones deleted before this were pruned
+	// docEvents reads the stored document events of [from, to) in key order (the store's).
+	docEvents func(ctx context.Context, from, to time.Time, fn func(ledger.EventKey, *event.Event) error) error
 	// models: the ai_tokens meter is indexed (a flow meter with feature and model dimensions);
 	// tag is its aggregation's state tag; dirty holds the tenant hours whose rollups may have
 	// changed since they were read (an event of the tenant landed in the hour), each with the
@@ -120,32 +133,54 @@ type tenantHour struct {
 }
 
 type tenantIndex struct {
-	docs   map[string]*docEntry
+	docs   map[string]docEntry   // by document id
 	groups map[string]*hashGroup // live documents with a content hash, by hash
 	sum    docSummary            // owners: live documents by owner
 	ingest map[string]map[string][]ingestJob
 	tokens map[[2]string][]hourState // (feature, model) → hours in order
 }
 
-// docEntry is a document's latest event. A deleted document is kept (without its figures) so
-// that an older event arriving late cannot bring it back.
+// docEntry is a document's latest event: 48 bytes, plus its id as the map's key. The content
+// hash and the owner are interned (unique.Handle): a document holds a pointer to strings that
+// its tenant's documents share. A deleted document is kept (a tombstone, without its figures)
+// so that an older event arriving late cannot bring it back, until no event can be older than
+// its deletion any more (pruneTombstones).
 type docEntry struct {
 	key        ledger.EventKey
-	live       bool
-	hash, user string
 	bytes      int64
+	hash, user handle // zero: none ("")
+	live       bool
 }
 
+// handle is an interned string; the zero handle stands for "".
+type handle = unique.Handle[string]
+
+func intern(s string) handle {
+	if s == "" {
+		return handle{}
+	}
+	return unique.Make(s)
+}
+
+func str(h handle) string {
+	if h == (handle{}) {
+		return ""
+	}
+	return h.Value()
+}
+
+// docEvent is a document event to apply.
 type docEvent struct {
-	tenant         string
-	key            ledger.EventKey
-	created        bool
-	id, hash, user string
-	bytes          int64
+	key        ledger.EventKey
+	id         string
+	hash, user handle
+	bytes      int64
+	created    bool
 }
 
 // hashGroup is the live documents sharing a content hash: count, bytes, and the multiset of
-// sizes, so that the largest is known again when it goes.
+// sizes (only once there are two: most hashes have one document), so that the largest is known
+// again when it goes.
 type hashGroup struct {
 	n, sum, large int64
 	sizes         map[int64]int
@@ -185,7 +220,10 @@ func (x *Index) inputs(ctx context.Context, tenants []string, at time.Time, look
 		x.stats.Scans++
 		return nil, nil, false, nil
 	}
-	st.advance(at, lookback)
+	if err := st.advance(ctx, at, lookback); err != nil {
+		x.st = nil
+		return nil, nil, false, fmt.Errorf("updating the insight index: %w", err)
+	}
 	since := at.Add(-lookback)
 	if st.models {
 		if err := x.refresh(ctx, since, at, 0); err != nil {
@@ -238,6 +276,9 @@ func (x *Index) update(ctx context.Context, at time.Time) error {
 		if c.Raw == nil {
 			continue // not a type the detectors read (NewChanges keeps rawTypes)
 		}
+		if isDocType(c.Type) && !c.Key.Time().Before(st.frontier) {
+			continue // advance reads it from the store when the frontier passes it
+		}
 		ev, err := x.Store.DecodeChange(c)
 		if err != nil {
 			return err
@@ -262,8 +303,10 @@ func (x *Index) build(ctx context.Context, at time.Time, archived string) error 
 	if err := x.Changes.Start(ctx); err != nil {
 		return err
 	}
-	st := &indexState{frontier: at, since: at.Add(-x.lookback()), archived: archived, tenants: map[string]*tenantIndex{},
-		dirty: map[tenantHour]uint64{}, pairs: map[string][2]string{}}
+	st := newIndexState(at, x.lookback(), archived)
+	st.docEvents = func(ctx context.Context, from, to time.Time, fn func(ledger.EventKey, *event.Event) error) error {
+		return x.Store.RawEventsOfTypesKeyed(ctx, from, to, docTypes, fn)
+	}
 	n := 0
 	err := x.Store.RawEventsOfTypesKeyed(ctx, time.Time{}, time.Time{}, rawTypes, func(k ledger.EventKey, ev *event.Event) error {
 		n++
@@ -413,9 +456,9 @@ func (x *Index) step(ctx context.Context) error {
 	if err == nil {
 		st := x.st
 		if !frontier.Before(st.frontier) {
-			st.advance(frontier, x.lookback())
+			err = st.advance(ctx, frontier, x.lookback())
 		}
-		if st.models {
+		if err == nil && st.models {
 			err = x.refresh(ctx, st.since, now.UTC().Truncate(time.Hour), st.updates)
 		}
 	}
@@ -424,6 +467,11 @@ func (x *Index) step(ctx context.Context) error {
 		return fmt.Errorf("updating the insight index: %w", err)
 	}
 	return nil
+}
+
+func newIndexState(frontier time.Time, lookback time.Duration, archived string) *indexState {
+	return &indexState{frontier: frontier, since: frontier.Add(-lookback), archived: archived, tenants: map[string]*tenantIndex{},
+		dirty: map[tenantHour]uint64{}, pairs: map[string][2]string{}}
 }
 
 func (st *indexState) tenant(name string) *tenantIndex {
@@ -436,7 +484,7 @@ func (st *indexState) tenant(name string) *tenantIndex {
 }
 
 func newTenantIndex() *tenantIndex {
-	return &tenantIndex{docs: map[string]*docEntry{}, groups: map[string]*hashGroup{}, sum: docSummary{owners: map[string]ownerDocs{}},
+	return &tenantIndex{docs: map[string]docEntry{}, groups: map[string]*hashGroup{}, sum: docSummary{owners: map[string]ownerDocs{}},
 		ingest: map[string]map[string][]ingestJob{}, tokens: map[[2]string][]hourState{}}
 }
 
@@ -445,19 +493,19 @@ func newTenantIndex() *tenantIndex {
 func (st *indexState) add(k ledger.EventKey, ev *event.Event) error {
 	switch ev.Type {
 	case "document.created", "document.deleted":
+		if !k.Time().Before(st.frontier) {
+			return nil // advance reads it from the store when the frontier passes it
+		}
 		id, _ := ev.Field("document_id")
 		de := docEvent{key: k, created: ev.Type == "document.created", id: strings.Clone(id)}
 		if de.created {
 			h, _ := ev.Field("content_hash")
 			u, _ := ev.Field("user")
-			de.hash, de.user = strings.Clone(h), strings.Clone(u)
+			de.hash, de.user = intern(h), intern(u)
 			de.bytes, _ = ev.Quantity("bytes")
 		}
 		if k.Time().Before(st.frontier) {
 			st.tenant(ev.Tenant).applyDoc(de)
-		} else {
-			de.tenant = strings.Clone(ev.Tenant)
-			st.pending = append(st.pending, de)
 		}
 	case "ingest.completed":
 		h, ok := ev.Field("content_hash")
@@ -472,22 +520,20 @@ func (st *indexState) add(k ledger.EventKey, ev *event.Event) error {
 	return nil
 }
 
-// advance moves the frontier to at (applying the document events before it, in key order) and
-// drops the ingest jobs and token hours that fell out of the lookback.
-func (st *indexState) advance(at time.Time, lookback time.Duration) {
+// advance moves the frontier to at (applying the stored document events between the two, in key
+// order) and drops the ingest jobs and token hours that fell out of the lookback. An event
+// committed after the read with a time before at comes with the next update (before the
+// frontier, it is applied at once); one both read here and taken then is applied twice, which
+// changes nothing.
+func (st *indexState) advance(ctx context.Context, at time.Time, lookback time.Duration) error {
 	if at.After(st.frontier) {
-		slices.SortFunc(st.pending, func(a, b docEvent) int { return a.key.Compare(b.key) })
-		keep := st.pending[:0]
-		for _, de := range st.pending {
-			if de.key.Time().Before(at) {
-				st.tenant(de.tenant).applyDoc(de)
-			} else {
-				keep = append(keep, de)
-			}
-		}
-		clear(st.pending[len(keep):])
-		st.pending = keep
+		from := st.frontier
+		// Before the read: add, called back, applies what is before the frontier.
 		st.frontier = at
+		if err := st.docEvents(ctx, from, at, st.add); err != nil {
+			return fmt.Errorf("reading document events: %w", err)
+		}
+		st.pruneTombstones()
 	}
 	if since := at.Add(-lookback); since.After(st.since) {
 		for _, t := range st.tenants {
@@ -500,6 +546,7 @@ func (st *indexState) advance(at time.Time, lookback time.Duration) {
 		}
 		st.since = since
 	}
+	return nil
 }
 
 // setCell merges one rollup cell of ai_tokens into the tenant's hour of its (feature, model).
@@ -535,39 +582,67 @@ func cmpInt(a, b int64) int {
 
 // applyDoc applies a document event: the event with the greatest key decides the document.
 func (t *tenantIndex) applyDoc(de docEvent) {
-	e := t.docs[de.id]
-	if e != nil && de.key.Compare(e.key) <= 0 {
+	e, known := t.docs[de.id]
+	if known && de.key.Compare(e.key) <= 0 {
 		return
 	}
-	if e == nil {
-		e = &docEntry{}
-		t.docs[de.id] = e
-	} else if e.live {
-		t.unlink(e)
+	if known && e.live {
+		t.unlink(&e)
 	}
-	*e = docEntry{key: de.key, live: de.created}
+	e = docEntry{key: de.key, live: de.created}
 	if de.created {
 		e.hash, e.user, e.bytes = de.hash, de.user, de.bytes
-		t.link(e)
+		t.link(&e)
+	}
+	t.docs[de.id] = e
+}
+
+// tombstoneMargin: a tombstone is dropped once its deletion is this much older than the late
+// window, measured from the frontier (at most an hour ahead of the clock). It covers the hour,
+// the 5 minutes of future skew, and clocks of the receivers that differ from this one.
+const tombstoneMargin = 24 * time.Hour
+
+// pruneTombstones forgets the deleted documents that no event can reach any more: an event is
+// accepted only if it is at most event.LateWindow older than its receipt, so once a deletion is
+// older than that, every event still to come has a greater key and decides the document alone,
+// tombstone or not. It sweeps the documents once a day of the frontier (the tombstones live
+// 36 to 37 days).
+func (st *indexState) pruneTombstones() {
+	cutoff := st.frontier.Add(-event.LateWindow - tombstoneMargin).Truncate(24 * time.Hour)
+	if !cutoff.After(st.pruned) {
+		return
+	}
+	st.pruned = cutoff
+	for _, t := range st.tenants {
+		for id, e := range t.docs {
+			if !e.live && e.key.Time().Before(cutoff) {
+				delete(t.docs, id)
+			}
+		}
 	}
 }
 
 func (t *tenantIndex) link(e *docEntry) {
 	t.sum.live++
 	t.sum.liveBytes += e.bytes
-	o := t.sum.owners[e.user]
+	user := str(e.user)
+	o := t.sum.owners[user]
 	o.docs++
 	o.bytes += e.bytes
-	t.sum.owners[e.user] = o
-	if e.hash == "" {
+	t.sum.owners[user] = o
+	if e.hash == (handle{}) {
 		return
 	}
-	g := t.groups[e.hash]
+	hash := e.hash.Value()
+	g := t.groups[hash]
 	if g == nil {
-		g = &hashGroup{sizes: map[int64]int{}}
-		t.groups[e.hash] = g
+		t.groups[hash] = &hashGroup{n: 1, sum: e.bytes, large: e.bytes}
+		return // one document: no duplicate figures
 	}
 	t.count(g, -1)
+	if g.sizes == nil {
+		g.sizes = map[int64]int{g.large: 1}
+	}
 	g.n++
 	g.sum += e.bytes
 	g.sizes[e.bytes]++
@@ -578,21 +653,27 @@ func (t *tenantIndex) link(e *docEntry) {
 func (t *tenantIndex) unlink(e *docEntry) {
 	t.sum.live--
 	t.sum.liveBytes -= e.bytes
-	o := t.sum.owners[e.user]
+	user := str(e.user)
+	o := t.sum.owners[user]
 	o.docs--
 	o.bytes -= e.bytes
 	if o.docs == 0 {
-		delete(t.sum.owners, e.user)
+		delete(t.sum.owners, user)
 	} else {
-		t.sum.owners[e.user] = o
+		t.sum.owners[user] = o
 	}
-	if e.hash == "" {
+	if e.hash == (handle{}) {
 		return
 	}
-	g := t.groups[e.hash]
+	hash := e.hash.Value()
+	g := t.groups[hash]
 	t.count(g, -1)
 	g.n--
 	g.sum -= e.bytes
+	if g.n == 0 {
+		delete(t.groups, hash)
+		return
+	}
 	if g.sizes[e.bytes]--; g.sizes[e.bytes] == 0 {
 		delete(g.sizes, e.bytes)
 		if e.bytes == g.large {
@@ -602,9 +683,8 @@ func (t *tenantIndex) unlink(e *docEntry) {
 			}
 		}
 	}
-	if g.n == 0 {
-		delete(t.groups, e.hash)
-		return
+	if g.n == 1 {
+		g.sizes = nil // one document left: its size is the sum
 	}
 	t.count(g, 1)
 }

@@ -316,14 +316,15 @@ func TestIndexFollow(t *testing.T) {
 		t.Fatalf("requests after the rounds: %+v (before %+v)", got, s)
 	}
 	// A day later, a round moves the frontier to the hour before the clock: the document events
-	// waiting for it are applied, and the ingest jobs and token hours kept follow.
+	// it passed are read from the store and applied, and the ingest jobs and token hours kept
+	// follow.
 	ledgertest.Load(t, p.st, doc("document.deleted", at.Add(2*time.Hour), "beta", "zed", "b2", "HB", 4000))
 	now = now.Add(24 * time.Hour)
 	if err := p.index.step(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := p.index.st; !st.frontier.Equal(at.Add(23*time.Hour)) || len(st.pending) != 0 || !st.since.Equal(at.Add(23*time.Hour-30*24*time.Hour)) {
-		t.Fatalf("frontier %s, since %s, %d events pending", st.frontier, st.since, len(st.pending))
+	if st := p.index.st; !st.frontier.Equal(at.Add(23*time.Hour)) || st.tenants["beta"].docs["b2"].live || !st.since.Equal(at.Add(23*time.Hour-30*24*time.Hour)) {
+		t.Fatalf("frontier %s, since %s, b2 %+v", st.frontier, st.since, st.tenants["beta"].docs["b2"])
 	}
 	if _, ok := kinds(p.same(t, []string{"beta"}, at.Add(24*time.Hour)), "beta")[KindDuplicateDocuments]; ok {
 		t.Fatal("beta's duplicate was deleted")
@@ -402,5 +403,61 @@ func TestIndexFollowConcurrent(t *testing.T) {
 	p.same(t, []string{"acme", "beta"}, at)
 	if s := p.index.Stats(); s.Scans != 0 || s.Updates != 6 {
 		t.Fatalf("index stats %+v: every request answered from the index", s)
+	}
+}
+
+// TestIndexForgetsDeletedDocuments: a deleted document's tombstone is dropped once its deletion
+// is out of the late window's reach, and the answers stay those of a full recomputation before,
+// during and after (a pruned document created again, late events inside the window).
+func TestIndexForgetsDeletedDocuments(t *testing.T) {
+	p := newPair(t)
+	t0 := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	var evs []E
+	for i := range 40 {
+		id := fmt.Sprintf("d%d", i)
+		evs = append(evs, doc("document.created", t0.Add(time.Duration(i)*time.Minute), "acme", "alice", id, fmt.Sprintf("H%d", i%4), 100*(1+i%3)))
+		if i%2 == 0 {
+			evs = append(evs, doc("document.deleted", t0.Add(time.Hour+time.Duration(i)*time.Minute), "acme", "bob", id, "", 0))
+		}
+	}
+	ledgertest.Load(t, p.st, evs...)
+	tenants := []string{"acme"}
+	p.same(t, tenants, t0.Add(3*time.Hour))
+	tombstones := func() int {
+		n := 0
+		for _, e := range p.index.st.tenants["acme"].docs {
+			if !e.live {
+				n++
+			}
+		}
+		return n
+	}
+	if n := tombstones(); n != 20 {
+		t.Fatalf("%d tombstones after 20 deletions, want 20", n)
+	}
+	// Inside the window the tombstones decide: a creation dated before its deletion changes
+	// nothing.
+	for day := 10; day <= 50; day += 10 {
+		now := t0.Add(time.Duration(day) * 24 * time.Hour)
+		late := []E{doc("document.created", now.Add(-time.Hour), "acme", "carol", fmt.Sprintf("n%d", day), "H1", 100)}
+		if day < 35 {
+			late = append(late, doc("document.created", t0.Add(30*time.Minute), "acme", "carol", "d0", "H0", 100))
+		}
+		if day == 50 {
+			// Created again once forgotten: the new creation decides, as it would have anyway.
+			late = append(late, doc("document.created", now.Add(-2*time.Hour), "acme", "carol", "d2", "H2", 300))
+		}
+		ledgertest.Load(t, p.st, late...)
+		p.same(t, tenants, now)
+		want := 20
+		if day >= 40 { // the frontier is past t0 + 35 days + the margin + a day
+			want = 0
+		}
+		if n := tombstones(); n != want {
+			t.Fatalf("day %d: %d tombstones, want %d", day, n, want)
+		}
+	}
+	if s := p.index.Stats(); s.Builds != 1 || s.Scans != 0 {
+		t.Fatalf("index stats %+v: want one build and no scan", s)
 	}
 }
