@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/usagemeter/usagemeter/exporter/meter"
+	"github.com/usagemeter/usagemeter/internal/testproc"
 	"github.com/usagemeter/usagemeter/simulate"
 )
 
@@ -43,44 +43,16 @@ func binaries(t *testing.T) (exporterBin, usagectlBin string) {
 	return exporterBin, usagectlBin
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// syncBuffer is a log both the process and the test touch.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type exporterProc struct {
 	cmd *exec.Cmd
 	url string
-	log *syncBuffer
+	log *testproc.Output
 }
 
 func startExporter(t *testing.T, bin, store, cfg string) *exporterProc {
 	t.Helper()
-	addr := freeAddr(t)
-	e := &exporterProc{url: "http://" + addr, log: &syncBuffer{}}
+	addr := testproc.FreeAddr(t)
+	e := &exporterProc{url: "http://" + addr, log: &testproc.Output{}}
 	e.cmd = exec.Command(bin, "--web.listen-address="+addr, "--storage.path="+store, "--config.file="+cfg)
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/usagemeter/usagemeter/exporter/auth"
 	"github.com/usagemeter/usagemeter/exporter/meter"
+	"github.com/usagemeter/usagemeter/internal/testproc"
 	"github.com/usagemeter/usagemeter/simulate"
 )
 
@@ -59,7 +60,7 @@ func startSecured(t *testing.T) *securedExporter {
 	t.Helper()
 	root, hash := auth.NewAPIKey()
 	dir := t.TempDir()
-	s := &securedExporter{addr: freePort(t), store: filepath.Join(dir, "data"), config: filepath.Join(dir, "config.yml"), root: root}
+	s := &securedExporter{addr: testproc.FreeAddr(t), store: filepath.Join(dir, "data"), config: filepath.Join(dir, "config.yml"), root: root}
 	cfg := abuseHTTP + fmt.Sprintf("auth:\n  tokens:\n    - {subject: root, hash: %q, roles: [platform_admin]}\n", hash)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/usagemeter/usagemeter/exporter/meter"
 	"github.com/usagemeter/usagemeter/exporter/server"
+	"github.com/usagemeter/usagemeter/internal/testproc"
 	"github.com/usagemeter/usagemeter/simulate"
 )
 
@@ -42,16 +42,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 type exporter struct {
@@ -212,7 +202,7 @@ func url2(s string) string { return url.QueryEscape(s) }
 func TestEndToEndExactAfterCrash(t *testing.T) {
 	server.ValidateClient(t) // every request and answer below is checked against the OpenAPI document
 	store := t.TempDir()
-	addr := freePort(t)
+	addr := testproc.FreeAddr(t)
 	e := start(t, addr, store)
 	rng := rand.New(rand.NewPCG(7, 7))
 	g := simulate.NewGenerator(40, 7)
@@ -345,7 +335,7 @@ func TestEndToEndExactAfterCrash(t *testing.T) {
 func TestBadConfigNamesFileLineField(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "bad.yml")
 	os.WriteFile(cfg, []byte("plans:\n  - name: free\n    limits:\n      documents: 10\n      tokenz: 5\n"), 0o644)
-	out, err := exec.Command(binary, "--config.file="+cfg, "--storage.path="+t.TempDir(), "--web.listen-address="+freePort(t)).CombinedOutput()
+	out, err := exec.Command(binary, "--config.file="+cfg, "--storage.path="+t.TempDir(), "--web.listen-address="+testproc.FreeAddr(t)).CombinedOutput()
 	if err == nil {
 		t.Fatal("started with a bad config")
 	}

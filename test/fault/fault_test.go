@@ -12,17 +12,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/usagemeter/usagemeter/internal/testproc"
 )
 
 var exporterBin, usagectlBin string
@@ -47,38 +47,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// syncBuffer is a process's output, read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type exporter struct {
 	cmd  *exec.Cmd
 	url  string
-	log  *syncBuffer
+	log  *testproc.Output
 	done chan struct{}
 	err  error // of Wait, once done is closed
 }
@@ -86,8 +58,8 @@ type exporter struct {
 // launch starts the exporter on store and returns at once.
 func launch(t *testing.T, store string, args ...string) *exporter {
 	t.Helper()
-	addr := freeAddr(t)
-	e := &exporter{url: "http://" + addr, log: &syncBuffer{}, done: make(chan struct{})}
+	addr := testproc.FreeAddr(t)
+	e := &exporter{url: "http://" + addr, log: &testproc.Output{}, done: make(chan struct{})}
 	e.cmd = exec.Command(exporterBin, append([]string{"--web.listen-address=" + addr, "--storage.path=" + store}, args...)...)
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {
